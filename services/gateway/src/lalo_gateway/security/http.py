@@ -1,0 +1,280 @@
+"""The security layer's FastAPI edge: the per-request context, the dependencies that
+authenticate, authorise and rate-limit, the audit middleware and the error handlers.
+
+``deps.py`` re-exports the ``Annotated`` aliases from here; routes declare the permission
+they need with ``dependencies=[require(Permission.X)]`` or a ``Principal`` parameter typed
+with :func:`permission`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from lalo_common.errors import LaloError
+
+from lalo_gateway.security.audit import AuditRecord
+from lalo_gateway.security.edge import ASGIApp, EdgeMiddleware, Receive, Scope, Send
+from lalo_gateway.security.errors import (
+    AuthenticationFailed,
+    Forbidden,
+    ModelNotAllowed,
+    RateLimited,
+    RequestLimitExceeded,
+    RequestTooLarge,
+)
+from lalo_gateway.security.principal import Principal
+from lalo_gateway.security.rbac import Permission
+from lalo_gateway.security.runtime import SecurityRuntime
+
+log = logging.getLogger(__name__)
+
+# Paths any caller may reach without credentials (probes and API docs). Everything else
+# needs a principal and a permission; the route sweep test holds every route to that.
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/healthz",
+        "/readyz",
+        "/livez",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
+)
+# Probes are not audited: they carry no identity and would drown the log.
+UNAUDITED_PATHS = frozenset({"/health", "/healthz", "/readyz", "/livez", "/metrics"})
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+@dataclass
+class RequestContext:
+    """What the audit record of one request is built from; routes add model and usage."""
+
+    request_id: str
+    principal: Principal | None = None
+    admitted: bool = False
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    error_code: str = ""
+    content: dict[str, Any] | None = None
+
+
+def request_context(request: Request) -> RequestContext:
+    context: RequestContext | None = getattr(request.state, "lalo", None)
+    if context is None:  # app built without the audit middleware (unit tests of routes)
+        context = RequestContext(request_id=str(uuid.uuid4()))
+        request.state.lalo = context
+    return context
+
+
+def security_runtime(request: Request) -> SecurityRuntime:
+    runtime: SecurityRuntime | None = getattr(request.app.state, "security", None)
+    if runtime is None:
+        raise RuntimeError("the security runtime is not started (app.state.security)")
+    return runtime
+
+
+async def authenticated_principal(request: Request) -> Principal:
+    """The verified caller of this request (once per request); 401 otherwise."""
+    context = request_context(request)
+    if context.principal is None:
+        runtime = security_runtime(request)
+        context.principal = await runtime.authenticator.authenticate_header(
+            request.headers.get("authorization")
+        )
+    return context.principal
+
+
+class RequirePermission:
+    """Dependency: authenticated, allowed ``permission`` (403 otherwise), and within the
+    caller's rate limit (429 otherwise). Routes are found by the sweep test through this
+    class, so every protected route must use it."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(
+        self,
+        request: Request,
+        principal: Annotated[Principal, Depends(authenticated_principal)],
+    ) -> Principal:
+        if not principal.can(self.permission):
+            raise Forbidden(
+                f"Your role '{principal.role.value}' does not have permission "
+                f"'{self.permission.value}' needed for {request.method} {request.url.path}."
+            )
+        context = request_context(request)
+        if not context.admitted:
+            await security_runtime(request).limiter.admit(principal)
+            context.admitted = True
+        return principal
+
+    def __repr__(self) -> str:
+        return f"RequirePermission({self.permission.value})"
+
+
+def require(permission: Permission) -> Any:
+    """``dependencies=[require(Permission.X)]`` on a route or router."""
+    return Depends(RequirePermission(permission))
+
+
+def permission(perm: Permission) -> Any:
+    """``principal: Annotated[Principal, permission(Permission.X)]`` in a route signature."""
+    return Depends(RequirePermission(perm))
+
+
+def check_model_allowed(request: Request, principal: Principal, model: str) -> None:
+    """403 unless the caller's key may use ``model``; records the model for the audit."""
+    request_context(request).model = model
+    if not principal.may_use_model(model):
+        raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.")
+
+
+def record_usage(
+    request: Request,
+    *,
+    model: str | None = None,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    content: dict[str, Any] | None = None,
+) -> None:
+    """Report what a request used (the audit middleware charges the rate limiter with it
+    once the response is complete, streamed or not). ``content`` is kept only when the
+    caller's key says so."""
+    context = request_context(request)
+    if model:
+        context.model = model
+    context.tokens_in += max(0, prompt_tokens)
+    context.tokens_out += max(0, completion_tokens)
+    if content is not None and context.principal is not None and context.principal.store_content:
+        context.content = content
+
+
+class AuditMiddleware:
+    """Outermost middleware: gives each request its context and writes one audit record
+    when the response is finished (or failed), whatever the status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")[:64]
+                break
+        context = RequestContext(request_id=request_id or uuid.uuid4().hex)
+        scope.setdefault("state", {})["lalo"] = context
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", context.request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            await self._finish(scope, context, status, started)
+
+    async def _finish(
+        self, scope: Scope, context: RequestContext, status: int, started: float
+    ) -> None:
+        runtime: SecurityRuntime | None = getattr(scope["app"].state, "security", None)
+        if runtime is None:
+            return
+        principal = context.principal
+        if principal is not None and (context.tokens_in or context.tokens_out):
+            try:
+                await runtime.limiter.charge_tokens(
+                    principal, context.tokens_in + context.tokens_out
+                )
+            except Exception:
+                log.warning("could not charge tokens to the rate limiter", exc_info=True)
+        route = scope.get("route")
+        client = scope.get("client")
+        runtime.audit.record(
+            AuditRecord(
+                method=scope["method"],
+                path=scope["path"],
+                route=getattr(route, "path", ""),
+                status=status,
+                request_id=context.request_id,
+                subject=principal.subject if principal else "",
+                principal_kind=principal.kind if principal else "",
+                role=principal.role.value if principal else "",
+                key_id=principal.key_id if principal else "",
+                key_prefix=principal.key_prefix if principal else "",
+                model=context.model,
+                tokens_in=context.tokens_in,
+                tokens_out=context.tokens_out,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                client_addr=client[0] if client else "",
+                error_code=context.error_code,
+                content=context.content,
+            )
+        )
+
+
+_SECURITY_ERRORS: tuple[type[LaloError], ...] = (
+    AuthenticationFailed,
+    Forbidden,
+    ModelNotAllowed,
+    RateLimited,
+    RequestTooLarge,
+    RequestLimitExceeded,
+)
+
+
+def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+async def security_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    status: int = getattr(exc, "http_status", 400)
+    code: str = getattr(exc, "openai_code", "error")
+    type_: str = getattr(exc, "openai_type", "invalid_request_error")
+    message = exc.message if isinstance(exc, LaloError) else str(exc)
+    request_context(request).error_code = code
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["retry-after"] = str(exc.retry_after_s)
+    if isinstance(exc, AuthenticationFailed):
+        headers["www-authenticate"] = 'Bearer realm="lalo"'
+    return JSONResponse(
+        error_body(message, type_, code, getattr(exc, "param", None)),
+        status_code=status,
+        headers=headers,
+    )
+
+
+def install_security(app: FastAPI, *, max_body_bytes: int) -> None:
+    """Add the middlewares and error handlers; the runtime itself is started in the
+    lifespan (``app.state.security = await SecurityRuntime.start(...)``)."""
+    for error in _SECURITY_ERRORS:
+        app.add_exception_handler(error, security_error_handler)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(AuditMiddleware)  # added last = outermost
+
+
+AdminPrincipal = Annotated[Principal, permission(Permission.KEYS_ADMIN)]
+AuditReader = Annotated[Principal, permission(Permission.AUDIT_READ)]

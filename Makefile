@@ -1,0 +1,71 @@
+# LALO developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTHON ?= python3
+# llama.cpp is compiled from source once (uv caches the wheel); LLaVA is not needed.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+PROTO_OUT := libs/lalo-proto/src
+PROTO_FILES := $(shell find proto -name '*.proto' | sort)
+TINY_MODEL ?= .lalo/models/tiny-chat.gguf
+
+.PHONY: help
+help: ## List every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: uv
+uv: ## Install uv (the package manager) if it is missing
+	@command -v $(UV) >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user "uv==0.13.9" || $(PYTHON) -m pip install --quiet "uv==0.13.9"
+
+.PHONY: install
+install: uv ## Install the whole workspace from uv.lock into .venv (CPU only, no torch)
+	$(UV) sync --frozen --all-packages
+
+.PHONY: lock
+lock: uv ## Re-resolve dependencies into uv.lock
+	$(UV) lock
+
+.PHONY: proto
+proto: uv ## Regenerate libs/lalo-proto from proto/ (the only way stubs are made)
+	rm -rf $(PROTO_OUT)/lalo
+	$(UV) run --frozen --no-sync python -m grpc_tools.protoc -I proto \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTO_FILES)
+	find $(PROTO_OUT)/lalo -type d -exec touch {}/__init__.py \;
+
+.PHONY: proto-check
+proto-check: ## Fail if libs/lalo-proto is stale against proto/
+	@tmp=$$(mktemp -d); cp -r $(PROTO_OUT)/lalo $$tmp/before; \
+	$(MAKE) --no-print-directory proto >/dev/null; \
+	if ! diff -r $$tmp/before $(PROTO_OUT)/lalo >/dev/null; then \
+	  echo "libs/lalo-proto is stale: run 'make proto' and commit the result"; diff -r $$tmp/before $(PROTO_OUT)/lalo | head -20; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp; echo "proto stubs are up to date"
+
+.PHONY: tiny-model
+tiny-model: install ## Write the tiny random-weight chat GGUF used by tests and `make up`
+	$(UV) run --frozen --no-sync lalo-tiny-model --out $(TINY_MODEL)
+
+.PHONY: up
+up: install ## Run gateway, router and inference-small locally (embedded mode); Ctrl-C stops all
+	$(UV) run --frozen --no-sync python -m lalo_testing.up
+
+.PHONY: lint
+lint: ## ruff (lint + format check) and mypy over the workspace
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+	$(UV) run --frozen --no-sync mypy libs/lalo-common/src services/*/src
+
+.PHONY: test
+test: install ## Install what is needed and run the whole suite (unit, integration, contract)
+	$(MAKE) --no-print-directory proto-check
+	$(UV) run --frozen --no-sync pytest
+
+.PHONY: bench
+bench: install ## Benchmarks, each beside a reference measured in the same run
+	$(UV) run --frozen --no-sync python bench/inference.py
+
+.PHONY: guard-large-files
+guard-large-files: ## Refuse committed files over 5 MiB (model weights never enter git)
+	@big=$$(git ls-files -z | xargs -0 -I{} find {} -maxdepth 0 -type f -size +5M 2>/dev/null); \
+	if [ -n "$$big" ]; then echo "files too large to commit:"; echo "$$big"; exit 1; fi; echo "no large files"

@@ -1,0 +1,1 @@
+"""Shared plumbing for LALO services: settings base, logging, gRPC factories, auth primitives."""

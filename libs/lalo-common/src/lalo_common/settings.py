@@ -1,0 +1,40 @@
+"""The base every service's settings class derives from.
+
+Each service declares one pydantic-settings class with its own ``LALO_<SVC>_`` prefix and
+reads it through a cached ``get_settings()``; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "embedded", "production"]
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "dev", "test"})
+
+
+class ServiceSettings(BaseSettings):
+    """Fields common to every service."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    environment: Environment = "development"
+    log_level: str = "INFO"
+    log_json: bool = False
+    # Shared credential that internal gRPC callers present; empty disables the check
+    # (development and embedded mode only: see validate_service_token).
+    service_token: SecretStr = SecretStr("")
+    grace_period_s: float = 5.0
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    def require_real_secret(self, name: str, value: SecretStr) -> None:
+        """Refuse placeholder secrets outside development."""
+        if self.environment == "production" and value.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{name} must be set to a real secret in production")

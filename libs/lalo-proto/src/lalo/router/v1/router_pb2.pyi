@@ -1,0 +1,61 @@
+from lalo.inference.v1 import inference_pb2 as _inference_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChatRequest(_message.Message):
+    __slots__ = ("request_id", "model", "chat", "prompt", "sampling", "stream", "principal", "tenant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    chat: _inference_pb2.ChatInput
+    prompt: str
+    sampling: _inference_pb2.SamplingParams
+    stream: bool
+    principal: str
+    tenant: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class RouteDecision(_message.Message):
+    __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    P_ESCALATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFY_MS_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    model: str
+    reason: str
+    category: str
+    category_confidence: float
+    p_escalate: float
+    replica: str
+    escalated: bool
+    classify_ms: float
+    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., category: _Optional[str] = ..., category_confidence: _Optional[float] = ..., p_escalate: _Optional[float] = ..., replica: _Optional[str] = ..., escalated: _Optional[bool] = ..., classify_ms: _Optional[float] = ...) -> None: ...
+
+class ChatResponse(_message.Message):
+    __slots__ = ("route", "chunk", "complete", "error")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    route: RouteDecision
+    chunk: _inference_pb2.GenerateChunk
+    complete: _inference_pb2.GenerateComplete
+    error: _inference_pb2.GenerateError
+    def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ...) -> None: ...

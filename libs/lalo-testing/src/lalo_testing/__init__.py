@@ -1,0 +1,1 @@
+"""Test support for LALO: tiny models, fixtures, process helpers."""

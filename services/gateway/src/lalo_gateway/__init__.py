@@ -1,0 +1,1 @@
+"""LALO gateway: the public OpenAI-compatible API."""

@@ -1,0 +1,1 @@
+"""LALO router: classify, choose a pool and a replica, forward."""

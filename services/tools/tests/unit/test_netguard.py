@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
 from lalo_tools.netguard import (
     AddressRefused,
     check_addresses,

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from lalo_tools.core import ErrorCode, Limits, ToolFailure, ToolResult
 from lalo_tools.registry import RequestedLimits, ToolRegistry
 from lalo_tools.tools.calculator import Calculator
@@ -141,7 +140,9 @@ async def test_limits_can_only_be_lowered(registry: ToolRegistry, echo: Echo) ->
         "echo", '{"text": "a"}', limits=RequestedLimits(timeout_s=100, max_output_bytes=10**9)
     )
     await registry.invoke(
-        "echo", '{"text": "a"}', limits=RequestedLimits(timeout_s=0.5, max_output_bytes=10, max_rows=3)
+        "echo",
+        '{"text": "a"}',
+        limits=RequestedLimits(timeout_s=0.5, max_output_bytes=10, max_rows=3),
     )
     assert echo.seen_limits[0] == Limits(timeout_s=1.0, max_output_bytes=1000, max_rows=50)
     assert echo.seen_limits[1] == Limits(timeout_s=0.5, max_output_bytes=10, max_rows=3)

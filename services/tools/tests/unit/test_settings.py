@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-
 from lalo_tools.build import build_registry
 from lalo_tools.settings import ToolsSettings
+from pydantic import ValidationError
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +40,9 @@ def test_unknown_tool_names_are_refused() -> None:
 def test_production_refuses_the_loopback_test_switch_and_placeholder_token() -> None:
     with pytest.raises(ValidationError, match="tests only"):
         ToolsSettings(
-            environment="production", service_token="a-real-token-1234", http_test_allow_loopback=True
+            environment="production",
+            service_token="a-real-token-1234",
+            http_test_allow_loopback=True,
         )
     with pytest.raises(ValidationError, match="LALO_SERVICE_TOKEN"):
         ToolsSettings(environment="production", service_token="changeme")

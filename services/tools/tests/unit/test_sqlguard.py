@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lalo_tools.sqlguard import SqlRefused, check_read_only, scan
 
 READS = [

@@ -69,7 +69,13 @@ class PythonExec:
         self.limits = limits
         self.config = config
         self._slots = asyncio.Semaphore(config.max_concurrent)
-        self.python = choose_interpreter(config.python, drops_privileges=os.geteuid() == 0)
+        drops = os.geteuid() == 0
+        self.python = choose_interpreter(config.python, drops_privileges=drops)
+        root = config.scratch_root or tempfile.gettempdir()
+        if drops and not world_executable(root):
+            raise ValueError(
+                f"python tool: scratch root {root} must be traversable (o+x) by the sandbox uid"
+            )
         self.parameters: dict[str, Any] = {
             "type": "object",
             "properties": {

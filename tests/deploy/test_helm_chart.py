@@ -307,3 +307,63 @@ def test_profile_keys_exist_in_chart_values(check_chart: ModuleType) -> None:
     for profile in [*PROFILES, SECRETS, EVERYTHING]:
         values = yaml.safe_load(profile.read_text())
         assert unknown(values, defaults, "") == [], profile.name
+
+
+SERVICE_PREFIXES = {
+    "gateway": "LALO_GATEWAY_",
+    "router": "LALO_ROUTER_",
+    "inference_small": "LALO_INFERENCE_SMALL_",
+    "inference_large": "LALO_INFERENCE_LARGE_",
+    "orchestrator": "LALO_ORCHESTRATOR_",
+    "tools": "LALO_TOOLS_",
+}
+
+
+def settings_names(package: str, prefix: str) -> set[str] | None:
+    """Every environment name a service's settings class reads, or None if it has none yet."""
+    import importlib
+
+    from lalo_common.settings import ServiceSettings
+
+    names: set[str] = set()
+    found = False
+    for module_name in (f"lalo_{package}.settings", f"lalo_{package}.security.settings"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(f"lalo_{package}"):
+                continue  # the service (or this module of it) is not installed yet
+            raise
+        for value in vars(module).values():
+            if not (isinstance(value, type) and issubclass(value, ServiceSettings)):
+                continue
+            if value.model_config.get("env_prefix") != prefix:
+                continue
+            found = True
+            for field_name, field in value.model_fields.items():
+                names.add(f"{prefix}{field_name}".upper())
+                alias = field.validation_alias
+                choices = getattr(alias, "choices", [alias] if alias else [])
+                names.update(str(c).upper() for c in choices if isinstance(c, str))
+    return names if found else None
+
+
+@pytest.mark.parametrize("package", sorted(SERVICE_PREFIXES))
+def test_deploy_files_use_real_setting_names(
+    check_chart: ModuleType, check_compose: ModuleType, helm: Path, package: str
+) -> None:
+    """A misspelt LALO_<SVC>_* variable is silently ignored by pydantic-settings: every one
+    the chart or the compose file sets must be a field of that service's settings class."""
+    prefix = SERVICE_PREFIXES[package]
+    known = settings_names(package, prefix)
+    if known is None:
+        pytest.skip(f"lalo_{package} has no settings class with prefix {prefix} yet")
+    used: set[str] = set()
+    for values in [*PROFILES, EVERYTHING]:
+        extra = [SECRETS] if values != EVERYTHING else []
+        for _, spec in pod_specs(render(check_chart, helm, values, *extra)):
+            used.update(e["name"] for c in containers(spec) for e in c.get("env") or [])
+    for service in check_compose.load()["services"].values():
+        used.update(service.get("environment") or {})
+    unknown = sorted(name for name in used if name.startswith(prefix) and name not in known)
+    assert unknown == [], f"not settings of lalo_{package}: {unknown}"

@@ -60,27 +60,41 @@ def build_tools(settings: ToolsSettings) -> list[Tool]:
         else:
             log.info("sql_query is not offered: LALO_TOOLS_SQL_DATABASE_URL is not set")
     if "python" in enabled:
-        tools.append(
-            PythonExec(
-                limits=Limits(settings.python_wall_timeout_s + 1.0, out_bytes, 0),
-                config=SandboxConfig(
-                    cpu_s=settings.python_cpu_s,
-                    wall_timeout_s=settings.python_wall_timeout_s,
-                    memory_bytes=settings.python_memory_bytes,
-                    file_bytes=settings.python_max_file_bytes,
-                    open_files=settings.python_max_open_files,
-                    processes=settings.python_max_processes,
-                    max_code_chars=settings.python_max_code_chars,
-                    max_concurrent=settings.python_max_concurrent,
-                    scratch_root=settings.python_scratch_root,
-                    python=settings.python_executable,
-                    sandbox_uid=settings.python_sandbox_uid,
-                    sandbox_gid=settings.python_sandbox_gid,
-                    require_isolation=settings.python_require_network_isolation,
-                ),
-            )
-        )
+        python = _python_tool(settings, out_bytes)
+        if python is not None:
+            tools.append(python)
     return tools
+
+
+def _python_tool(settings: ToolsSettings, out_bytes: int) -> PythonExec | None:
+    """The python tool, or None (logged) when this host cannot sandbox it."""
+    try:
+        python = PythonExec(
+            limits=Limits(settings.python_wall_timeout_s + 1.0, out_bytes, 0),
+            config=SandboxConfig(
+                cpu_s=settings.python_cpu_s,
+                wall_timeout_s=settings.python_wall_timeout_s,
+                memory_bytes=settings.python_memory_bytes,
+                file_bytes=settings.python_max_file_bytes,
+                open_files=settings.python_max_open_files,
+                processes=settings.python_max_processes,
+                max_code_chars=settings.python_max_code_chars,
+                max_concurrent=settings.python_max_concurrent,
+                scratch_root=settings.python_scratch_root,
+                python=settings.python_executable,
+                sandbox_uid=settings.python_sandbox_uid,
+                sandbox_gid=settings.python_sandbox_gid,
+                require_isolation=settings.python_require_network_isolation,
+            ),
+        )
+    except ValueError as exc:
+        log.error("python tool is enabled but NOT offered: %s", exc)
+        return None
+    problem = python.probe()
+    if problem is not None:
+        log.error("python tool is enabled but NOT offered: %s", problem)
+        return None
+    return python
 
 
 def build_registry(settings: ToolsSettings) -> ToolRegistry:

@@ -189,16 +189,17 @@ async def test_fork_bomb_is_contained(tool: PythonExec) -> None:
 
 @needs_namespaces
 async def test_background_processes_do_not_outlive_the_call(tool: PythonExec) -> None:
+    # The daemon execs `sleep 3917` so that it can be found by its command line.
     code = (
-        "import os, time\n"
+        "import os\n"
         "if os.fork() == 0:\n"
         "    os.setsid()\n"
-        "    time.sleep(30)\n"
+        "    os.execv('/bin/sleep', ['sleep', '3917'])\n"
         "print('parent done')"
     )
     assert await run(tool, code) == "parent done\n"
     leftover = subprocess.run(  # noqa: ASYNC221
-        ["pgrep", "-f", "time.sleep\\(30\\)"], capture_output=True, text=True, check=False
+        ["pgrep", "-f", "sleep 3917"], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == ""
 
@@ -294,3 +295,31 @@ async def test_without_namespaces_the_tool_refuses_to_run(
     failure = await fails(tool, "print('ran unconfined')")
     assert failure.code is ErrorCode.NOT_ALLOWED
     assert "unavailable" in failure.message
+
+
+@needs_namespaces
+async def test_cancelled_call_kills_the_snippet_and_cleans_up(
+    tool: PythonExec, scratch_root: str
+) -> None:
+    """A caller that goes away (gRPC deadline, cancel) leaves nothing behind."""
+    import asyncio
+
+    code = "import os\nos.execv('/bin/sleep', ['sleep', '4518'])"
+    task = asyncio.create_task(tool.run({"code": code}, LIMITS))
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        started = subprocess.run(  # noqa: ASYNC221
+            ["pgrep", "-f", "sleep 4518"], capture_output=True, text=True, check=False
+        )
+        if started.stdout.strip():
+            break
+    else:
+        pytest.fail("the snippet never started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    leftover = subprocess.run(  # noqa: ASYNC221
+        ["pgrep", "-f", "sleep 4518"], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout.strip() == ""
+    assert os.listdir(scratch_root) == []

@@ -46,3 +46,13 @@ def test_production_refuses_the_loopback_test_switch_and_placeholder_token() -> 
         )
     with pytest.raises(ValidationError, match="LALO_SERVICE_TOKEN"):
         ToolsSettings(environment="production", service_token="changeme")
+
+
+def test_python_is_not_offered_when_its_sandbox_cannot_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = ToolsSettings(
+        enabled_tools=["calculator", "python"], python_executable="/nonexistent/python3"
+    )
+    assert build_registry(settings).names == ["calculator"]
+    assert "NOT offered" in caplog.text

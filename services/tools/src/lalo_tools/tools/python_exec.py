@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -84,6 +85,42 @@ class PythonExec:
             "required": ["code"],
             "additionalProperties": False,
         }
+
+    def probe(self) -> str | None:
+        """Run a trivial snippet once (synchronously, at start-up); the problem, or None.
+
+        A server that cannot build the sandbox should not offer the tool at all.
+        """
+        scratch = Path(
+            tempfile.mkdtemp(prefix="lalo-py-probe-", dir=self.config.scratch_root or None)
+        )
+        try:
+            self._prepare(scratch, "print('ok')")
+            done = subprocess.run(
+                [
+                    self.python,
+                    "-I",
+                    "-S",
+                    "-B",
+                    str(LAUNCHER),
+                    json.dumps(self._launcher_config(scratch)),
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=max(10.0, self.config.wall_timeout_s),
+                env={},
+                cwd=str(scratch),
+                start_new_session=True,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot start the sandbox: {exc}"
+        finally:
+            _remove_tree(scratch)
+        if done.returncode == 0 and done.stdout == b"ok\n":
+            return None
+        detail = done.stderr.decode("utf-8", errors="replace").strip()[-500:]
+        return f"sandbox self-test failed (exit {done.returncode}): {detail}"
 
     async def run(self, arguments: dict[str, Any], limits: Limits) -> ToolResult:
         # Keep our own deadline inside the registry's so the message says what happened.
@@ -203,6 +240,7 @@ class PythonExec:
         if code is not None and code > _SIGNAL_EXIT:
             sig = code - _SIGNAL_EXIT
             if sig in (signal.SIGXCPU, signal.SIGKILL):
+                # Not retryable: the same snippet would use the same CPU again.
                 raise ToolFailure(
                     ErrorCode.TIMEOUT, f"the snippet used up its {self.config.cpu_s} s of CPU time"
                 )

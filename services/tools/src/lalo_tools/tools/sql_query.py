@@ -137,9 +137,7 @@ class SqlQuery:
                 rows = await cur.fetchmany(limits.max_rows + 1)
             return self._result(columns, rows, limits)
         except pg_errors.QueryCanceled:
-            raise ToolFailure(
-                ErrorCode.TIMEOUT, f"the query ran past {timeout_ms} ms", retryable=True
-            ) from None
+            raise ToolFailure(ErrorCode.TIMEOUT, f"the query ran past {timeout_ms} ms") from None
         except (pg_errors.ReadOnlySqlTransaction, pg_errors.InsufficientPrivilege) as exc:
             raise ToolFailure(ErrorCode.NOT_ALLOWED, _first_line(exc), path="$.query") from None
         except psycopg.OperationalError as exc:

@@ -1,0 +1,46 @@
+"""``lalo-inference-large``: serve the configured model over gRPC until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from lalo_common.logging import configure_logging
+
+from lalo_inference_large.server import build_server
+from lalo_inference_large.settings import InferenceLargeSettings, get_settings
+from lalo_inference_large.vllm_backend import ENGINE_MISSING, vllm_available
+
+log = logging.getLogger("lalo_inference_large")
+
+
+async def serve(settings: InferenceLargeSettings) -> None:
+    server = build_server(settings)
+    port = await server.start()
+    log.info("inference-large listening on port %d (not serving until the model is up)", port)
+    try:
+        await server.load()
+        await server.grpc.serve_until_signalled()
+    finally:
+        if server.backend is not None:
+            await server.backend.close()
+
+
+def main() -> int:
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        print(f"inference-large: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, json_lines=settings.log_json, service="inference-large")
+    if settings.backend == "vllm" and not vllm_available():
+        print(f"inference-large: {ENGINE_MISSING}", file=sys.stderr)
+        return 3
+    asyncio.run(serve(settings))
+    return 0
+
+
+# vLLM spawns its engine process, which re-imports the main module: nothing may run on import.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Thin ``lalo.inference.v1.InferenceService`` servicer over a backend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import Unavailable
+from lalo_common.grpc_server import request_id_of
+
+from lalo_inference_large import convert
+from lalo_inference_large.domain import Backend
+
+log = logging.getLogger(__name__)
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+    """Refuses calls with UNAVAILABLE until a backend is attached (the engine is loading)."""
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self.backend = backend
+
+    def _ready(self) -> Backend:
+        if self.backend is None:
+            raise Unavailable("the model is still loading; retry shortly")
+        return self.backend
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        backend = self._ready()
+        domain_request = convert.generation_request(request, request_id_of(context))
+        # Errors raised here (unknown model, prompt over the context, bad sampling values)
+        # become the call's status; after the first event they travel in-band.
+        events = await backend.start(domain_request)
+        async for event in events:
+            yield convert.event_message(event)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return convert.models_message(await self._ready().list_models())
+
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        backend = self._ready()
+        return convert.tokenize_message(await backend.tokenize(convert.tokenize_request(request)))
+
+    async def GetLoad(
+        self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadReport:
+        return convert.load_message(await self._ready().load())

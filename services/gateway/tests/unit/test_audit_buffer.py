@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
 from lalo_gateway.security.audit import AuditBuffer, AuditRecord
 
 

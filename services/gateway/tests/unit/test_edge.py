@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from lalo_gateway.security.edge import (
     EdgeMiddleware,
     check_generation_limits,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from lalo_gateway.security.errors import RateLimited
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.ratelimit import InProcessRateLimiter

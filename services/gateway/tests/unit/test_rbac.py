@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lalo_gateway.security.rbac import (
     MATRIX,
     Permission,

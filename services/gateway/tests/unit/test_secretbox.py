@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lalo_common.errors import FailedPrecondition
 from lalo_gateway.security.secretbox import SecretBox, generate_secret_key, parse_keys, rotate_all
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-
 from lalo_gateway.security.settings import SecuritySettings
+from pydantic import ValidationError
 
 
 def test_development_defaults_work() -> None:

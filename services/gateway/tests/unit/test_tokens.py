@@ -18,12 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from pydantic import ValidationError
-
 from lalo_gateway.security.errors import AuthenticationFailed, Forbidden
 from lalo_gateway.security.rbac import Role
 from lalo_gateway.security.settings import SecuritySettings
 from lalo_gateway.security.tokens import TokenVerifier, looks_like_jwt
+from pydantic import ValidationError
 
 ISSUER = "https://idp.example.test/realms/lalo"
 AUDIENCE = "lalo-gateway"

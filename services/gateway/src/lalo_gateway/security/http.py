@@ -8,9 +8,11 @@ with :func:`permission`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -31,6 +33,7 @@ from lalo_gateway.security.errors import (
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
+from lalo_gateway.security.settings import SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,23 @@ def record_usage(
         context.content = content
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/admin/keys/{key_id}``), or "" when none matched.
+
+    A route included with a prefix knows only its own part of the path, so the prefix is
+    taken from the request path (prefixes are literal, so the leading segments match)."""
+    route = scope.get("route")
+    template: str = getattr(route, "path", "") or ""
+    if not template:
+        return ""
+    actual = scope["path"].rstrip("/").split("/")
+    own = template.rstrip("/").split("/")
+    missing = len(actual) - len(own)
+    if missing > 0 and ":path}" not in template:
+        return "/".join(actual[: missing + 1]) + template
+    return template
+
+
 class AuditMiddleware:
     """Outermost middleware: gives each request its context and writes one audit record
     when the response is finished (or failed), whatever the status."""
@@ -210,13 +230,12 @@ class AuditMiddleware:
                 )
             except Exception:
                 log.warning("could not charge tokens to the rate limiter", exc_info=True)
-        route = scope.get("route")
         client = scope.get("client")
         runtime.audit.record(
             AuditRecord(
                 method=scope["method"],
                 path=scope["path"],
-                route=getattr(route, "path", ""),
+                route=route_template(scope),
                 status=status,
                 request_id=context.request_id,
                 subject=principal.subject if principal else "",
@@ -278,3 +297,16 @@ def install_security(app: FastAPI, *, max_body_bytes: int) -> None:
 
 AdminPrincipal = Annotated[Principal, permission(Permission.KEYS_ADMIN)]
 AuditReader = Annotated[Principal, permission(Permission.AUDIT_READ)]
+
+
+@contextlib.asynccontextmanager
+async def security_lifespan(
+    app: FastAPI, settings: SecuritySettings, static_keys: Sequence[str] = ()
+) -> AsyncIterator[SecurityRuntime]:
+    """Start the security runtime on ``app.state.security`` for the app's lifetime."""
+    runtime = await SecurityRuntime.start(settings, static_keys)
+    app.state.security = runtime
+    try:
+        yield runtime
+    finally:
+        await runtime.close()

@@ -137,6 +137,12 @@ def _skip_string(sql: str, i: int, backslash: bool) -> int:
     raise SqlRefused("unterminated string literal")
 
 
+def first_keyword(sql: str) -> str:
+    """The statement's first keyword, upper-cased (empty when there is none)."""
+    words = scan(sql).words
+    return words[0] if words else ""
+
+
 def check_read_only(sql: str) -> None:
     """Raise :class:`SqlRefused` unless ``sql`` is one statement that only reads."""
     result = scan(sql)

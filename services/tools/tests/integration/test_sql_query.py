@@ -135,6 +135,18 @@ async def test_row_limit(tool: SqlQuery) -> None:
     assert (await query(tool, "SELECT id FROM items", few))["row_count"] == 5
 
 
+async def test_huge_results_are_not_transferred(tool: SqlQuery) -> None:
+    """A hundred million rows: only the rows kept cross the wire (a server-side cursor).
+
+    Buffered client-side, this result would take gigabytes in the tools service and run
+    past the 2 s statement timeout; streamed, the first rows come back at once.
+    """
+    few = Limits(timeout_s=5.0, max_output_bytes=64 * 1024, max_rows=5)
+    content = await query(tool, "SELECT generate_series(1, 100000000) AS g", few)
+    assert content["rows"] == [[1], [2], [3], [4], [5]]
+    assert content["truncated"] is True
+
+
 async def test_output_limit(tool: SqlQuery) -> None:
     tiny = Limits(timeout_s=5.0, max_output_bytes=300, max_rows=1000)
     result = await tool.run({"query": "SELECT repeat('x', 100) FROM items"}, tiny)

@@ -22,7 +22,10 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from lalo_tools.core import ErrorCode, Limits, ToolFailure, ToolResult
-from lalo_tools.sqlguard import SqlRefused, check_read_only
+from lalo_tools.sqlguard import SqlRefused, check_read_only, first_keyword
+
+_CURSOR = "lalo_tools_query"
+_FETCH_BATCH = 100
 
 _ROLE_CHECK = """
 SELECT r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolbypassrls OR r.rolreplication,
@@ -128,13 +131,7 @@ class SqlQuery:
                 )
                 if self.require_readonly_role:
                     await self._check_role(cur)
-                # A prepared statement goes through the extended protocol, which refuses more
-                # than one statement whatever the scanner thought; no % processing either.
-                await cur.execute(query, prepare=True)
-                if cur.description is None:
-                    raise ToolFailure(ErrorCode.NOT_ALLOWED, "the statement returned no rows")
-                columns = [col.name for col in cur.description]
-                rows = await cur.fetchmany(limits.max_rows + 1)
+                columns, rows = await self._fetch(cur, query, limits)
             return self._result(columns, rows, limits)
         except pg_errors.QueryCanceled:
             raise ToolFailure(ErrorCode.TIMEOUT, f"the query ran past {timeout_ms} ms") from None
@@ -150,6 +147,40 @@ class SqlQuery:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
             await conn.close()
+
+    async def _fetch(
+        self, cur: psycopg.AsyncCursor[Any], query: str, limits: Limits
+    ) -> tuple[list[str], list[Any]]:
+        """Run the query and bring back at most max_rows + 1 rows (and about the byte budget).
+
+        Statements are sent prepared: the extended protocol refuses more than one statement
+        whatever the scanner thought, and no % processing happens. Queries go through a
+        server-side cursor so that only the rows fetched cross the wire — a plain execute
+        would make libpq buffer the whole result (``generate_series(1, 1e9)``) in this
+        process before the row limit applies. SHOW and EXPLAIN (small outputs, and not
+        allowed in DECLARE) run directly.
+        """
+        wanted = limits.max_rows + 1
+        if first_keyword(query) in ("SHOW", "EXPLAIN"):
+            await cur.execute(query, prepare=True)
+            if cur.description is None:
+                raise ToolFailure(ErrorCode.NOT_ALLOWED, "the statement returned no rows")
+            return [col.name for col in cur.description], await cur.fetchmany(wanted)
+        await cur.execute(f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR\n{query}\n", prepare=True)
+        columns: list[str] = []
+        rows: list[Any] = []
+        size = 0
+        while len(rows) < wanted and size <= limits.max_output_bytes:
+            batch_size = min(_FETCH_BATCH, wanted - len(rows))
+            await cur.execute(f"FETCH FORWARD {batch_size} FROM {_CURSOR}")
+            if cur.description is not None and not columns:
+                columns = [col.name for col in cur.description]
+            batch = await cur.fetchall()
+            rows.extend(batch)
+            size += sum(len(str(row)) for row in batch)
+            if len(batch) < batch_size:
+                break
+        return columns, rows
 
     async def _check_role(self, cur: psycopg.AsyncCursor[Any]) -> None:
         await cur.execute(_ROLE_CHECK)

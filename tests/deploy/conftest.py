@@ -53,6 +53,11 @@ def lint_dockerfiles() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def gen_values_schema() -> ModuleType:
+    return load_tool("gen_values_schema")
+
+
+@pytest.fixture(scope="session")
 def fetch_models() -> ModuleType:
     return load_tool("fetch_models", REPO_ROOT / "deploy" / "docker")
 

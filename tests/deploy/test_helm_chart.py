@@ -367,3 +367,15 @@ def test_deploy_files_use_real_setting_names(
         used.update(service.get("environment") or {})
     unknown = sorted(name for name in used if name.startswith(prefix) and name not in known)
     assert unknown == [], f"not settings of lalo_{package}: {unknown}"
+
+
+def test_values_schema_is_current(check_chart: ModuleType, gen_values_schema: ModuleType) -> None:
+    committed = (check_chart.CHART / "values.schema.json").read_text()
+    assert committed == gen_values_schema.render(), "run: python deploy/tools/gen_values_schema.py"
+
+
+def test_values_schema_refuses_typos(check_chart: ModuleType, helm: Path) -> None:
+    with pytest.raises(check_chart.ChartError, match="tensorParalelSize is not allowed"):
+        check_chart.render(helm, [SECRETS], sets=["inferenceLarge.tensorParalelSize=2"])
+    with pytest.raises(check_chart.ChartError, match="must be one of"):
+        check_chart.render(helm, [SECRETS], sets=["gateway.jwt.mode=none"])

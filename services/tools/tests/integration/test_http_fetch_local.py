@@ -145,6 +145,8 @@ async def test_relative_redirect_is_followed(site: tuple[str, list[str]]) -> Non
         "http://2852039166/",
         "http://0xa9.0xfe.0xa9.0xfe/",
         "http://0/",
+        "//10.0.0.1/",  # scheme-relative
+        "//169.254.169.254/latest/meta-data/",
         "file:///etc/passwd",
         "gopher://127.0.0.1:6379/_INFO",
     ],

@@ -176,3 +176,31 @@ async def test_unresolvable_host_is_an_upstream_error() -> None:
     failure = await refused(fetcher(StubResolver({})), "http://nowhere.example/")
     assert failure.code is ErrorCode.UPSTREAM_ERROR
     assert failure.retryable
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://%31%32%37.0.0.1/",
+        "http://127.0.0.1%2f@example.com/",
+        "http://example.com\\@127.0.0.1/",
+        "http://127.0.0.1#@example.com/",
+        "http://[0:0:0:0:0:ffff:7f00:1]/",
+        "http://[fe80::1%25eth0]/",
+        "http://LOCALHOST/",
+        "http://0x7f.0x0.0x0.0x1/",
+        "http://\u2460\u2461\u2466.0.0.1/",  # circled digits normalise to 127.0.0.1
+        "http://127\u30020\u30020\u30021/",  # ideographic full stops
+        "http:/127.0.0.1/",
+        "http:127.0.0.1",
+        "http://[::]/",
+    ],
+)
+async def test_tricky_spellings_never_reach_a_private_address(url: str) -> None:
+    resolver = StubResolver({"localhost": ["127.0.0.1"]})
+    failure = await refused(fetcher(resolver), url)
+    assert failure.code in (
+        ErrorCode.NOT_ALLOWED,
+        ErrorCode.INVALID_ARGUMENTS,
+        ErrorCode.UPSTREAM_ERROR,  # unresolvable: never connected
+    )

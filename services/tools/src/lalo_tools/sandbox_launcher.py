@@ -7,12 +7,12 @@ session (so the tool can kill the whole group). Steps:
    not root). The new network namespace has only a down loopback: no network at all.
 2. Fork the namespace's init (PID 1). It dies with the launcher (PDEATHSIG), and when it
    exits the kernel kills every process left in the namespace — nothing outlives a call.
-3. In init: make every mount private, remount the whole tree read-only (nosuid, nodev), keep
-   only the scratch directory writable, and mount a fresh /proc that shows only the
-   sandbox's own processes (so the service's environment is not readable through /proc).
+3. In init: pivot into a minimal root (a tmpfs with read-only binds of /usr, /lib… and a
+   few device nodes, the writable scratch directory as /work, and a fresh /proc that shows
+   only the sandbox's own processes), so no host file, socket or process is reachable.
 4. Fork the snippet process: drop to the sandbox uid/gid (when root), set no_new_privs, the
    resource limits (CPU, address space, file size, open files, processes, no core files),
-   cd into the scratch directory, and exec ``python -I -S -B -X utf8 main.py`` with an
+   cd into /work, and exec ``python -I -S -B -X utf8 main.py`` with an
    empty environment.
 
 Exit status: the snippet's, or 128+signal when it was killed; 96 when sandbox set-up
@@ -23,6 +23,7 @@ launcher on stderr start with ``lalo-sandbox:``.
 import ctypes
 import json
 import os
+import platform
 import resource
 import signal
 import sys
@@ -52,6 +53,8 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new unified syscall)
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -107,18 +110,73 @@ def _mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int) -> None:
     _check(0 if result == 0 else -1, "mount_setattr " + path)
 
 
+def _map_own_ids(uid: int, gid: int) -> None:
+    """Map our own uid/gid into the new user namespace (not to root: after exec the snippet
+    is an ordinary user there too, so it keeps no capabilities). Without a mapping, files
+    cannot be created on the sandbox's tmpfs root."""
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
+
+
 def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
 
 
-def _isolate_filesystem(scratch: str) -> None:
+def _pivot_root(new_root: str, put_old: str) -> None:
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(0, "pivot_root: unknown architecture " + platform.machine())
+    result = _libc.syscall(number, new_root.encode(), put_old.encode())
+    _check(0 if result == 0 else -1, "pivot_root")
+
+
+def _isolate_filesystem(cfg: dict[str, Any]) -> None:
+    """Build a minimal root and pivot into it; nothing else of the host stays reachable.
+
+    The new root is a small tmpfs holding read-only binds of the system directories the
+    interpreter needs (/usr, /lib…), /dev/null, /dev/zero, /dev/urandom, a fresh /proc and
+    the writable /work. No /run, /var, /tmp, /home or /etc: no unix sockets of local
+    servers (Postgres, Redis, Docker), no configuration, no other users' files.
+    """
+    root = cfg["root"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount(scratch, scratch, None, MS_BIND)
-    _mount_setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)
-    _mount_setattr(scratch, 0, 0, MOUNT_ATTR_RDONLY)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for path in cfg["binds"]:
+        target = root + path
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(os.readlink(path), target)
+        elif os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+            _mount(path, target, None, MS_BIND | MS_REC)
+        elif os.path.isfile(path):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "w").close()
+            _mount(path, target, None, MS_BIND)
+    os.makedirs(root + "/dev")
+    for device in ("null", "zero", "urandom", "random"):
+        open(root + "/dev/" + device, "w").close()
+        _mount("/dev/" + device, root + "/dev/" + device, None, MS_BIND)
+    os.makedirs(root + "/work")
+    _mount(cfg["work"], root + "/work", None, MS_BIND)
+    os.makedirs(root + "/proc")
+    # Before the host's /proc goes out of sight: a user namespace may only mount proc while
+    # a fully visible one exists in its mount namespace.
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(root + "/.old")
+    _pivot_root(root, root + "/.old")
+    os.chdir("/")
+    _check(_libc.umount2(b"/.old", MNT_DETACH), "umount old root")
+    os.rmdir("/.old")
+    # Everything read-only and nosuid (device nodes must keep working), then /work writable.
+    _mount_setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
+    _mount_setattr("/work", 0, 0, MOUNT_ATTR_RDONLY)
 
 
 def _run_snippet(cfg: dict[str, Any]) -> None:
@@ -139,7 +197,7 @@ def _run_snippet(cfg: dict[str, Any]) -> None:
     ]
     for which, soft, hard in limits:
         resource.setrlimit(which, (soft, hard))
-    os.chdir(cfg["scratch"])
+    os.chdir("/work" if cfg["isolated"] else cfg["work"])
     os.umask(0o077)
     os.closerange(3, 1 << 16)
     python = cfg["python"]
@@ -149,8 +207,9 @@ def _run_snippet(cfg: dict[str, Any]) -> None:
 def _init(cfg: dict[str, Any], isolated: bool) -> None:
     """PID 1 of the sandbox: set up the filesystem, start the snippet, reap until it ends."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    cfg["isolated"] = isolated
     if isolated:
-        _isolate_filesystem(cfg["scratch"])
+        _isolate_filesystem(cfg)
     child = os.fork()
     if child == 0:
         try:
@@ -176,7 +235,10 @@ def main() -> None:
     flags = CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     if os.geteuid() != 0:
         flags |= CLONE_NEWUSER
+    uid, gid = os.geteuid(), os.getegid()
     isolated = _libc.unshare(ctypes.c_int(flags)) == 0
+    if isolated and flags & CLONE_NEWUSER:
+        _map_own_ids(uid, gid)
     if not isolated:
         errno = ctypes.get_errno()
         if cfg["require_isolation"]:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 from lalo_tools.core import ErrorCode, Limits, ToolFailure
-from lalo_tools.tools.python_exec import LAUNCHER, PythonExec, SandboxConfig, choose_interpreter
+from lalo_tools.tools.python_exec import (
+    LAUNCHER,
+    PythonExec,
+    SandboxConfig,
+    choose_interpreter,
+    sandbox_binds,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -152,8 +158,32 @@ async def test_scratch_is_writable_then_removed(tool: PythonExec, scratch_root: 
         "print(sorted(os.listdir('.')), os.getcwd())",
     )
     assert "'note.txt'" in out
-    assert Path(out.split()[-1]).parent == Path(scratch_root)
+    assert out.split()[-1] == "/work"
     assert os.listdir(scratch_root) == []
+
+
+@needs_namespaces
+async def test_the_host_filesystem_is_out_of_sight(tool: PythonExec) -> None:
+    """Only system directories, devices, /proc and /work: no sockets, no service code."""
+    code = (
+        "import os, socket\n"
+        "print(sorted(os.listdir('/')))\n"
+        f"print(os.path.exists({__file__!r}), os.path.exists('/etc/passwd'))\n"
+        "for path in ('/var/run/postgresql/.s.PGSQL.5432', '/run/postgresql/.s.PGSQL.5432',\n"
+        "             '/tmp/.s.PGSQL.5432', '/var/run/redis/redis-server.sock',\n"
+        "             '/var/run/docker.sock'):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    try:\n"
+        "        s.connect(path)\n"
+        "        print('CONNECTED', path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    listing, exists = (await run(tool, code)).strip().splitlines()
+    assert set(eval(listing)) <= {  # noqa: S307 - a list literal printed by the snippet
+        "bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "usr", "work",
+    }  # fmt: skip
+    assert exists == "False False"
 
 
 @needs_namespaces
@@ -224,8 +254,10 @@ def test_the_launcher_also_isolates_when_started_unprivileged(scratch_root: str)
     import json
 
     tmp_path = Path(tempfile.mkdtemp(dir=scratch_root))
-    scratch = tmp_path / "scratch"
+    tmp_path.chmod(0o755)
+    scratch = tmp_path / "work"
     scratch.mkdir()
+    (tmp_path / "root").mkdir()
     (scratch / "main.py").write_text(
         "import socket, os\n"
         "try:\n"
@@ -238,16 +270,19 @@ def test_the_launcher_also_isolates_when_started_unprivileged(scratch_root: str)
         "    print('WROTE')\n"
         "except OSError:\n"
         "    print('read-only')\n"
+        "print('HOST' if os.path.exists('/var/run/postgresql') else 'no-host')\n"
+        "print(os.getuid() != 0)\n"
     )
-    os.chown(scratch, 65534, 65534)
-    os.chown(scratch / "main.py", 65534, 65534)
-    tmp_path.chmod(0o755)
+    for path in (tmp_path, scratch, tmp_path / "root", scratch / "main.py"):
+        os.chown(path, 65534, 65534)
     launcher = tmp_path / "launcher.py"
     shutil.copy(LAUNCHER, launcher)
     launcher.chmod(0o644)
     python = choose_interpreter("", drops_privileges=True)
     config = {
-        "scratch": str(scratch),
+        "work": str(scratch),
+        "root": str(tmp_path / "root"),
+        "binds": sandbox_binds(python),
         "python": python,
         "cpu_s": 2,
         "memory_bytes": 128 << 20,
@@ -271,7 +306,7 @@ def test_the_launcher_also_isolates_when_started_unprivileged(scratch_root: str)
         pytest.skip("unprivileged user namespaces are disabled here")
     try:
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["no-net", "read-only"]
+        assert done.stdout.split() == ["no-net", "read-only", "no-host", "True"]
         assert not os.path.exists("/tmp/lalo-escape-unpriv")
     finally:
         shutil.rmtree(tmp_path)

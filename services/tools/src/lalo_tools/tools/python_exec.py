@@ -72,6 +72,7 @@ class PythonExec:
         self._slots = asyncio.Semaphore(config.max_concurrent)
         drops = os.geteuid() == 0
         self.python = choose_interpreter(config.python, drops_privileges=drops)
+        self.binds = sandbox_binds(self.python)
         root = config.scratch_root or tempfile.gettempdir()
         if drops and not world_executable(root):
             raise ValueError(
@@ -168,7 +169,9 @@ class PythonExec:
     def _launcher_config(self, scratch: Path) -> dict[str, Any]:
         c = self.config
         return {
-            "scratch": str(scratch),
+            "work": str(scratch / "work"),
+            "root": str(scratch / "root"),
+            "binds": self.binds,
             "python": self.python,
             "cpu_s": c.cpu_s,
             "memory_bytes": c.memory_bytes,
@@ -182,12 +185,17 @@ class PythonExec:
         }
 
     def _prepare(self, scratch: Path, code: str) -> None:
-        main = scratch / "main.py"
+        """``scratch/work`` (the snippet's /work, with main.py) and ``scratch/root`` (the
+        mount point of the sandbox's root)."""
+        work, root = scratch / "work", scratch / "root"
+        work.mkdir(mode=0o700)
+        root.mkdir(mode=0o755)
+        main = work / "main.py"
         main.write_text(code, encoding="utf-8")
         if os.geteuid() == 0:
-            os.chown(scratch, self.config.sandbox_uid, self.config.sandbox_gid)
+            os.chown(work, self.config.sandbox_uid, self.config.sandbox_gid)
             os.chown(main, self.config.sandbox_uid, self.config.sandbox_gid)
-        scratch.chmod(0o700)
+        scratch.chmod(0o711)
 
     async def _collect(
         self, proc: asyncio.subprocess.Process, captured: _Captured, max_output: int
@@ -268,6 +276,29 @@ class PythonExec:
         }
         text = stdout if not stderr else f"{stdout}\n[stderr]\n{stderr}"
         return ToolResult(content=content, text=text)
+
+
+# What the sandbox's root holds (read-only), when present on the host. Nothing else.
+SYSTEM_BINDS = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+)
+
+
+def sandbox_binds(python: str) -> list[str]:
+    """System directories, plus the interpreter's installation when it lives elsewhere."""
+    binds = [path for path in SYSTEM_BINDS if os.path.lexists(path)]
+    real = Path(os.path.realpath(python))
+    if not any(real.is_relative_to(os.path.realpath(b)) for b in binds if os.path.isdir(b)):
+        prefix = real.parent.parent  # <prefix>/bin/python3 -> <prefix>
+        binds.append(str(prefix))
+    return binds
 
 
 def world_executable(path: str) -> bool:

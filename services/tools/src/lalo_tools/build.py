@@ -76,6 +76,7 @@ def _python_tool(settings: ToolsSettings, out_bytes: int) -> PythonExec | None:
                 wall_timeout_s=settings.python_wall_timeout_s,
                 memory_bytes=settings.python_memory_bytes,
                 file_bytes=settings.python_max_file_bytes,
+                work_bytes=settings.python_scratch_bytes,
                 open_files=settings.python_max_open_files,
                 processes=settings.python_max_processes,
                 max_code_chars=settings.python_max_code_chars,

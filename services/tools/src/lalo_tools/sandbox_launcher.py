@@ -163,8 +163,22 @@ def _isolate_filesystem(cfg: dict[str, Any]) -> None:
     for device in ("null", "zero", "urandom", "random"):
         open(root + "/dev/" + device, "w").close()
         _mount("/dev/" + device, root + "/dev/" + device, None, MS_BIND)
+    # /work is a size-capped tmpfs of its own: RLIMIT_FSIZE caps one file, this caps them all.
+    with open(os.path.join(cfg["work"], "main.py"), "rb") as f:
+        code = f.read()
+    owner = (cfg["uid"], cfg["gid"]) if cfg["drop_to_uid"] else (os.geteuid(), os.getegid())
     os.makedirs(root + "/work")
-    _mount(cfg["work"], root + "/work", None, MS_BIND)
+    _mount(
+        "tmpfs",
+        root + "/work",
+        "tmpfs",
+        MS_NOSUID | MS_NODEV,
+        f"size={cfg['work_bytes']},nr_inodes={cfg['work_inodes']},mode=0700,"
+        f"uid={owner[0]},gid={owner[1]}",
+    )
+    with open(root + "/work/main.py", "wb") as f:
+        f.write(code)
+    os.chown(root + "/work/main.py", owner[0], owner[1])
     os.makedirs(root + "/proc")
     # Before the host's /proc goes out of sight: a user namespace may only mount proc while
     # a fully visible one exists in its mount namespace.

@@ -72,6 +72,8 @@ class ToolsSettings(ServiceSettings):
     python_wall_timeout_s: float = Field(default=10.0, gt=0)
     python_memory_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     python_max_file_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Size of the snippet's /work (a tmpfs of its own): all files together.
+    python_scratch_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     python_max_open_files: int = Field(default=32, gt=3)
     python_max_processes: int = Field(default=8, gt=0)
     python_max_code_chars: int = Field(default=20_000, gt=0)

@@ -61,6 +61,7 @@ def tool(scratch_root: str) -> PythonExec:
             wall_timeout_s=3.0,
             memory_bytes=128 * 1024 * 1024,
             file_bytes=64 * 1024,
+            work_bytes=256 * 1024,
             open_files=16,
             processes=4,
             scratch_root=scratch_root,
@@ -194,6 +195,14 @@ async def test_big_files_hit_the_file_size_limit(tool: PythonExec) -> None:
 
 
 @needs_namespaces
+async def test_many_files_fill_only_the_small_work_tmpfs(tool: PythonExec) -> None:
+    code = "for i in range(64):\n    open(f'f{i}', 'wb').write(b'x' * 60_000)\nprint('all written')"
+    failure = await fails(tool, code)
+    assert failure.code is ErrorCode.EXECUTION_ERROR
+    assert "No space left on device" in failure.message
+
+
+@needs_namespaces
 async def test_environment_is_empty_and_host_processes_are_invisible(tool: PythonExec) -> None:
     os.environ["LALO_TOOLS_TEST_SECRET"] = "do-not-leak"
     try:
@@ -292,6 +301,8 @@ def test_the_launcher_also_isolates_when_started_unprivileged(scratch_root: str)
         "uid": 65534,
         "gid": 65534,
         "drop_to_uid": False,
+        "work_bytes": 1 << 20,
+        "work_inodes": 64,
         "require_isolation": True,
     }
     done = subprocess.run(

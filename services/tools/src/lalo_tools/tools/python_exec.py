@@ -40,6 +40,8 @@ class SandboxConfig:
     wall_timeout_s: float = 10.0
     memory_bytes: int = 256 * 1024 * 1024
     file_bytes: int = 1024 * 1024
+    work_bytes: int = 16 * 1024 * 1024
+    work_inodes: int = 1024
     open_files: int = 32
     processes: int = 8
     max_code_chars: int = 20_000
@@ -172,6 +174,8 @@ class PythonExec:
             "work": str(scratch / "work"),
             "root": str(scratch / "root"),
             "binds": self.binds,
+            "work_bytes": c.work_bytes,
+            "work_inodes": c.work_inodes,
             "python": self.python,
             "cpu_s": c.cpu_s,
             "memory_bytes": c.memory_bytes,

@@ -364,8 +364,14 @@ async def test_cancelled_call_kills_the_snippet_and_cleans_up(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    leftover = subprocess.run(  # noqa: ASYNC221
-        ["pgrep", "-f", "sleep 4518"], capture_output=True, text=True, check=False
-    )
+    # The launcher is dead at this point; the kernel then tears the PID namespace down
+    # (init gets SIGKILL through PDEATHSIG), which may take a moment.
+    for _ in range(100):
+        leftover = subprocess.run(  # noqa: ASYNC221
+            ["pgrep", "-f", "sleep 4518"], capture_output=True, text=True, check=False
+        )
+        if not leftover.stdout.strip():
+            break
+        await asyncio.sleep(0.05)
     assert leftover.stdout.strip() == ""
     assert os.listdir(scratch_root) == []

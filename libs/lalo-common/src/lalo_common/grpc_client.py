@@ -18,22 +18,35 @@ CLIENT_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-class _CredentialInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor
-):
+class _CredentialDetails:
     def __init__(self, token: str) -> None:
         self._token = token
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata = grpc.aio.Metadata()
+        given = details.metadata
+        if isinstance(given, grpc.aio.Metadata):
+            # A Metadata iterates over its keys; copy every value of every key.
+            for key in dict.fromkeys(given.keys()):
+                for value in given.get_all(key):
+                    metadata.add(key, value)
+        elif given:
+            for key, value in given:
+                metadata.add(key, value)
         metadata.add(SERVICE_TOKEN_METADATA, self._token)
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files an interceptor under its first matching kind only, so each call kind gets
+# its own class.
+class _UnaryUnaryCredential(_CredentialDetails, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamCredential(_CredentialDetails, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
@@ -44,7 +57,11 @@ def create_channel(
     service_token: str = "",
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    interceptors = [_CredentialInterceptor(service_token)] if service_token else None
+    interceptors: list[grpc.aio.ClientInterceptor] | None = (
+        [_UnaryUnaryCredential(service_token), _UnaryStreamCredential(service_token)]
+        if service_token
+        else None
+    )
     return grpc.aio.insecure_channel(
         target, options=[*CLIENT_OPTIONS, *options], interceptors=interceptors
     )

@@ -81,7 +81,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str, authorised: bool) -> grpc.RpcMethodHandler:
     async def deny(context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential")
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, "missing or invalid service credential"
+        )
 
     if handler.unary_unary:
         inner_uu = handler.unary_unary
@@ -93,7 +95,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authorised: bool) -> grpc
                 return await inner_uu(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
+            except Exception as exc:
                 await _abort_for(exc, context, method)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -102,7 +104,9 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authorised: bool) -> grpc
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             if not authorised:
                 await deny(context)
             try:
@@ -110,7 +114,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authorised: bool) -> grpc
                     yield item
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 await _abort_for(exc, context, method)
 
         return grpc.unary_stream_rpc_method_handler(

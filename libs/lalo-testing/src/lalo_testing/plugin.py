@@ -1,1 +1,51 @@
-"""pytest plugin: fixtures shared by every LALO test suite."""
+"""pytest plugin: fixtures shared by every LALO test suite (registered via entry point)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lalo_testing.stack import Stack, start_stack
+from lalo_testing.tiny_model import write_model
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight chat GGUF (seed 0), written once per test session."""
+    path = tmp_path_factory.mktemp("models") / "tiny-chat.gguf"
+    return write_model(path, "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def test_database_url() -> str:
+    return os.environ.get("LALO_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def test_redis_url() -> str:
+    return os.environ.get("LALO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def lalo_stack(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """gateway + router + inference-small as real processes serving the tiny model."""
+    log_dir = tmp_path_factory.mktemp("stack-logs")
+    stack = start_stack(
+        tiny_model_path,
+        api_key=f"sk-test-{secrets.token_hex(16)}",
+        log_dir=log_dir,
+        threads=2,
+        parallel=4,
+        n_ctx=1024,
+        service_token=secrets.token_hex(16),
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop()

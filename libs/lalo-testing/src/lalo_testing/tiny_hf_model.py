@@ -244,9 +244,12 @@ def _write_weights(path: Path, shape: HFShape, first_special: int, seed: int) ->
     def ones() -> np.ndarray:
         return np.ones(shape.hidden, dtype=np.float32)
 
-    tensors: dict[str, np.ndarray] = {
-        "model.embed_tokens.weight": matrix(shape.vocab, shape.hidden)
-    }
+    # Dimension 0 of the residual stream carries a large constant (every token's embedding
+    # has it), so it is positive at the last layer whatever the input; output rows read it
+    # only to push suppressed tokens far down (below).
+    embeddings = matrix(shape.vocab, shape.hidden, scale=float(np.sqrt(shape.hidden)))
+    embeddings[:, 0] = np.float32(10.0)
+    tensors: dict[str, np.ndarray] = {"model.embed_tokens.weight": embeddings}
     for layer in range(shape.layers):
         prefix = f"model.layers.{layer}"
         tensors[f"{prefix}.input_layernorm.weight"] = ones()
@@ -259,13 +262,16 @@ def _write_weights(path: Path, shape: HFShape, first_special: int, seed: int) ->
         tensors[f"{prefix}.mlp.up_proj.weight"] = matrix(shape.intermediate, shape.hidden)
         tensors[f"{prefix}.mlp.down_proj.weight"] = matrix(shape.hidden, shape.intermediate)
     tensors["model.norm.weight"] = ones()
-    # Sharper output logits (std about 3) make a random model's choices clear, and zero rows
-    # keep it from emitting what would garble text: lone non-ASCII bytes and control bytes,
-    # special and unused tokens (its EOS included; tests that need EOS use logit_bias).
+    # Sharper output logits (std about 3) make a random model's choices clear. Tokens that
+    # would garble text get a large negative weight on the constant dimension: lone
+    # non-ASCII and control bytes, special and unused tokens (EOS included; tests that
+    # need EOS use logit_bias). Their logits sit about 20 below the rest.
     output = matrix(shape.vocab, shape.hidden, scale=3.0)
+    output[:, 0] = 0
     suppressed = [byte for byte in range(256) if byte >= 0x80 or byte < 0x20]
     suppressed += list(range(first_special, shape.vocab))
     output[suppressed, :] = 0
+    output[suppressed, 0] = np.float32(-3.0)
     tensors["lm_head.weight"] = output
     _write_safetensors(path, tensors)
 

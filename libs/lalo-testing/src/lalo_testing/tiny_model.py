@@ -29,7 +29,8 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # A small English corpus: enough text to learn a few hundred merges that make the
 # tokenizer behave like a real one on ordinary prompts.
-CORPUS = """
+CORPUS = (
+    """
 The quick brown fox jumps over the lazy dog. A language model predicts the next token
 from the tokens before it. Hello, world! How are you today? I am fine, thank you.
 What is the capital of France? The capital of France is Paris. Please write a short poem
@@ -47,7 +48,9 @@ Reasoning step by step: first we read the question, then we think, then we answe
 JSON: {"name": "Alice", "age": 30, "city": "Berlin", "tags": ["a", "b"], "ok": true}
 She said that they would come back in the evening, after the rain had stopped falling.
 Water boils at one hundred degrees Celsius at sea level; ice melts at zero degrees.
-""" * 4
+"""
+    * 4
+)
 
 PRETOKENIZE = re.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]+|\s+")
 
@@ -138,12 +141,29 @@ class Shape:
 
 
 PRESETS: dict[str, Shape] = {
-    "tiny": Shape(n_layer=2, n_embd=64, n_ff=128, n_head=4, n_head_kv=2, n_vocab=1024,
-                  n_ctx=2048, quant="f16"),
-    "tinyllama": Shape(n_layer=22, n_embd=2048, n_ff=5632, n_head=32, n_head_kv=4,
-                       n_vocab=32000, n_ctx=2048, quant="q4_0"),
-    "qwen2.5-0.5b": Shape(n_layer=24, n_embd=896, n_ff=4864, n_head=14, n_head_kv=2,
-                          n_vocab=151936, n_ctx=4096, quant="q4_0"),
+    "tiny": Shape(
+        n_layer=2, n_embd=64, n_ff=128, n_head=4, n_head_kv=2, n_vocab=1024, n_ctx=2048, quant="f16"
+    ),
+    "tinyllama": Shape(
+        n_layer=22,
+        n_embd=2048,
+        n_ff=5632,
+        n_head=32,
+        n_head_kv=4,
+        n_vocab=32000,
+        n_ctx=2048,
+        quant="q4_0",
+    ),
+    "qwen2.5-0.5b": Shape(
+        n_layer=24,
+        n_embd=896,
+        n_ff=4864,
+        n_head=14,
+        n_head_kv=2,
+        n_vocab=151936,
+        n_ctx=4096,
+        quant="q4_0",
+    ),
 }
 
 

@@ -1,0 +1,224 @@
+"""Runs gateway, router and inference-small as real local processes.
+
+Used by the contract tests, the benchmarks and ``make up``: each service is started with
+its own console entry point (``python -m lalo_<svc>``) and configured only through its
+environment, exactly as a deployment would configure it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_grpc(
+    target: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"process for {target} exited with {process.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = "not serving"
+            except grpc.RpcError as exc:
+                last = str(exc.code())
+            time.sleep(0.1)
+    raise TimeoutError(f"{target} not healthy after {timeout_s}s ({last})")
+
+
+def wait_for_http(
+    url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s ({last})")
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None
+    log_file: IO[bytes] | None = None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.log_file is not None:
+            self.log_file.close()
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    gateway_url: str
+    router_target: str
+    inference_target: str
+    api_key: str
+    model_id: str
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.gateway_url}/v1"
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def logs(self) -> dict[str, str]:
+        return {s.name: s.log_text() for s in self.services}
+
+
+def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None) -> Service:
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    log_path = log_file = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=full_env,
+        stdout=log_file if log_file else None,
+        stderr=subprocess.STDOUT if log_file else None,
+        start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops us
+    )
+    return Service(name, process, log_path, log_file)
+
+
+def start_stack(
+    model_path: Path,
+    *,
+    api_key: str,
+    model_id: str = "tiny-chat",
+    gateway_port: int | None = None,
+    log_dir: Path | None = None,
+    threads: int | None = None,
+    parallel: int = 4,
+    n_ctx: int = 2048,
+    service_token: str = "",
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Stack:
+    """Starts inference-small, router and gateway; returns once /readyz says ready."""
+    inference_port, router_port = free_port(), free_port()
+    gateway_port = gateway_port or free_port()
+    common = {
+        "LALO_SERVICE_TOKEN": service_token,
+        "LALO_ENVIRONMENT": "embedded",
+        **(extra_env or {}),
+    }
+    services: list[Service] = []
+    try:
+        inference = _spawn(
+            "inference-small",
+            "lalo_inference_small",
+            {
+                **common,
+                "LALO_INFERENCE_SMALL_LISTEN": f"127.0.0.1:{inference_port}",
+                "LALO_INFERENCE_SMALL_MODEL_PATH": str(model_path),
+                "LALO_INFERENCE_SMALL_MODEL_ID": model_id,
+                "LALO_INFERENCE_SMALL_PARALLEL": str(parallel),
+                "LALO_INFERENCE_SMALL_N_CTX": str(n_ctx),
+                **({"LALO_INFERENCE_SMALL_THREADS": str(threads)} if threads else {}),
+            },
+            log_dir,
+        )
+        services.append(inference)
+        router = _spawn(
+            "router",
+            "lalo_router",
+            {
+                **common,
+                "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
+                "LALO_ROUTER_BACKENDS": f"small=127.0.0.1:{inference_port}",
+                "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
+            },
+            log_dir,
+        )
+        services.append(router)
+        gateway = _spawn(
+            "gateway",
+            "lalo_gateway",
+            {
+                **common,
+                "LALO_GATEWAY_HOST": "127.0.0.1",
+                "LALO_GATEWAY_PORT": str(gateway_port),
+                "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
+                "LALO_API_KEYS": api_key,
+            },
+            log_dir,
+        )
+        services.append(gateway)
+        wait_for_grpc(f"127.0.0.1:{inference_port}", timeout_s, inference.process)
+        wait_for_grpc(f"127.0.0.1:{router_port}", timeout_s, router.process)
+        wait_for_http(f"http://127.0.0.1:{gateway_port}/readyz", timeout_s, gateway.process)
+    except BaseException:
+        for service in reversed(services):
+            service.stop()
+        raise
+    return Stack(
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+        router_target=f"127.0.0.1:{router_port}",
+        inference_target=f"127.0.0.1:{inference_port}",
+        api_key=api_key,
+        model_id=model_id,
+        services=services,
+    )
+
+
+@contextlib.contextmanager
+def running_stack(model_path: Path, **kwargs: object) -> Iterator[Stack]:
+    stack = start_stack(model_path, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,56 @@
+"""The gateway's FastAPI application: ``create_app(settings)`` builds everything, lazily."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import RequestResponseEndpoint
+
+from lalo_gateway.deps import REQUEST_ID_HEADER, request_id
+from lalo_gateway.errors import install_error_handlers
+from lalo_gateway.router_client import RouterClient
+from lalo_gateway.routes import chat, completions, health, models
+from lalo_gateway.serving import ServingChat, ServingCompletions
+from lalo_gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = RouterClient(
+            settings.router_target,
+            service_token=settings.service_token.get_secret_value(),
+            timeout_s=settings.request_timeout_s,
+        )
+        app.state.router = router
+        app.state.serving_chat = ServingChat(router)
+        app.state.serving_completions = ServingCompletions(router)
+        try:
+            yield
+        finally:
+            await router.close()
+
+    app = FastAPI(
+        title="LALO",
+        version="0.1.0",
+        description="OpenAI-compatible API in front of LALO's local model fleet.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.static_keys = settings.static_keys()
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def add_request_id(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        rid = request_id(request)
+        response = await call_next(request)
+        response.headers.setdefault(REQUEST_ID_HEADER, rid)
+        return response
+
+    for module in (health, models, chat, completions):
+        app.include_router(module.router)
+    return app

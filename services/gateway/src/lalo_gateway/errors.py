@@ -1,0 +1,157 @@
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` for every failure."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from lalo_common.errors import LaloError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# gRPC statuses from the router → what an OpenAI client expects.
+_GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str, str | None]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error", None),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error", None),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error", None),
+    grpc.StatusCode.NOT_FOUND: (404, "invalid_request_error", "model_not_found"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error", "overloaded"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable", "backend_unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout", "timeout"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error", "permission_denied"),
+}
+
+
+def from_grpc(code: grpc.StatusCode, details: str) -> APIError:
+    status, type_, error_code = _GRPC_TO_HTTP.get(code, (500, "server_error", "internal_error"))
+    if status == 500 or code == grpc.StatusCode.UNAUTHENTICATED:
+        # Internal credential problems and bugs are the operator's business, not the caller's.
+        log.error("router call failed: %s %s", code.name, details)
+        return APIError(
+            500,
+            "The server had an error while processing your request.",
+            type_="server_error",
+            code="internal_error",
+        )
+    param = "model" if error_code == "model_not_found" else None
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "context length" in details:
+        error_code = "context_length_exceeded"
+        param = "messages"
+    return APIError(status, details or code.name, type_=type_, param=param, code=error_code)
+
+
+def from_lalo_error(exc: LaloError) -> APIError:
+    # Raised by the gateway's own checks (not relayed from the router).
+    if exc.code == grpc.StatusCode.UNAUTHENTICATED:
+        return APIError(
+            401,
+            exc.message,
+            type_="invalid_request_error",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if exc.code == grpc.StatusCode.PERMISSION_DENIED:
+        return APIError(403, exc.message, type_="permission_error", code="permission_denied")
+    return from_grpc(exc.code, exc.message)
+
+
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if not parts:
+        return None
+    out = parts[0]
+    for part in parts[1:]:
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(LaloError)
+    async def _lalo_error(_request: Request, exc: LaloError) -> JSONResponse:
+        api = from_lalo_error(exc)
+        return JSONResponse(api.body(), status_code=api.status, headers=api.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = tuple(first.get("loc", ()))
+        param = _param_from_loc(loc)
+        reason = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            message = "We could not parse the JSON body of your request."
+            param = None
+        elif first.get("type") == "missing":
+            message = f"Missing required parameter: '{param}'."
+        else:
+            message = f"Invalid value for '{param}': {reason}." if param else f"{reason}."
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_value"),
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = "Unknown request URL. Please check the URL and method."
+        elif exc.status_code == 405:
+            message = "Method not allowed for this URL."
+        return JSONResponse(
+            error_body(message, type_, None, None),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body(
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+                "internal_error",
+            ),
+            status_code=500,
+        )

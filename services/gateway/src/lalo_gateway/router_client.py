@@ -1,0 +1,60 @@
+"""The gateway's one backend: the router over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo.router.v1 import router_pb2_grpc
+from lalo_common.grpc_client import create_channel, request_metadata
+
+from lalo_gateway.errors import from_grpc
+
+
+class RouterClient:
+    def __init__(self, target: str, *, service_token: str = "", timeout_s: float = 600.0) -> None:
+        self.channel = create_channel(target, service_token=service_token)
+        self.stub = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def chat(self, request: rpb.ChatRequest) -> AsyncIterator[rpb.ChatResponse]:
+        """Router events; gRPC failures become APIError (OpenAI-shaped) for the caller."""
+        call = self.stub.Chat(
+            request, timeout=self.timeout_s, metadata=request_metadata(request.request_id)
+        )
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details() or "") from None
+        finally:
+            call.cancel()
+
+    async def list_models(self, timeout_s: float = 5.0) -> list[ipb.ModelInfo]:
+        try:
+            reply = await self.stub.ListModels(ipb.ListModelsRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details() or "") from None
+        return list(reply.models)
+
+    async def ready(self, timeout_s: float) -> tuple[bool, str]:
+        try:
+            health = await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return False, f"router unreachable ({exc.code().name})"
+        if health.status != health_pb2.HealthCheckResponse.SERVING:
+            return False, "router not serving"
+        try:
+            models = await self.list_models(timeout_s)
+        except Exception:
+            return False, "router cannot list models"
+        if not models:
+            return False, "no model is being served"
+        return True, f"{len(models)} model(s)"

@@ -1,0 +1,23 @@
+"""POST /v1/completions (legacy text completions)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from lalo_gateway.deps import CurrentPrincipal, RequestId
+from lalo_gateway.protocol import CompletionRequest
+from lalo_gateway.serving import ServingCompletions
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(
+    body: CompletionRequest,
+    request: Request,
+    principal: CurrentPrincipal,
+    request_id: RequestId,
+) -> JSONResponse | StreamingResponse:
+    serving: ServingCompletions = request.app.state.serving_completions
+    return await serving.create(body, request_id, principal.subject, principal.tenant)

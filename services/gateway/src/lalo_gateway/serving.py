@@ -1,0 +1,533 @@
+"""Chat and text completions: OpenAI request → router call → OpenAI response or SSE stream.
+
+Built once at start-up and kept on ``app.state``; routes only hand requests over. For a
+streamed request the first router event (the route decision, or an error status) is
+awaited before the HTTP response starts, so a bad model or an over-long prompt still gets
+a proper 4xx; errors after that are sent in-band, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo_common.errors import status_code_from_int
+
+from lalo_gateway.errors import APIError, from_grpc
+from lalo_gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ResponseFormat,
+    SamplingFields,
+)
+from lalo_gateway.router_client import RouterClient
+
+FINISH_REASONS = {
+    ipb.FINISH_REASON_STOP: "stop",
+    ipb.FINISH_REASON_LENGTH: "length",
+    ipb.FINISH_REASON_ABORT: "stop",
+    ipb.FINISH_REASON_UNSPECIFIED: "stop",
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def _unsupported(param: str, message: str) -> APIError:
+    return APIError(400, message, param=param, code="unsupported_parameter")
+
+
+def sampling_from_request(
+    body: SamplingFields,
+    *,
+    max_tokens: int | None,
+    logprobs: bool,
+    top_logprobs: int,
+    response_format: ResponseFormat | None,
+) -> ipb.SamplingParams:
+    params = ipb.SamplingParams()
+    if max_tokens is not None:
+        params.max_tokens = max_tokens
+    if body.temperature is not None:
+        params.temperature = body.temperature
+    if body.top_p is not None:
+        params.top_p = body.top_p
+    if body.top_k is not None and body.top_k > 0:
+        params.top_k = body.top_k
+    if body.min_p is not None:
+        params.min_p = body.min_p
+    if body.seed is not None:
+        params.seed = body.seed
+    if body.stop:
+        params.stop.extend(body.stop)
+    params.presence_penalty = body.presence_penalty or 0.0
+    params.frequency_penalty = body.frequency_penalty or 0.0
+    for token, bias in (body.logit_bias or {}).items():
+        params.logit_bias[int(token)] = bias
+    params.logprobs = logprobs
+    params.top_logprobs = top_logprobs
+    if response_format is not None:
+        fmt = params.response_format
+        if response_format.type == "json_object":
+            fmt.type = ipb.ResponseFormat.JSON_OBJECT
+        elif response_format.type == "json_schema":
+            assert response_format.json_schema is not None
+            fmt.type = ipb.ResponseFormat.JSON_SCHEMA
+            fmt.json_schema = json.dumps(response_format.json_schema.json_schema)
+        else:
+            fmt.type = ipb.ResponseFormat.TEXT
+    return params
+
+
+def _check_common(body: SamplingFields) -> None:
+    if body.n is not None and body.n > 1:
+        raise _unsupported("n", "n > 1 is not supported yet: send n=1 (or several requests).")
+    if body.stream_options is not None and not body.stream:
+        raise APIError(
+            400,
+            "stream_options is only allowed when stream is true.",
+            param="stream_options",
+            code="invalid_value",
+        )
+
+
+@dataclass
+class Collected:
+    route: rpb.RouteDecision | None = None
+    text: list[str] = field(default_factory=list)
+    tokens: list[ipb.TokenInfo] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: ipb.Usage | None = None
+
+
+def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str, str]:
+    headers = {"x-request-id": request_id}
+    if route is not None:
+        headers["x-lalo-route"] = route.pool
+        headers["x-lalo-model"] = route.model
+        if route.category:
+            headers["x-lalo-category"] = route.category
+        headers["x-lalo-escalated"] = "true" if route.escalated else "false"
+    return headers
+
+
+def _raise_in_band(error: ipb.GenerateError) -> None:
+    raise from_grpc(status_code_from_int(error.code), error.message)
+
+
+class Serving:
+    """Shared machinery of chat and text completions."""
+
+    def __init__(self, router: RouterClient, on_usage: UsageHook | None = None) -> None:
+        self.router = router
+        self.on_usage = on_usage
+
+    async def _first(self, events: AsyncIterator[rpb.ChatResponse]) -> rpb.RouteDecision | None:
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "route":
+                return event.route
+            if kind == "error":
+                _raise_in_band(event.error)
+            # Routers always announce the route first; tolerate one that does not.
+            raise APIError(
+                502,
+                "the router sent output before a route decision",
+                type_="server_error",
+                code="bad_gateway",
+            )
+        raise APIError(
+            502,
+            "the router closed the stream without an answer",
+            type_="server_error",
+            code="bad_gateway",
+        )
+
+    async def _collect(self, request: rpb.ChatRequest) -> Collected:
+        out = Collected()
+        events = self.router.chat(request)
+        out.route = await self._first(events)
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "chunk":
+                out.text.append(event.chunk.text)
+                out.tokens.extend(event.chunk.tokens)
+            elif kind == "complete":
+                out.finish_reason = FINISH_REASONS[event.complete.finish_reason]
+                out.usage = event.complete.usage
+            elif kind == "error":
+                _raise_in_band(event.error)
+        return out
+
+    def _report_usage(self, usage: ipb.Usage | None, model: str) -> None:
+        if self.on_usage is not None and usage is not None:
+            self.on_usage(usage.prompt_tokens, usage.completion_tokens, model)
+
+    @staticmethod
+    def usage_dict(usage: ipb.Usage | None) -> dict[str, int] | None:
+        if usage is None:
+            return None
+        return {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        }
+
+    async def _stream(
+        self,
+        request: rpb.ChatRequest,
+        request_id: str,
+        render: Callable[[rpb.ChatResponse], dict[str, Any] | None],
+        finish: Callable[[str], dict[str, Any]],
+        usage_chunk: Callable[[ipb.Usage], dict[str, Any]] | None,
+        opening: dict[str, Any] | None,
+    ) -> StreamingResponse:
+        events = self.router.chat(request)
+        route = await self._first(events)
+
+        async def body() -> AsyncIterator[str]:
+            finish_reason = "stop"
+            usage: ipb.Usage | None = None
+            try:
+                if opening is not None:
+                    yield sse(opening)
+                async for event in events:
+                    kind = event.WhichOneof("event")
+                    if kind == "complete":
+                        finish_reason = FINISH_REASONS[event.complete.finish_reason]
+                        usage = event.complete.usage
+                    elif kind == "error":
+                        yield sse(
+                            APIError(
+                                500,
+                                event.error.message or "generation failed",
+                                type_="server_error",
+                                code="generation_error",
+                            ).body()
+                        )
+                        yield SSE_DONE
+                        return
+                    else:
+                        payload = render(event)
+                        if payload is not None:
+                            yield sse(payload)
+                yield sse(finish(finish_reason))
+                if usage_chunk is not None and usage is not None:
+                    yield sse(usage_chunk(usage))
+                self._report_usage(usage, route.model if route else "")
+                yield SSE_DONE
+            except APIError as exc:  # the router failed mid-stream
+                yield sse(exc.body())
+                yield SSE_DONE
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **route_headers(route, request_id)},
+        )
+
+
+UsageHook = Callable[[int, int, str], None]
+
+
+class ServingChat(Serving):
+    async def create(
+        self, body: ChatCompletionRequest, request_id: str, principal: str = "", tenant: str = ""
+    ) -> JSONResponse | StreamingResponse:
+        _check_common(body)
+        router_request = rpb.ChatRequest(
+            request_id=request_id,
+            model=body.model,
+            stream=bool(body.stream),
+            principal=principal,
+            tenant=tenant,
+        )
+        for message in body.messages:
+            router_request.chat.messages.add(
+                role=message.role,
+                content=message.text(),
+                name=message.name or "",
+                tool_call_id=message.tool_call_id or "",
+            )
+        for tool in body.tools or []:
+            router_request.chat.tools.add(
+                name=tool.function.name,
+                description=tool.function.description or "",
+                parameters_json=json.dumps(tool.function.parameters or {}),
+            )
+        router_request.sampling.CopyFrom(
+            sampling_from_request(
+                body,
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                logprobs=bool(body.logprobs),
+                top_logprobs=body.top_logprobs or 0,
+                response_format=body.response_format,
+            )
+        )
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        want_logprobs = bool(body.logprobs)
+        if body.stream:
+            return await self._stream_chat(
+                router_request, request_id, completion_id, created, want_logprobs, body
+            )
+        out = await self._collect(router_request)
+        model = out.route.model if out.route else body.model
+        self._report_usage(out.usage, model)
+        response = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(out.text), "refusal": None},
+                    "logprobs": chat_logprobs(out.tokens) if want_logprobs else None,
+                    "finish_reason": out.finish_reason,
+                }
+            ],
+            "usage": self.usage_dict(out.usage),
+            "system_fingerprint": None,
+        }
+        return JSONResponse(response, headers=route_headers(out.route, request_id))
+
+    async def _stream_chat(
+        self,
+        router_request: rpb.ChatRequest,
+        request_id: str,
+        completion_id: str,
+        created: int,
+        want_logprobs: bool,
+        body: ChatCompletionRequest,
+    ) -> StreamingResponse:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        model_holder = {"model": body.model}
+
+        def chunk(
+            delta: dict[str, Any],
+            finish_reason: str | None = None,
+            logprobs: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
+            payload: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_holder["model"],
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": delta,
+                        "logprobs": logprobs,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+            }
+            if include_usage:
+                payload["usage"] = None
+            return payload
+
+        def render(event: rpb.ChatResponse) -> dict[str, Any] | None:
+            if event.WhichOneof("event") != "chunk":
+                return None
+            piece = event.chunk
+            if not piece.text and not (want_logprobs and piece.tokens):
+                return None
+            return chunk(
+                {"content": piece.text},
+                logprobs=chat_logprobs(piece.tokens) if want_logprobs else None,
+            )
+
+        def usage_chunk(usage: ipb.Usage) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_holder["model"],
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": self.usage_dict(usage),
+            }
+
+        response = await self._stream(
+            router_request,
+            request_id,
+            render,
+            finish=lambda reason: chunk({}, reason),
+            usage_chunk=usage_chunk if include_usage else None,
+            opening=None,
+        )
+        model_holder["model"] = response.headers.get("x-lalo-model", body.model)
+        # The opening chunk carries the role, as OpenAI's does; it is prepended here so the
+        # model name in it is the routed one.
+        original = response.body_iterator
+        opening = sse(chunk({"role": "assistant", "content": ""}))
+
+        async def with_opening() -> AsyncIterator[str]:
+            yield opening
+            async for item in original:
+                yield item
+
+        response.body_iterator = with_opening()
+        return response
+
+
+class ServingCompletions(Serving):
+    async def create(
+        self, body: CompletionRequest, request_id: str, principal: str = "", tenant: str = ""
+    ) -> JSONResponse | StreamingResponse:
+        _check_common(body)
+        if body.echo:
+            raise _unsupported("echo", "echo is not supported.")
+        if body.suffix:
+            raise _unsupported("suffix", "suffix is not supported.")
+        if body.best_of is not None and body.best_of > 1:
+            raise _unsupported("best_of", "best_of > 1 is not supported yet.")
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) != 1:
+            raise _unsupported(
+                "prompt",
+                "exactly one prompt per request is supported (got "
+                f"{len(prompts)}); send several requests instead.",
+            )
+        router_request = rpb.ChatRequest(
+            request_id=request_id,
+            model=body.model,
+            prompt=prompts[0],
+            stream=bool(body.stream),
+            principal=principal,
+            tenant=tenant,
+        )
+        want_logprobs = body.logprobs is not None
+        router_request.sampling.CopyFrom(
+            sampling_from_request(
+                body,
+                max_tokens=body.max_tokens if body.max_tokens is not None else 16,
+                logprobs=want_logprobs,
+                top_logprobs=body.logprobs or 0,
+                response_format=body.response_format,
+            )
+        )
+        completion_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            model_holder = {"model": body.model}
+            offset = {"value": 0}
+
+            def chunk(
+                text: str, finish_reason: str | None, tokens: list[ipb.TokenInfo] | None = None
+            ) -> dict[str, Any]:
+                payload: dict[str, Any] = {
+                    "id": completion_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model_holder["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": text,
+                            "finish_reason": finish_reason,
+                            "logprobs": completion_logprobs(tokens or [], offset["value"])
+                            if want_logprobs and tokens
+                            else None,
+                        }
+                    ],
+                }
+                if include_usage:
+                    payload["usage"] = None
+                offset["value"] += len(text)
+                return payload
+
+            def render(event: rpb.ChatResponse) -> dict[str, Any] | None:
+                if event.WhichOneof("event") != "chunk":
+                    return None
+                if not event.chunk.text and not (want_logprobs and event.chunk.tokens):
+                    return None
+                return chunk(event.chunk.text, None, list(event.chunk.tokens))
+
+            def usage_chunk(usage: ipb.Usage) -> dict[str, Any]:
+                return {
+                    "id": completion_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model_holder["model"],
+                    "choices": [],
+                    "usage": self.usage_dict(usage),
+                }
+
+            response = await self._stream(
+                router_request,
+                request_id,
+                render,
+                finish=lambda reason: chunk("", reason),
+                usage_chunk=usage_chunk if include_usage else None,
+                opening=None,
+            )
+            model_holder["model"] = response.headers.get("x-lalo-model", body.model)
+            return response
+        out = await self._collect(router_request)
+        model = out.route.model if out.route else body.model
+        self._report_usage(out.usage, model)
+        response = {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": "".join(out.text),
+                    "logprobs": completion_logprobs(out.tokens, 0) if want_logprobs else None,
+                    "finish_reason": out.finish_reason,
+                }
+            ],
+            "usage": self.usage_dict(out.usage),
+            "system_fingerprint": None,
+        }
+        return JSONResponse(response, headers=route_headers(out.route, request_id))
+
+
+def chat_logprobs(tokens: list[ipb.TokenInfo] | Any) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": list(t.token_bytes),
+                "top_logprobs": [
+                    {"token": a.token, "logprob": a.logprob, "bytes": list(a.token_bytes)}
+                    for a in t.top_logprobs
+                ],
+            }
+            for t in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(tokens: list[ipb.TokenInfo], start: int) -> dict[str, Any]:
+    offsets = []
+    position = start
+    for t in tokens:
+        offsets.append(position)
+        position += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in tokens],
+        "text_offset": offsets,
+    }

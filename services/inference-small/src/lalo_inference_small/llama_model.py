@@ -1,0 +1,165 @@
+"""One loaded GGUF model: weights, vocabulary, tokenizer and chat template.
+
+Wraps llama.cpp's low-level C API (through llama-cpp-python's ctypes bindings). The
+high-level ``Llama`` class is deliberately not used: it decodes one sequence at a time,
+while the engine needs one context shared by many sequences.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+import llama_cpp
+from lalo_common.errors import FailedPrecondition, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_LLAMA_LOG = logging.getLogger("llama.cpp")
+# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5.
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback  # type: ignore[misc]
+def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # Only warnings and errors: llama.cpp's info level prints every graph detail.
+    python_level = _LEVELS.get(level)
+    if python_level is not None and _LLAMA_LOG.isEnabledFor(python_level):
+        _LLAMA_LOG.log(python_level, text.decode("utf-8", errors="replace").rstrip())
+
+
+def ensure_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            # The callback is a module global, so it stays referenced for the process's life
+            # (a collected ctypes callback makes llama.cpp segfault).
+            llama_cpp.llama_log_set(_forward_llama_log, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str
+    content: str
+    name: str = ""
+    tool_call_id: str = ""
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+class LlamaModel:
+    """Weights and vocabulary of one GGUF file; safe to tokenize from any thread."""
+
+    def __init__(self, path: Path, *, use_mmap: bool = False) -> None:
+        ensure_backend()
+        if not path.is_file():
+            raise FailedPrecondition(f"model file not found: {path}")
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        # Without mmap Q4_0 weights are repacked once into RAM (about half the RSS of mmap).
+        params.load_mode = (
+            llama_cpp.LLAMA_LOAD_MODE_MMAP if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        )
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise FailedPrecondition(f"llama.cpp could not load {path}")
+        self.path = path
+        self.model = model
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        if not vocab:
+            raise FailedPrecondition(f"{path} has no vocabulary")
+        self.vocab = vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
+        self.eos_id = llama_cpp.llama_vocab_eos(vocab)
+        self.bos_id = llama_cpp.llama_vocab_bos(vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        template = llama_cpp.llama_model_chat_template(model, None)
+        self.chat_template_source = template.decode("utf-8") if template else None
+        self._template: jinja2.Template | None = None
+        if self.chat_template_source:
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
+            )
+            env.globals["raise_exception"] = _raise_exception
+            self._template = env.from_string(self.chat_template_source)
+        self._piece_cache: dict[int, bytes] = {}
+        self._eog = [bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in range(self.n_vocab)]
+
+    def close(self) -> None:
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+    def token_text(self, token_id: int) -> str:
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def is_eog(self, token_id: int) -> bool:
+        return self._eog[token_id]
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8", errors="replace")
+        capacity = len(data) + 8
+        buffer = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(
+            self.vocab, data, len(data), buffer, capacity, add_special, parse_special
+        )
+        if count < 0:
+            capacity = -count
+            buffer = (llama_cpp.llama_token * capacity)()
+            count = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buffer, capacity, add_special, parse_special
+            )
+        return list(buffer[:count])
+
+    def token_bytes(self, token_id: int) -> bytes:
+        cached = self._piece_cache.get(token_id)
+        if cached is not None:
+            return cached
+        buffer = ctypes.create_string_buffer(64)
+        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, False)
+        piece = buffer.raw[:size]
+        self._piece_cache[token_id] = piece
+        return piece
+
+    def render_chat(self, turns: list[ChatTurn], tools: list[dict[str, Any]] | None = None) -> str:
+        """Applies the model's own chat template (from the GGUF metadata)."""
+        if self._template is None:
+            # No template in the file: a plain transcript is the least surprising fallback.
+            lines = [f"{turn.role}: {turn.content}" for turn in turns]
+            return "\n".join([*lines, "assistant:"])
+        messages = []
+        for turn in turns:
+            message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+            if turn.name:
+                message["name"] = turn.name
+            if turn.tool_call_id:
+                message["tool_call_id"] = turn.tool_call_id
+            messages.append(message)
+        try:
+            return self._template.render(
+                messages=messages,
+                tools=tools or None,
+                add_generation_prompt=True,
+                bos_token=self.token_text(self.bos_id) if self.bos_id >= 0 else "",
+                eos_token=self.token_text(self.eos_id) if self.eos_id >= 0 else "",
+            )
+        except jinja2.exceptions.TemplateError as exc:
+            raise InvalidArgument(
+                f"the model's chat template rejected the messages: {exc}"
+            ) from exc

@@ -1,0 +1,161 @@
+"""Chat forwarding: decide the route, pick a replica, stream its events back unchanged.
+
+Failures before the first token are retried on another replica of the same pool (a
+request that produced no output can be replayed safely); nothing is retried after tokens
+were sent — the caller gets an in-band error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo_common.errors import LaloError, Unavailable, error_for_code
+from lalo_common.grpc_client import request_metadata
+
+from lalo_router.replicas import Replica, ReplicaSet
+
+log = logging.getLogger(__name__)
+
+AUTO_MODELS = frozenset({"", "auto"})
+# Codes that mean "this replica could not take the request", so another may.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Route:
+    pool: str
+    model: str
+    reason: str
+    category: str = ""
+    category_confidence: float = 0.0
+    p_escalate: float = 0.0
+    classify_ms: float = 0.0
+
+
+Decider = Callable[[rpb.ChatRequest], Route]
+
+
+def explicit_or_default(replicas: ReplicaSet, default_pool: str) -> Decider:
+    """The walking-skeleton policy: a named model goes where it is served; auto → default pool."""
+
+    def decide(request: rpb.ChatRequest) -> Route:
+        if request.model not in AUTO_MODELS:
+            replicas.require_model(request.model)
+            pool = next((r.pool for r in replicas.candidates(model=request.model)), default_pool)
+            return Route(pool=pool, model=request.model, reason="explicit model")
+        return Route(
+            pool=default_pool,
+            model=replicas.model_for_pool(default_pool),
+            reason="default pool",
+        )
+
+    return decide
+
+
+class ChatForwarder:
+    def __init__(self, replicas: ReplicaSet, decide: Decider, timeout_s: float = 600.0) -> None:
+        self.replicas = replicas
+        self.decide = decide
+        self.timeout_s = timeout_s
+
+    def _generate_request(self, request: rpb.ChatRequest, model: str) -> ipb.GenerateRequest:
+        out = ipb.GenerateRequest(request_id=request.request_id, model=model)
+        if request.WhichOneof("input") == "chat":
+            out.chat.CopyFrom(request.chat)
+        else:
+            out.prompt = request.prompt
+        out.sampling.CopyFrom(request.sampling)
+        return out
+
+    async def chat(
+        self, request: rpb.ChatRequest, time_remaining: float | None = None
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        route = self.decide(request)
+        generate = self._generate_request(request, route.model)
+        timeout = min(self.timeout_s, time_remaining) if time_remaining else self.timeout_s
+        tried: set[str] = set()
+        last_error: LaloError | None = None
+        for _attempt in range(MAX_ATTEMPTS):
+            candidates = self.replicas.candidates(model=route.model, exclude=tried)
+            if not candidates:
+                break
+            replica = candidates[0]
+            tried.add(replica.target)
+            started = False
+            try:
+                async for response in self._stream(replica, generate, request, timeout):
+                    if not started:
+                        started = True
+                        yield rpb.ChatResponse(route=self._decision(route, replica))
+                    yield response
+                replica.record_success()
+                return
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.CANCELLED,
+                ):
+                    replica.record_failure()
+                if started:
+                    yield rpb.ChatResponse(
+                        error=ipb.GenerateError(code=code.value[0], message=exc.details() or "")
+                    )
+                    return
+                if code in RETRYABLE:
+                    log.warning(
+                        "replica %s failed before output (%s); trying another",
+                        replica.target,
+                        code.name,
+                    )
+                    last_error = error_for_code(code, exc.details() or code.name)
+                    continue
+                raise error_for_code(code, exc.details() or code.name) from None
+        if last_error is not None:
+            raise Unavailable(f"every replica for {route.model!r} failed: {last_error.message}")
+        raise Unavailable(f"no healthy replica serves {route.model!r}")
+
+    async def _stream(
+        self,
+        replica: Replica,
+        generate: ipb.GenerateRequest,
+        request: rpb.ChatRequest,
+        timeout: float,
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        replica.outstanding += 1
+        call = replica.stub.Generate(
+            generate, timeout=timeout, metadata=request_metadata(request.request_id)
+        )
+        try:
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "chunk":
+                    yield rpb.ChatResponse(chunk=event.chunk)
+                elif kind == "complete":
+                    yield rpb.ChatResponse(complete=event.complete)
+                elif kind == "error":
+                    yield rpb.ChatResponse(error=event.error)
+        finally:
+            replica.outstanding -= 1
+            # Caller gone or done: make sure the backend stops generating too.
+            call.cancel()
+
+    @staticmethod
+    def _decision(route: Route, replica: Replica) -> rpb.RouteDecision:
+        return rpb.RouteDecision(
+            pool=route.pool,
+            model=route.model,
+            reason=route.reason,
+            category=route.category,
+            category_confidence=route.category_confidence,
+            p_escalate=route.p_escalate,
+            replica=replica.target,
+            classify_ms=route.classify_ms,
+        )

@@ -1,0 +1,142 @@
+"""The router's view of its backends: which models each replica serves and how busy it is.
+
+Each replica is one inference server (any implementation of lalo.inference.v1). A refresh
+loop asks each for its models; a replica that fails the refresh is marked unhealthy and a
+circuit breaker keeps it out for a while after repeated request failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import NotFound, Unavailable
+from lalo_common.grpc_client import create_channel
+
+log = logging.getLogger(__name__)
+
+FAILURES_TO_OPEN = 3
+OPEN_SECONDS = 10.0
+
+
+@dataclass
+class Replica:
+    pool: str
+    target: str
+    stub: inference_pb2_grpc.InferenceServiceStub
+    channel: grpc.aio.Channel
+    models: dict[str, pb.ModelInfo] = field(default_factory=dict)
+    healthy: bool = False
+    outstanding: int = 0
+    consecutive_failures: int = 0
+    open_until: float = 0.0
+
+    def available(self, now: float) -> bool:
+        return self.healthy and now >= self.open_until
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+        self.open_until = 0.0
+
+    def record_failure(self) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= FAILURES_TO_OPEN:
+            self.open_until = time.monotonic() + OPEN_SECONDS
+            log.warning("circuit open for %s (%d failures)", self.target, self.consecutive_failures)
+
+
+class ReplicaSet:
+    def __init__(self, backends: list[tuple[str, str]], service_token: str = "") -> None:
+        self.replicas: list[Replica] = []
+        for pool, target in backends:
+            channel = create_channel(target, service_token=service_token)
+            self.replicas.append(
+                Replica(pool, target, inference_pb2_grpc.InferenceServiceStub(channel), channel)
+            )
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self, timeout_s: float = 2.0) -> None:
+        async def one(replica: Replica) -> None:
+            try:
+                reply = await replica.stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if replica.healthy:
+                    log.warning("replica %s unhealthy: %s", replica.target, exc.code().name)
+                replica.healthy = False
+                return
+            replica.models = {m.id: m for m in reply.models}
+            if not replica.healthy:
+                log.info(
+                    "replica %s (%s) serves %s",
+                    replica.target,
+                    replica.pool,
+                    ", ".join(replica.models) or "no models",
+                )
+            replica.healthy = True
+
+        await asyncio.gather(*(one(r) for r in self.replicas))
+
+    def start(self, interval_s: float) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await self.refresh()
+                except Exception:  # keep refreshing whatever one round did
+                    log.exception("replica refresh failed")
+
+        self._task = asyncio.create_task(loop())
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        for replica in self.replicas:
+            await replica.channel.close()
+
+    def models(self) -> dict[str, pb.ModelInfo]:
+        merged: dict[str, pb.ModelInfo] = {}
+        for replica in self.replicas:
+            if replica.healthy:
+                for model_id, info in replica.models.items():
+                    merged.setdefault(model_id, info)
+        return merged
+
+    def pools(self) -> dict[str, list[Replica]]:
+        out: dict[str, list[Replica]] = {}
+        for replica in self.replicas:
+            out.setdefault(replica.pool, []).append(replica)
+        return out
+
+    def candidates(
+        self, *, model: str | None = None, pool: str | None = None, exclude: set[str] | None = None
+    ) -> list[Replica]:
+        """Available replicas for a model or pool, least outstanding requests first."""
+        now = time.monotonic()
+        chosen = [
+            r
+            for r in self.replicas
+            if r.available(now)
+            and (model is None or model in r.models)
+            and (pool is None or r.pool == pool)
+            and r.target not in (exclude or set())
+        ]
+        chosen.sort(key=lambda r: r.outstanding)
+        return chosen
+
+    def model_for_pool(self, pool: str) -> str:
+        for replica in self.candidates(pool=pool):
+            if replica.models:
+                return next(iter(replica.models))
+        raise Unavailable(f"no healthy replica serves pool {pool!r}")
+
+    def require_model(self, model: str) -> None:
+        if model not in self.models():
+            known = ", ".join(sorted(self.models())) or "none"
+            raise NotFound(
+                f"The model '{model}' does not exist or is not served (available: {known})"
+            )

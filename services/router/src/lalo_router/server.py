@@ -1,0 +1,45 @@
+"""Builds and runs the router's gRPC server."""
+
+from __future__ import annotations
+
+import logging
+
+from lalo.router.v1 import router_pb2, router_pb2_grpc
+from lalo_common.grpc_server import GrpcServer
+
+from lalo_router.forwarding import ChatForwarder, explicit_or_default
+from lalo_router.replicas import ReplicaSet
+from lalo_router.servicer import RouterServicer
+from lalo_router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+
+
+def build_server(settings: RouterSettings, replicas: ReplicaSet) -> GrpcServer:
+    token = settings.service_token.get_secret_value()
+    server = GrpcServer(
+        service_names=[SERVICE_NAME], service_token=token, grace_period_s=settings.grace_period_s
+    )
+    forwarder = ChatForwarder(
+        replicas, explicit_or_default(replicas, settings.default_pool), settings.backend_timeout_s
+    )
+    router_pb2_grpc.add_RouterServiceServicer_to_server(
+        RouterServicer(forwarder, replicas), server.server
+    )
+    return server
+
+
+async def serve(settings: RouterSettings) -> None:
+    token = settings.service_token.get_secret_value()
+    replicas = ReplicaSet(settings.backend_list(), service_token=token)
+    await replicas.refresh()
+    replicas.start(settings.refresh_interval_s)
+    server = build_server(settings, replicas)
+    try:
+        port = await server.start(settings.listen)
+        await server.set_serving(True)
+        log.info("router serving on port %d with %d backend(s)", port, len(replicas.replicas))
+        await server.serve_until_signalled()
+    finally:
+        await replicas.close()

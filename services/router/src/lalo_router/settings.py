@@ -1,0 +1,61 @@
+"""Router settings (``LALO_ROUTER_*``), read once through get_settings()."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from lalo_common.settings import ServiceSettings
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+
+class Backend(tuple[str, str]):
+    """(pool, target) parsed from ``pool=host:port``."""
+
+
+class RouterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LALO_ROUTER_", extra="ignore")
+
+    listen: str = "127.0.0.1:50051"
+    # Comma-separated ``pool=host:port`` entries; a bare ``host:port`` joins pool "small".
+    backends: str = "small=127.0.0.1:50061"
+    # The YAML routing policy (pools, categories, thresholds); optional.
+    policy_path: Path | None = None
+    default_pool: str = "small"
+    # How often backends are asked for their models and health.
+    refresh_interval_s: float = Field(default=5.0, gt=0)
+    backend_timeout_s: float = Field(default=600.0, gt=0)
+    orchestrator_target: str = ""
+    service_token: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("LALO_SERVICE_TOKEN")
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _check_backends(cls, value: str) -> str:
+        parse_backends(value)
+        return value
+
+    def backend_list(self) -> list[tuple[str, str]]:
+        return parse_backends(self.backends)
+
+
+def parse_backends(value: str) -> list[tuple[str, str]]:
+    entries: list[tuple[str, str]] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        pool, _, target = item.rpartition("=")
+        pool = pool.strip() or "small"
+        target = target.strip()
+        if ":" not in target:
+            raise ValueError(f"backend {item!r} must be host:port (optionally pool=host:port)")
+        entries.append((pool, target))
+    return entries
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> RouterSettings:
+    return RouterSettings()

@@ -68,7 +68,7 @@ class WorkflowApi:
         self,
         store: WorkflowStore,
         settings: OrchestratorSettings,
-        enqueue: Callable[[str, float], None],
+        enqueue: Callable[[str, str, float], None],
     ) -> None:
         self.store = store
         self.settings = settings
@@ -112,5 +112,5 @@ class WorkflowApi:
         )
         # Should this enqueue be lost (a crash right here), the sweeper finds the
         # workflow pending and enqueues it.
-        self.enqueue(record.id, 0.0)
+        self.enqueue(record.id, record.dispatch, 0.0)
         return record

@@ -1,7 +1,9 @@
 """The Celery app and its one thin task.
 
-``advance(workflow_id)`` takes an id and hands it to the engine; Celery owns delivery
-(late acknowledgement, re-delivery when a worker dies), the engine owns everything else.
+``advance(workflow_id, dispatch)`` takes ids and hands them to the engine; Celery owns
+delivery (late acknowledgement, re-delivery when a worker dies), the engine owns
+everything else. ``dispatch`` names the workflow's current chain of tasks, so a
+re-delivered duplicate of an old message is recognised and dropped.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def create_celery(settings: OrchestratorSettings) -> Celery:
     return app
 
 
-def register_tasks(app: Celery, advance: Callable[[str], object]) -> None:
+def register_tasks(app: Celery, advance: Callable[[str, str], object]) -> None:
     """Register the task; ``advance`` is the engine entry point of this process."""
 
     @app.task(  # type: ignore[untyped-decorator]
@@ -66,8 +68,8 @@ def register_tasks(app: Celery, advance: Callable[[str], object]) -> None:
         reject_on_worker_lost=True,
         ignore_result=True,
     )
-    def advance_workflow(workflow_id: str) -> None:
-        advance(workflow_id)
+    def advance_workflow(workflow_id: str, dispatch: str) -> None:
+        advance(workflow_id, dispatch)
 
 
 class Enqueuer:
@@ -77,10 +79,10 @@ class Enqueuer:
         self._app = app
         self._queue = queue_name(settings)
 
-    def __call__(self, workflow_id: str, countdown_s: float = 0.0) -> None:
+    def __call__(self, workflow_id: str, dispatch: str, countdown_s: float = 0.0) -> None:
         self._app.send_task(
             ADVANCE_TASK,
-            args=[workflow_id],
+            args=[workflow_id, dispatch],
             queue=self._queue,
             countdown=countdown_s if countdown_s > 0 else None,
         )

@@ -44,13 +44,14 @@ from lalo_orchestrator.store import (
     Tx,
     WorkflowRecord,
     WorkflowStore,
+    new_dispatch,
 )
 from lalo_orchestrator.tables import steps as steps_table
 
 log = logging.getLogger(__name__)
 
-# enqueue(workflow_id, countdown_s)
-Enqueue = Callable[[str, float], None]
+# enqueue(workflow_id, dispatch, countdown_s)
+Enqueue = Callable[[str, str, float], None]
 
 MODEL_STEP_SYSTEM = (
     "You carry out one step of a larger task. Answer the request below directly and concisely."
@@ -114,29 +115,34 @@ class WorkflowEngine:
 
     # ----------------------------------------------------------------- entry
 
-    def advance(self, workflow_id: str) -> Outcome:
+    def advance(self, workflow_id: str, dispatch: str) -> Outcome:
         worker = f"{uuid.uuid4().hex[:12]}"
-        claim = self.store.claim(workflow_id, worker, self.settings.lease_ttl_s)
+        claim = self.store.claim(workflow_id, worker, self.settings.lease_ttl_s, dispatch)
         if claim.status == "terminal":
             return Outcome("finished")
-        if claim.status == "busy":
-            # The lease holder enqueues what comes next; if it died, the sweeper
-            # re-enqueues the workflow once the lease runs out. Nothing to do here.
-            return Outcome("busy")
-        if claim.status == "not_yet":
-            self.enqueue(workflow_id, claim.retry_in)
-            return Outcome("waiting", claim.retry_in)
+        if claim.status == "stale":
+            return Outcome("stale")  # a duplicate of a message whose chain moved on
+        if claim.status in ("busy", "not_yet"):
+            # Our chain, but not now: a re-delivery while the lease holder still runs
+            # (or died and its lease has not run out), or a retry that is not due yet.
+            delay = claim.retry_in + (0.05 if claim.status == "busy" else 0.0)
+            self.enqueue(workflow_id, dispatch, delay)
+            return Outcome(claim.status, delay)
         next_in: float | None = None
+        next_dispatch: str | None = None
         try:
             with _Heartbeat(self.store, workflow_id, worker, self.settings.lease_ttl_s):
                 next_in = self._unit(claim.workflow, worker)
+            if next_in is not None:
+                next_dispatch = new_dispatch()
         except LeaseLost:
             log.warning("workflow %s: lease lost mid-step; the new holder carries on", workflow_id)
             return Outcome("lease_lost")
         finally:
-            self.store.release(workflow_id, worker)
-        if next_in is not None:
-            self.enqueue(workflow_id, next_in)
+            self.store.release(workflow_id, worker, next_dispatch=next_dispatch)
+        if next_in is not None and next_dispatch is not None:
+            # A crash before this send leaves the workflow quiet; the sweeper restarts it.
+            self.enqueue(workflow_id, next_dispatch, next_in)
             return Outcome("advanced", next_in)
         return Outcome("finished")
 

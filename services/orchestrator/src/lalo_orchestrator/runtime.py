@@ -64,8 +64,8 @@ class WorkerRuntime:
                 self._runtime = Runtime(store=store, engine=engine, pid=os.getpid())
             return self._runtime
 
-    def advance(self, workflow_id: str) -> Outcome:
-        outcome = self.get().engine.advance(workflow_id)
+    def advance(self, workflow_id: str, dispatch: str) -> Outcome:
+        outcome = self.get().engine.advance(workflow_id, dispatch)
         log.debug("workflow %s: %s", workflow_id, outcome)
         return outcome
 
@@ -94,10 +94,10 @@ class Sweeper:
     def sweep_once(self) -> list[str]:
         assert self._store is not None
         stalled = self._store.stalled(self.settings.stall_after_s)
-        for workflow_id in stalled:
+        for workflow_id, dispatch in stalled:
             log.info("workflow %s stalled; enqueueing it again", workflow_id)
-            self._enqueue(workflow_id, 0.0)
-        return stalled
+            self._enqueue(workflow_id, dispatch, 0.0)
+        return [workflow_id for workflow_id, _ in stalled]
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.sweep_interval_s):

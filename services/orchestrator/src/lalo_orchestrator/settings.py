@@ -39,11 +39,13 @@ class OrchestratorSettings(ServiceSettings):
     # A worker holds a lease on the workflow it works on and renews it while a step
     # runs; a lease not renewed for this long belongs to a dead worker.
     lease_ttl_s: float = 15.0
-    # Every worker looks for stalled workflows (lease expired, nothing happening)
-    # this often and enqueues them again; this is what resumes work whose task was
-    # lost with a worker.
+    # Every worker looks this often for workflows that nothing has moved for
+    # stall_after_s (no live lease, no retry due) and restarts their task chain: this
+    # resumes a workflow whose task was lost (a worker gone before the broker re-delivers,
+    # a crash between commit and enqueue). A backlog longer than stall_after_s costs one
+    # extra message per workflow, never duplicate work (see ``dispatch``).
     sweep_interval_s: float = 5.0
-    stall_after_s: float = 30.0
+    stall_after_s: float = 120.0
 
     # Backends.
     inference_target: str = "127.0.0.1:50061"

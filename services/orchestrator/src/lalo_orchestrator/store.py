@@ -138,6 +138,7 @@ class WorkflowRecord:
     lease_owner: str | None
     lease_expires_at: float | None
     not_before: float
+    dispatch: str
     created_at: float
     updated_at: float
     deadline_at: float
@@ -166,6 +167,7 @@ class WorkflowRecord:
             lease_owner=row["lease_owner"],
             lease_expires_at=row["lease_expires_at"],
             not_before=row["not_before"],
+            dispatch=row["dispatch"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             deadline_at=row["deadline_at"],
@@ -234,7 +236,7 @@ class LeaseLost(Exception):
 class Claim:
     """Outcome of trying to take a workflow's lease."""
 
-    status: str  # "claimed" | "busy" | "terminal" | "not_yet"
+    status: str  # "claimed" | "busy" | "terminal" | "not_yet" | "stale"
     workflow: WorkflowRecord
     retry_in: float = 0.0
 
@@ -481,6 +483,7 @@ class WorkflowStore:
                     event_seq=0,
                     not_before=0.0,
                     nudged_at=0.0,
+                    dispatch=new_dispatch(),
                     created_at=now,
                     updated_at=now,
                     deadline_at=now + budgets.max_wall_time_s,
@@ -534,13 +537,19 @@ class WorkflowStore:
 
     # ----------------------------------------------------------------- leases
 
-    def claim(self, workflow_id: str, worker: str, ttl_s: float) -> Claim:
-        """Take the workflow's lease unless a live worker holds it."""
+    def claim(self, workflow_id: str, worker: str, ttl_s: float, dispatch: str) -> Claim:
+        """Take the workflow's lease for the task chain ``dispatch``.
+
+        Refused when the message is a stale duplicate (its chain has moved on), when a
+        live worker holds the lease, or before a scheduled retry is due.
+        """
         with self.engine.begin() as conn:
             workflow = self._load(conn, workflow_id, lock=True)
             now = self.clock()
             if workflow.state.terminal:
                 return Claim("terminal", workflow)
+            if workflow.dispatch != dispatch:
+                return Claim("stale", workflow)
             if (
                 workflow.lease_owner
                 and workflow.lease_owner != worker
@@ -565,19 +574,24 @@ class WorkflowStore:
             )
             return bool(result.rowcount)
 
-    def release(self, workflow_id: str, worker: str) -> None:
+    def release(self, workflow_id: str, worker: str, *, next_dispatch: str | None = None) -> None:
+        """Give the lease back; with ``next_dispatch``, hand the chain to a new task."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if next_dispatch is not None:
+            values["dispatch"] = next_dispatch
         with self.engine.begin() as conn:
             conn.execute(
                 update(workflows)
                 .where(workflows.c.id == workflow_id, workflows.c.lease_owner == worker)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(**values)
             )
 
-    def stalled(self, stall_after_s: float, *, limit: int = 100) -> list[str]:
-        """Workflows that nobody is moving: no live lease, nothing due, quiet for a while.
+    def stalled(self, stall_after_s: float, *, limit: int = 100) -> list[tuple[str, str]]:
+        """Workflows nobody is moving: no live lease, nothing due, quiet for a while.
 
-        Each returned workflow is stamped ``nudged_at`` so that concurrent sweepers
-        (one per worker) do not all re-enqueue it.
+        Each is given a new dispatch token (so messages of the old chain, should any
+        still exist, are dropped as stale) and stamped ``nudged_at``, so that concurrent
+        sweepers (one per worker) do not all restart it. Returns (id, dispatch) pairs.
         """
         now = self.clock()
         quiet_since = now - stall_after_s
@@ -596,11 +610,23 @@ class WorkflowStore:
             ).scalars()
             nudged = []
             for workflow_id in list(candidates):
+                token = new_dispatch()
                 result = conn.execute(
                     update(workflows)
-                    .where(workflows.c.id == workflow_id, workflows.c.nudged_at < quiet_since)
-                    .values(nudged_at=now)
+                    .where(
+                        workflows.c.id == workflow_id,
+                        workflows.c.nudged_at < quiet_since,
+                        or_(
+                            workflows.c.lease_expires_at.is_(None),
+                            workflows.c.lease_expires_at < now,
+                        ),
+                    )
+                    .values(nudged_at=now, dispatch=token)
                 )
                 if result.rowcount:
-                    nudged.append(workflow_id)
+                    nudged.append((workflow_id, token))
             return nudged
+
+
+def new_dispatch() -> str:
+    return uuid.uuid4().hex

@@ -43,6 +43,9 @@ workflows = Table(
     # Earliest time of the next attempt (transient-failure backoff).
     Column("not_before", Float, nullable=False, default=0.0),
     Column("nudged_at", Float, nullable=False, default=0.0),
+    # Token of the one live chain of ``advance`` tasks; a message carrying another
+    # token is a stale duplicate (a re-delivery after the chain moved on) and is dropped.
+    Column("dispatch", String(36), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("deadline_at", Float, nullable=False),

@@ -39,13 +39,13 @@ class Harness:
         self.settings = OrchestratorSettings(
             database_url=url, retry_backoff_s=1.0, lease_ttl_s=5.0, **overrides
         )
-        self.queue: deque[tuple[str, float]] = deque()
+        self.queue: deque[tuple[str, str, float]] = deque()
         self.engine = WorkflowEngine(
             self.store,
             model,
             tools,
             self.settings,
-            lambda wid, countdown: self.queue.append((wid, countdown)),
+            lambda wid, dispatch, countdown: self.queue.append((wid, dispatch, countdown)),
             clock=self.clock,
         )
         self.api = WorkflowApi(self.store, self.settings, self.engine.enqueue)
@@ -63,9 +63,9 @@ class Harness:
         for _ in range(limit):
             if not self.queue:
                 return
-            workflow_id, countdown = self.queue.popleft()
+            workflow_id, dispatch, countdown = self.queue.popleft()
             self.clock.now += countdown
-            self.engine.advance(workflow_id)
+            self.engine.advance(workflow_id, dispatch)
         raise AssertionError("workflow did not settle")
 
     def events(self, workflow_id: str) -> list[EventRecord]:
@@ -185,10 +185,10 @@ def test_transient_failures_retry_with_backoff(
     workflow_id = h.create()
     delays = []
     while h.queue:
-        delays.append(h.queue[0][1])
-        workflow_id_, countdown = h.queue.popleft()
+        delays.append(h.queue[0][2])
+        workflow_id_, dispatch, countdown = h.queue.popleft()
         h.clock.now += countdown
-        h.engine.advance(workflow_id_)
+        h.engine.advance(workflow_id_, dispatch)
     workflow = h.store.get(workflow_id)
     assert workflow.state is WorkflowState.SUCCEEDED
     assert [d for d in delays if d > 0] == [1.0, 2.0]  # exponential backoff
@@ -310,16 +310,22 @@ def test_step_interrupted_mid_call_reruns_with_same_key_and_completed_steps_neve
     recording_tools.hook = crash_once
     release = h.store.release
     # A killed process runs no finally blocks: the lease is never released.
-    h.store.release = lambda *args: None if crashed else release(*args)  # type: ignore[method-assign]
+    h.store.release = lambda *a, **k: None if crashed else release(*a, **k)  # type: ignore[method-assign]
     with pytest.raises(Crash):
         h.drain()
     h.store.release = release  # type: ignore[method-assign]
-    # The dead worker's lease blocks a re-delivery until it runs out ...
-    assert h.engine.advance(workflow_id).action == "busy"
+    # The crashed task's message is re-delivered; the dead worker's lease still blocks
+    # it, so it comes back once the lease has run out ...
+    dispatch = h.store.get(workflow_id).dispatch
+    assert h.engine.advance(workflow_id, dispatch).action == "busy"
+    assert h.queue[-1][2] > 0
+    # ... and meanwhile the sweeper may restart the chain: then the old message is stale.
     h.clock.now += max(h.settings.lease_ttl_s, h.settings.stall_after_s) + 1
-    # ... then the sweeper finds the workflow and a worker picks it up.
-    assert h.store.stalled(h.settings.stall_after_s) == [workflow_id]
-    h.queue.append((workflow_id, 0.0))
+    ((stalled_id, new_token),) = h.store.stalled(h.settings.stall_after_s)
+    assert stalled_id == workflow_id
+    h.queue.clear()
+    assert h.engine.advance(workflow_id, dispatch).action == "stale"
+    h.queue.append((workflow_id, new_token, 0.0))
     h.drain()
     workflow = h.store.get(workflow_id)
     assert workflow.state is WorkflowState.SUCCEEDED
@@ -347,5 +353,28 @@ def test_redelivered_task_after_commit_does_not_repeat_the_step(
     workflow_id = h.create()
     h.drain()
     # A duplicate delivery of any task after the end is a no-op.
-    assert h.engine.advance(workflow_id).action == "finished"
+    assert h.engine.advance(workflow_id, "any").action == "finished"
     assert len(recording_tools.invocations) == 2
+
+
+def test_a_redelivered_old_message_is_dropped_as_stale(
+    harness_factory, scripted_model, recording_tools
+):
+    scripted_model.plans.append(
+        {
+            "steps": [
+                {"kind": "tool", "tool": "echo", "arguments": {"text": str(i)}} for i in range(2)
+            ]
+        }
+    )
+    h = harness_factory(scripted_model, recording_tools)
+    workflow_id = h.create()
+    first = h.queue[0]
+    h.queue.popleft()
+    h.engine.advance(first[0], first[1])  # plans
+    h.engine.advance(h.queue[0][0], h.queue[0][1])  # runs step 1
+    calls = len(recording_tools.invocations)
+    # The broker hands out the planning message again (e.g. after a visibility timeout).
+    assert h.engine.advance(first[0], first[1]).action == "stale"
+    assert len(recording_tools.invocations) == calls
+    assert h.store.get(workflow_id).steps[1].state is StepState.PENDING

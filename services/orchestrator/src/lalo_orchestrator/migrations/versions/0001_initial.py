@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", sa.Float(), nullable=True),
         sa.Column("not_before", sa.Float(), nullable=False),
         sa.Column("nudged_at", sa.Float(), nullable=False),
+        sa.Column("dispatch", sa.String(36), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.Column("deadline_at", sa.Float(), nullable=False),

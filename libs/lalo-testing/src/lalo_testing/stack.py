@@ -117,6 +117,16 @@ class Stack:
         return {s.name: s.log_text() for s in self.services}
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM us if the launcher dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None) -> Service:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log_path = log_file = None
@@ -130,6 +140,7 @@ def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None)
         stdout=log_file if log_file else None,
         stderr=subprocess.STDOUT if log_file else None,
         start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops us
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
     )
     return Service(name, process, log_path, log_file)
 

@@ -1,0 +1,290 @@
+"""Inference benchmark: raw llama-cpp-python vs inference-small over gRPC vs the full stack.
+
+All three run in one process tree, one after another, on the same GGUF file with the same
+thread count, so their figures can be read side by side:
+
+- generation tok/s at 1 and 4 concurrent streams (decode rate: tokens after the first,
+  over the time from the first token to the last; aggregate over streams for 4);
+- time to first token p50/p99;
+- the latency that gateway + router add per request, measured on the tiny model (where
+  model time is smallest) as the difference between time to first token through the
+  gateway and directly against inference-small over gRPC.
+
+Usage: python bench/inference.py [--model PATH] [--threads N] [--tokens N] [--samples N]
+Without --model it writes the TinyLlama-1.1B-shaped random Q4_0 model (~590 MiB) once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo.inference.v1 import inference_pb2_grpc
+
+from lalo_testing.stack import start_stack
+from lalo_testing.tiny_model import write_model
+
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    tokens: int
+    ttft_s: float
+    first_to_last_s: float
+    total_s: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def decode_rate(runs: list[Run]) -> float:
+    """Single stream: decode tok/s of one run (median over runs)."""
+    rates = [(r.tokens - 1) / r.first_to_last_s for r in runs if r.tokens > 1 and r.first_to_last_s > 0]
+    return statistics.median(rates) if rates else float("nan")
+
+
+def aggregate_rate(runs: list[Run], wall_s: float) -> float:
+    return sum(r.tokens for r in runs) / wall_s
+
+
+# ---- raw llama-cpp-python (the reference) ----
+
+def raw_stream(llm, max_tokens: int) -> Run:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    first = last = start
+    count = 0
+    for _chunk in llm.create_completion(PROMPT, max_tokens=max_tokens, temperature=0.0,
+                                        stream=True):
+        now = time.perf_counter()
+        if count == 0:
+            first = now
+        last = now
+        count += 1
+    return Run(count, first - start, last - first, last - start)
+
+
+def bench_raw(model: Path, threads: int, max_tokens: int, samples: int) -> dict[str, float]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                          verbose=False)
+    raw_stream(llm, 8)  # warm-up
+    runs = [raw_stream(llm, max_tokens) for _ in range(samples)]
+    # The high-level API cannot serve two streams at once: 4 "concurrent" streams are four
+    # sequential ones, which is what a server built on it would deliver.
+    start = time.perf_counter()
+    seq_runs = [raw_stream(llm, max_tokens) for _ in range(4)]
+    wall = time.perf_counter() - start
+    del llm
+    return {
+        "tok_s_1": decode_rate(runs),
+        "tok_s_4": aggregate_rate(seq_runs, wall),
+        "ttft_p50_ms": percentile([r.ttft_s for r in runs], 50) * 1000,
+        "ttft_p99_ms": percentile([r.ttft_s for r in runs], 99) * 1000,
+    }
+
+
+# ---- inference-small over gRPC ----
+
+async def grpc_stream(stub: inference_pb2_grpc.InferenceServiceStub, model_id: str,
+                      max_tokens: int, chat: bool = False) -> Run:
+    request = pb.GenerateRequest(model=model_id)
+    if chat:
+        request.chat.messages.add(role="user", content=PROMPT)
+    else:
+        request.prompt = PROMPT
+    request.sampling.max_tokens = max_tokens
+    request.sampling.temperature = 0.0
+    start = time.perf_counter()
+    first = last = start
+    count = 0
+    async for event in stub.Generate(request):
+        if event.WhichOneof("event") == "chunk":
+            now = time.perf_counter()
+            if count == 0:
+                first = now
+            last = now
+            count += max(1, len(event.chunk.tokens))
+    return Run(count, first - start, last - first, last - start)
+
+
+async def bench_grpc(target: str, model_id: str, max_tokens: int, samples: int) -> dict[str, float]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        await grpc_stream(stub, model_id, 8)
+        runs = [await grpc_stream(stub, model_id, max_tokens) for _ in range(samples)]
+        start = time.perf_counter()
+        conc = await asyncio.gather(*(grpc_stream(stub, model_id, max_tokens) for _ in range(4)))
+        wall = time.perf_counter() - start
+    return {
+        "tok_s_1": decode_rate(runs),
+        "tok_s_4": aggregate_rate(list(conc), wall),
+        "ttft_p50_ms": percentile([r.ttft_s for r in runs], 50) * 1000,
+        "ttft_p99_ms": percentile([r.ttft_s for r in runs], 99) * 1000,
+    }
+
+
+# ---- full stack through the gateway ----
+
+async def http_stream(client: httpx.AsyncClient, model_id: str, max_tokens: int,
+                      chat: bool = False) -> Run:
+    if chat:
+        path = "/v1/chat/completions"
+        body: dict[str, object] = {"messages": [{"role": "user", "content": PROMPT}]}
+    else:
+        path = "/v1/completions"
+        body = {"prompt": PROMPT}
+    body.update({"model": model_id, "max_tokens": max_tokens, "temperature": 0, "stream": True})
+    start = time.perf_counter()
+    first = last = start
+    count = 0
+    async with client.stream("POST", path, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            choices = payload.get("choices") or []
+            if not choices:
+                continue
+            piece = choices[0].get("text") if not chat else choices[0]["delta"].get("content")
+            if piece:
+                now = time.perf_counter()
+                if count == 0:
+                    first = now
+                last = now
+                count += 1
+    return Run(count, first - start, last - first, last - start)
+
+
+async def bench_gateway(base_url: str, api_key: str, model_id: str, max_tokens: int,
+                        samples: int) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as client:
+        await http_stream(client, model_id, 8)
+        runs = [await http_stream(client, model_id, max_tokens) for _ in range(samples)]
+        start = time.perf_counter()
+        conc = await asyncio.gather(*(http_stream(client, model_id, max_tokens) for _ in range(4)))
+        wall = time.perf_counter() - start
+    return {
+        "tok_s_1": decode_rate(runs),
+        "tok_s_4": aggregate_rate(list(conc), wall),
+        "ttft_p50_ms": percentile([r.ttft_s for r in runs], 50) * 1000,
+        "ttft_p99_ms": percentile([r.ttft_s for r in runs], 99) * 1000,
+    }
+
+
+async def added_latency(base_url: str, api_key: str, target: str, model_id: str,
+                        samples: int) -> dict[str, float]:
+    """TTFT through gateway+router minus TTFT straight to inference, interleaved pairs."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    direct: list[float] = []
+    full: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel, httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=60
+    ) as client:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        for _ in range(10):  # warm-up both paths
+            await grpc_stream(stub, model_id, 1, chat=True)
+            await http_stream(client, model_id, 1, chat=True)
+        for _ in range(samples):
+            direct.append((await grpc_stream(stub, model_id, 1, chat=True)).ttft_s)
+            full.append((await http_stream(client, model_id, 1, chat=True)).ttft_s)
+    diffs = sorted(f - d for f, d in zip(full, direct, strict=True))
+    return {
+        "direct_p50_ms": percentile(direct, 50) * 1000,
+        "full_p50_ms": percentile(full, 50) * 1000,
+        "added_p50_ms": (percentile(full, 50) - percentile(direct, 50)) * 1000,
+        "added_p99_ms": (percentile(full, 99) - percentile(direct, 99)) * 1000,
+        "paired_diff_p50_ms": percentile(diffs, 50) * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="LALO inference benchmark")
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    args = parser.parse_args()
+
+    model = args.model or ROOT / ".lalo" / "models" / "bench-tinyllama-q4_0.gguf"
+    if not model.exists():
+        print(f"writing the TinyLlama-shaped Q4_0 benchmark model to {model} ...", flush=True)
+        write_model(model, "tinyllama", seed=0)
+    tiny = ROOT / ".lalo" / "models" / "tiny-chat.gguf"
+    if not tiny.exists():
+        write_model(tiny, "tiny", seed=0)
+    print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per stream, "
+          f"{args.samples} samples", flush=True)
+
+    results: dict[str, dict[str, float]] = {}
+    print("raw llama-cpp-python ...", flush=True)
+    results["raw llama-cpp-python"] = bench_raw(model, args.threads, args.tokens, args.samples)
+
+    key = f"sk-bench-{secrets.token_hex(8)}"
+    print("starting the stack on the benchmark model ...", flush=True)
+    stack = start_stack(model, api_key=key, model_id="bench", threads=args.threads,
+                        parallel=4, n_ctx=1024, log_dir=ROOT / ".lalo" / "bench-logs",
+                        timeout_s=300)
+    try:
+        print("inference-small over gRPC ...", flush=True)
+        results["inference-small gRPC"] = asyncio.run(
+            bench_grpc(stack.inference_target, "bench", args.tokens, args.samples))
+        print("full stack through the gateway ...", flush=True)
+        results["gateway+router+inference"] = asyncio.run(
+            bench_gateway(stack.gateway_url, key, "bench", args.tokens, args.samples))
+    finally:
+        stack.stop()
+
+    print("measuring added latency on the tiny model ...", flush=True)
+    stack = start_stack(tiny, api_key=key, model_id="tiny-chat", threads=1, parallel=2,
+                        n_ctx=512, log_dir=ROOT / ".lalo" / "bench-logs")
+    try:
+        latency = asyncio.run(added_latency(stack.gateway_url, key, stack.inference_target,
+                                            "tiny-chat", args.latency_samples))
+    finally:
+        stack.stop()
+
+    raw1 = results["raw llama-cpp-python"]["tok_s_1"]
+    print()
+    print(f"{'path':28} {'tok/s 1 stream':>15} {'tok/s 4 streams':>16} {'vs raw 1':>9} "
+          f"{'TTFT p50 ms':>12} {'TTFT p99 ms':>12}")
+    for name, row in results.items():
+        print(f"{name:28} {row['tok_s_1']:15.1f} {row['tok_s_4']:16.1f} "
+              f"{row['tok_s_1'] / raw1:8.2f}x {row['ttft_p50_ms']:12.1f} {row['ttft_p99_ms']:12.1f}")
+    full = results["gateway+router+inference"]
+    print()
+    print(f"full stack 1 stream / raw 1 stream:  {full['tok_s_1'] / raw1:.2f}x (target >= 0.95)")
+    print(f"full stack 4 streams / raw 1 stream: {full['tok_s_4'] / raw1:.2f}x (target >= 1.3)")
+    print(f"gateway+router added latency: p50 {latency['added_p50_ms']:.2f} ms (target <= 2), "
+          f"p99 {latency['added_p99_ms']:.2f} ms (target <= 10); paired p50 "
+          f"{latency['paired_diff_p50_ms']:.2f} ms; direct TTFT p50 {latency['direct_p50_ms']:.2f}"
+          f" ms, through gateway {latency['full_p50_ms']:.2f} ms")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())

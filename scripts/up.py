@@ -1,0 +1,118 @@
+"""``make up``: run gateway, router and inference-small locally (embedded mode).
+
+Uses the model named by LALO_INFERENCE_SMALL_MODEL_PATH when set, otherwise writes the tiny
+random-weight model; creates a development API key when LALO_API_KEYS is unset; prints how
+to call the API; stops every process on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lalo_testing.stack import start_stack
+from lalo_testing.tiny_model import write_model
+
+STATE = Path(".lalo")
+
+
+def _model() -> tuple[Path, str]:
+    configured = os.environ.get("LALO_INFERENCE_SMALL_MODEL_PATH")
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            sys.exit(f"LALO_INFERENCE_SMALL_MODEL_PATH={configured} does not exist")
+        return path, os.environ.get("LALO_INFERENCE_SMALL_MODEL_ID") or path.stem
+    path = STATE / "models" / "tiny-chat.gguf"
+    if not path.exists():
+        print("No model configured: writing the tiny random-weight test model "
+              f"({path}). Set LALO_INFERENCE_SMALL_MODEL_PATH to serve a real GGUF model.")
+        write_model(path, "tiny", seed=0)
+    return path, "tiny-chat"
+
+
+def _api_key() -> tuple[str, bool]:
+    configured = os.environ.get("LALO_API_KEYS", "").strip()
+    if configured:
+        return configured, False
+    key_file = STATE / "dev-api-key"
+    if key_file.exists():
+        return key_file.read_text().strip(), True
+    key = f"sk-lalo-dev-{secrets.token_urlsafe(24)}"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key, True
+
+
+def main() -> int:
+    model_path, model_id = _model()
+    keys, generated = _api_key()
+    first_key = keys.split(",")[0].strip()
+    port = int(os.environ.get("LALO_GATEWAY_PORT", "8000"))
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"Starting LALO (model {model_id}) ... logs in {STATE / 'logs'}/")
+    try:
+        stack = start_stack(
+            model_path,
+            api_key=keys,
+            model_id=model_id,
+            gateway_port=port,
+            log_dir=STATE / "logs",
+            service_token=os.environ.get("LALO_SERVICE_TOKEN") or secrets.token_hex(16),
+            extra_env={"LALO_GATEWAY_DATABASE_URL": os.environ.get(
+                "LALO_GATEWAY_DATABASE_URL", f"sqlite:///{(STATE / 'gateway.db').resolve()}")},
+        )
+    except KeyboardInterrupt:
+        print("stopped before it was ready")
+        return 130
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"LALO did not start: {exc}\nSee the logs in {STATE / 'logs'}/", file=sys.stderr)
+        return 1
+    url = stack.gateway_url
+    key_note = " (development key, kept in .lalo/dev-api-key)" if generated else ""
+    print(f"""
+LALO is ready at {url}/v1
+API key: {first_key}{key_note}
+
+curl {url}/v1/chat/completions \\
+  -H "Authorization: Bearer {first_key}" -H "Content-Type: application/json" \\
+  -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{url}/v1", api_key="{first_key}")
+reply = client.chat.completions.create(
+    model="{model_id}", messages=[{{"role": "user", "content": "Hello!"}}], max_tokens=32)
+print(reply.choices[0].message.content)
+PY
+
+Press Ctrl-C to stop.""", flush=True)
+    try:
+        while True:
+            for service in stack.services:
+                if service.process.poll() is not None:
+                    print(f"{service.name} exited ({service.process.returncode}); stopping. "
+                          f"See {service.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping LALO ...")
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,6 +53,7 @@ def test_dockerignore_keeps_weights_and_envs_out(lint_dockerfiles: ModuleType) -
     for path in (
         ".venv",
         "services/router/.venv/lib",
+        ".venv-vllm-gpu/lib",
         "models/x.gguf",
         "a/b.safetensors",
         ".env",

@@ -36,6 +36,7 @@ class Route:
     category_confidence: float = 0.0
     p_escalate: float = 0.0
     classify_ms: float = 0.0
+    escalated: bool = False
 
 
 Decider = Callable[[rpb.ChatRequest], Route]
@@ -158,4 +159,5 @@ class ChatForwarder:
             p_escalate=route.p_escalate,
             replica=replica.target,
             classify_ms=route.classify_ms,
+            escalated=route.escalated,
         )

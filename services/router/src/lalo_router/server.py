@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from lalo.router.v1 import router_pb2, router_pb2_grpc
+from prometheus_client import start_http_server
 from lalo_common.grpc_server import GrpcServer
 
-from lalo_router.forwarding import ChatForwarder, explicit_or_default
+from lalo_router.forwarding import ChatForwarder
+from lalo_router.policy import Classifier, PolicyRouter, load_classifier, load_policy
 from lalo_router.replicas import ReplicaSet
 from lalo_router.servicer import RouterServicer
 from lalo_router.settings import RouterSettings
@@ -16,14 +18,17 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
-def build_server(settings: RouterSettings, replicas: ReplicaSet) -> GrpcServer:
+def build_server(
+    settings: RouterSettings, replicas: ReplicaSet, classifier: Classifier | None = None
+) -> GrpcServer:
     token = settings.service_token.get_secret_value()
     server = GrpcServer(
         service_names=[SERVICE_NAME], service_token=token, grace_period_s=settings.grace_period_s
     )
-    forwarder = ChatForwarder(
-        replicas, explicit_or_default(replicas, settings.default_pool), settings.backend_timeout_s
+    policy = PolicyRouter(
+        load_policy(settings.policy_path, settings.default_pool), replicas, classifier
     )
+    forwarder = ChatForwarder(replicas, policy.decide, settings.backend_timeout_s)
     router_pb2_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(forwarder, replicas), server.server
     )
@@ -35,7 +40,10 @@ async def serve(settings: RouterSettings) -> None:
     replicas = ReplicaSet(settings.backend_list(), service_token=token)
     await replicas.refresh()
     replicas.start(settings.refresh_interval_s)
-    server = build_server(settings, replicas)
+    classifier = load_classifier() if settings.classifier == "embedding" else None
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    server = build_server(settings, replicas, classifier)
     try:
         port = await server.start(settings.listen)
         await server.set_serving(True)

@@ -23,6 +23,10 @@ class RouterSettings(ServiceSettings):
     # The YAML routing policy (pools, categories, thresholds); optional.
     policy_path: Path | None = None
     default_pool: str = "small"
+    # "embedding": the trained category classifier; "none": auto goes to the default pool.
+    classifier: str = "embedding"
+    # Prometheus metrics (routes per pool/category, classification latency); 0 disables.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # How often backends are asked for their models and health.
     refresh_interval_s: float = Field(default=5.0, gt=0)
     backend_timeout_s: float = Field(default=600.0, gt=0)

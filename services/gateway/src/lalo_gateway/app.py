@@ -12,7 +12,8 @@ from starlette.middleware.base import RequestResponseEndpoint
 from lalo_gateway.deps import REQUEST_ID_HEADER, request_id
 from lalo_gateway.errors import install_error_handlers
 from lalo_gateway.router_client import RouterClient
-from lalo_gateway.routes import chat, completions, health, models
+from lalo_gateway.routes import admin, chat, completions, health, models
+from lalo_gateway.security.http import install_security, security_lifespan, usage_hook
 from lalo_gateway.serving import ServingChat, ServingCompletions
 from lalo_gateway.settings import GatewaySettings
 
@@ -26,10 +27,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             timeout_s=settings.request_timeout_s,
         )
         app.state.router = router
-        app.state.serving_chat = ServingChat(router)
-        app.state.serving_completions = ServingCompletions(router)
+        app.state.serving_chat = ServingChat(router, on_usage=usage_hook)
+        app.state.serving_completions = ServingCompletions(router, on_usage=usage_hook)
         try:
-            yield
+            async with security_lifespan(app, settings, settings.static_keys()):
+                yield
         finally:
             await router.close()
 
@@ -40,7 +42,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.static_keys = settings.static_keys()
     app.state.started_at = time.time()
     install_error_handlers(app)
 
@@ -51,6 +52,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         response.headers.setdefault(REQUEST_ID_HEADER, rid)
         return response
 
-    for module in (health, models, chat, completions):
+    install_security(app, max_body_bytes=settings.max_body_bytes)  # outermost: audits all
+    for module in (health, models, chat, completions, admin):
         app.include_router(module.router)
     return app

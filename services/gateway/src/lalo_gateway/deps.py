@@ -1,44 +1,47 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the caller's identity and the request id."""
+"""FastAPI dependencies as ``Annotated`` aliases: the caller's identity (checked against the
+permission a route needs, and within its rate limit) and the request id.
+
+Every route except the public probes takes one of the permission aliases below; the route
+sweep test (tests/integration/test_route_sweep.py) fails for a route that does not.
+"""
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
-from lalo_common.auth import matches_any
 
-from lalo_gateway.security.authenticator import bearer_credential
-from lalo_gateway.security.errors import AuthenticationFailed
+from lalo_gateway.security.http import (
+    REQUEST_ID_HEADER,
+    authenticated_principal,
+    make_request_id,
+    permission,
+)
 from lalo_gateway.security.principal import Principal
-from lalo_gateway.security.rbac import Role
+from lalo_gateway.security.rbac import Permission
 
-REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+__all__ = ["REQUEST_ID_HEADER", "make_request_id"]
 
 
 def request_id(request: Request) -> str:
-    """The caller's request id when well-formed, else a fresh one; kept on request.state."""
+    """The request id, kept on request.state (the audit middleware sets it first)."""
     existing = getattr(request.state, "request_id", None)
     if existing:
         return str(existing)
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    value = given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+    value = make_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
     request.state.request_id = value
     return value
 
 
-async def static_key_principal(request: Request) -> Principal:
-    """Bearer keys from LALO_API_KEYS, every key compared in constant time."""
-    credential = bearer_credential(request.headers.get("authorization"))
-    keys: list[str] = request.app.state.static_keys
-    if not matches_any(credential, keys):
-        raise AuthenticationFailed("Incorrect API key provided. Check the key you are sending.")
-    return Principal(
-        subject="static-key", role=Role.DEVELOPER, kind="api_key", key_prefix=credential[:8]
-    )
-
-
 RequestId = Annotated[str, Depends(request_id)]
-CurrentPrincipal = Annotated[Principal, Depends(static_key_principal)]
+
+# Authenticated, with no permission check: not for routes (the sweep test rejects a route
+# guarded only by this); for code that needs the caller after a permission alias ran.
+CurrentPrincipal = Annotated[Principal, Depends(authenticated_principal)]
+
+InferencePrincipal = Annotated[Principal, permission(Permission.INFERENCE)]
+ModelsReader = Annotated[Principal, permission(Permission.MODELS_READ)]
+WorkflowWriter = Annotated[Principal, permission(Permission.WORKFLOWS_WRITE)]
+WorkflowReader = Annotated[Principal, permission(Permission.WORKFLOWS_READ)]
+KeysAdmin = Annotated[Principal, permission(Permission.KEYS_ADMIN)]
+AuditReader = Annotated[Principal, permission(Permission.AUDIT_READ)]

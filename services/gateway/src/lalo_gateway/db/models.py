@@ -38,7 +38,7 @@ class AuditEventRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    request_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    request_id: Mapped[str] = mapped_column(String(128), default="", index=True)
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(512))
     route: Mapped[str] = mapped_column(String(255), default="")

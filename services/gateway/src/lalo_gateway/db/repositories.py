@@ -188,7 +188,7 @@ class SqlAuditStore:
         return AuditEventRow(
             id=record.id,
             ts=record.ts,
-            request_id=record.request_id[:64],
+            request_id=record.request_id[:128],
             method=record.method[:8],
             path=record.path[:512],
             route=record.route[:255],

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
 from lalo_gateway.db.repositories import AuditQuery
 from lalo_gateway.security.apikeys import ApiKeyRecord, NewKey
 from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.security.http import require, security_runtime
 from lalo_gateway.security.rbac import Permission, Role
 from lalo_gateway.security.secretbox import SecretBox, parse_keys
-from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 keys_router = APIRouter(dependencies=[require(Permission.KEYS_ADMIN)])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from lalo_gateway.deps import CurrentPrincipal, RequestId
+from lalo_gateway.deps import InferencePrincipal, RequestId
 from lalo_gateway.protocol import CompletionRequest
+from lalo_gateway.security.http import check_request_limits
 from lalo_gateway.serving import ServingCompletions
 
 router = APIRouter(tags=["completions"])
@@ -16,8 +17,12 @@ router = APIRouter(tags=["completions"])
 async def create_completion(
     body: CompletionRequest,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: InferencePrincipal,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
+    prompts = 1 if isinstance(body.prompt, str) else len(body.prompt)
+    check_request_limits(
+        request, principal, model=body.model, messages=prompts, max_tokens=body.max_tokens
+    )
     serving: ServingCompletions = request.app.state.serving_completions
     return await serving.create(body, request_id, principal.subject, principal.tenant)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from lalo_gateway.deps import CurrentPrincipal
+from lalo_gateway.deps import ModelsReader
 from lalo_gateway.errors import APIError
 from lalo_gateway.router_client import RouterClient
 
@@ -27,13 +27,13 @@ async def _models(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+async def list_models(request: Request, principal: ModelsReader) -> dict[str, Any]:
     data = [m for m in await _models(request) if principal.may_use_model(m["id"])]
     return {"object": "list", "data": data}
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, principal: ModelsReader) -> dict[str, Any]:
     for model in await _models(request):
         if model["id"] == model_id and principal.may_use_model(model_id):
             return model

@@ -10,7 +10,7 @@ class AuthenticationFailed(Unauthenticated):
     """No credential, or one that does not verify. The message never echoes the credential."""
 
     http_status = 401
-    openai_type = "authentication_error"
+    openai_type = "invalid_request_error"  # what OpenAI's API answers for a bad key
     openai_code = "invalid_api_key"
 
 

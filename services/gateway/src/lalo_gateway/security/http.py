@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -21,7 +23,14 @@ from fastapi.responses import JSONResponse
 from lalo_common.errors import LaloError
 
 from lalo_gateway.security.audit import AuditRecord
-from lalo_gateway.security.edge import ASGIApp, EdgeMiddleware, Receive, Scope, Send
+from lalo_gateway.security.edge import (
+    ASGIApp,
+    EdgeMiddleware,
+    Receive,
+    Scope,
+    Send,
+    check_generation_limits,
+)
 from lalo_gateway.security.errors import (
     AuthenticationFailed,
     Forbidden,
@@ -56,6 +65,12 @@ PUBLIC_PATHS = frozenset(
 UNAUDITED_PATHS = frozenset({"/health", "/healthz", "/readyz", "/livez", "/metrics"})
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def make_request_id(given: str) -> str:
+    """The caller's request id when well-formed, else a fresh one."""
+    return given if _REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -70,6 +85,23 @@ class RequestContext:
     tokens_out: int = 0
     error_code: str = ""
     content: dict[str, Any] | None = None
+
+
+# The context of the request being served, for code that has no Request at hand (the serving
+# objects' usage hook, which for streams runs inside the response body iterator).
+_current: ContextVar[RequestContext | None] = ContextVar("lalo_request_context", default=None)
+
+
+def usage_hook(prompt_tokens: int, completion_tokens: int, model: str) -> None:
+    """``Serving(on_usage=usage_hook)``: records real usage (streamed responses included) on
+    the current request; the audit middleware charges the rate limiter with it."""
+    context = _current.get()
+    if context is None:
+        return
+    if model:
+        context.model = model
+    context.tokens_in += max(0, prompt_tokens)
+    context.tokens_out += max(0, completion_tokens)
 
 
 def request_context(request: Request) -> RequestContext:
@@ -143,6 +175,26 @@ def check_model_allowed(request: Request, principal: Principal, model: str) -> N
         raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.")
 
 
+def check_request_limits(
+    request: Request,
+    principal: Principal,
+    *,
+    model: str,
+    messages: int | None,
+    max_tokens: int | None,
+) -> None:
+    """The per-request checks of a generation route: the key's model allowlist (403) and
+    the gateway's message-count and ``max_tokens`` limits (400)."""
+    check_model_allowed(request, principal, model)
+    settings = security_runtime(request).settings
+    check_generation_limits(
+        messages=messages,
+        max_tokens=max_tokens,
+        max_messages=settings.max_messages,
+        max_tokens_limit=settings.max_tokens_limit,
+    )
+
+
 def record_usage(
     request: Request,
     *,
@@ -191,13 +243,19 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["path"] in UNAUDITED_PATHS:
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")[:64]
-                break
-        context = RequestContext(request_id=request_id or uuid.uuid4().hex)
-        scope.setdefault("state", {})["lalo"] = context
+        state = scope.setdefault("state", {})
+        request_id = state.get("request_id", "")
+        if not request_id:
+            given = ""
+            for key, value in scope["headers"]:
+                if key == b"x-request-id":
+                    given = value.decode("latin-1")
+                    break
+            request_id = make_request_id(given)
+            state["request_id"] = request_id
+        context = RequestContext(request_id=request_id)
+        state["lalo"] = context
+        token = _current.set(context)
         started = time.perf_counter()
         status = 500
 
@@ -214,6 +272,7 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            _current.reset(token)
             await self._finish(scope, context, status, started)
 
     async def _finish(

@@ -43,7 +43,7 @@ def upgrade() -> None:
         "gateway_audit_events",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("request_id", sa.String(64), nullable=False, server_default=""),
+        sa.Column("request_id", sa.String(128), nullable=False, server_default=""),
         sa.Column("method", sa.String(8), nullable=False),
         sa.Column("path", sa.String(512), nullable=False),
         sa.Column("route", sa.String(255), nullable=False, server_default=""),

@@ -251,7 +251,7 @@ class WorkflowEngine:
                 temperature=settings.plan_temperature,
                 json_schema=plan_schema(
                     tools,
-                    max_steps=max_steps + 1,
+                    max_steps=max_steps,
                     max_chars=settings.plan_max_text_chars,
                     max_arg_chars=settings.plan_max_argument_chars,
                 ),

@@ -141,7 +141,8 @@ class FakeTools(tools_pb2_grpc.ToolsServiceServicer):
         with self.lock:
             self.in_flight[peer] = request.idempotency_key
         try:
-            time.sleep(arguments.get("sleep_ms", 0) / 1000 * self.sleep_scale)
+            sleep_s = min(max(int(arguments.get("sleep_ms", 0)), 0), 2000) / 1000
+            time.sleep(sleep_s * self.sleep_scale)
         finally:
             with self.lock:
                 self.in_flight.pop(peer, None)

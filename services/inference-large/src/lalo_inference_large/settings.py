@@ -80,7 +80,8 @@ class InferenceLargeSettings(ServiceSettings):
     trust_remote_code: bool = False
     seed: int = 0
     max_logprobs: int = Field(default=20, ge=0)
-    structured_outputs_backend: str = "auto"
+    # xgrammar or guidance: the two that honour disable_any_whitespace.
+    structured_outputs_backend: str = "xgrammar"
     # Keeps a random or weak model from padding JSON with whitespace until max_tokens.
     json_disable_any_whitespace: bool = True
     # Seconds to wait for the engine to load before the service gives up.

@@ -9,6 +9,7 @@ runs on the official CUDA build (``gpu`` extra) and on the CPU build (``cpu`` ex
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import logging
 import os
@@ -396,4 +397,11 @@ class VllmBackend:
         await self.engine.check_health()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.engine.shutdown)
+        if self.engine is None:
+            return
+        engine, self.engine = self.engine, None
+        await asyncio.to_thread(engine.shutdown)
+        # vLLM shuts down again when the engine object is collected; doing that now, while
+        # the interpreter is whole, avoids a noisy error at exit.
+        del engine
+        gc.collect()

@@ -1,0 +1,304 @@
+"""inference-large over gRPC with the real vLLM engine: the same checks as inference-small."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo.inference.v1 import inference_pb2_grpc
+from lalo_inference_large.vllm_backend import VllmBackend, vllm_available
+
+from .conftest import CONTEXT, MAX_SEQS, MODEL_NAME, SKIP_REASON
+
+if not vllm_available():
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
+pytestmark = pytest.mark.integration
+
+Stub = inference_pb2_grpc.InferenceServiceStub
+
+
+def chat(text: str, **sampling: object) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        model=MODEL_NAME,
+        chat=pb.ChatInput(messages=[pb.ChatMessage(role="user", content=text)]),
+        sampling=pb.SamplingParams(**sampling),  # type: ignore[arg-type]
+    )
+
+
+async def collect(
+    stub: Stub, request: pb.GenerateRequest
+) -> tuple[list[pb.GenerateChunk], pb.GenerateComplete]:
+    chunks: list[pb.GenerateChunk] = []
+    complete = None
+    async for event in stub.Generate(request):
+        kind = event.WhichOneof("event")
+        if kind == "chunk":
+            assert complete is None, "no chunk may follow the completion"
+            chunks.append(event.chunk)
+        elif kind == "complete":
+            complete = event.complete
+        else:
+            pytest.fail(f"unexpected in-band error: {event.error}")
+    assert complete is not None
+    return chunks, complete
+
+
+def text_of(chunks: list[pb.GenerateChunk]) -> str:
+    return "".join(chunk.text for chunk in chunks)
+
+
+def token_ids(chunks: list[pb.GenerateChunk]) -> list[int]:
+    return [token.token_id for chunk in chunks for token in chunk.tokens]
+
+
+async def wait_until_idle(backend: VllmBackend, within_s: float = 30.0) -> int:
+    """The engine's unfinished-request count once it settles (aborts are asynchronous)."""
+    deadline = time.monotonic() + within_s
+    while backend.unfinished_requests() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the engine
+        await asyncio.sleep(0.05)
+    return backend.unfinished_requests()
+
+
+async def test_ready_and_lists_the_model(channel: grpc.aio.Channel, stub: Stub) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = await health.Check(
+        health_pb2.HealthCheckRequest(service="lalo.inference.v1.InferenceService")
+    )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    models = (await stub.ListModels(pb.ListModelsRequest())).models
+    assert [m.id for m in models] == [MODEL_NAME]
+    assert models[0].backend == "vllm"
+    assert models[0].context_length == CONTEXT
+    assert models[0].supports_json_schema
+    assert models[0].supports_logprobs
+
+
+async def test_streams_text_in_chunks_then_completes(stub: Stub) -> None:
+    chunks, complete = await collect(stub, chat("Tell me about the sea.", max_tokens=24, seed=3))
+    assert len(chunks) > 1, "output must stream, not arrive at once"
+    assert complete.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+    assert complete.model == MODEL_NAME
+    assert complete.usage.completion_tokens == len(token_ids(chunks))
+    assert complete.usage.prompt_tokens > 0
+    # Each chunk's text is whole characters, and the tokens' bytes spell the text.
+    raw = b"".join(t.token_bytes for chunk in chunks for t in chunk.tokens)
+    assert raw.decode("utf-8") == text_of(chunks)
+
+
+async def test_max_tokens_ends_with_length(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    _, complete = await collect(
+        stub, chat("Count.", max_tokens=7, seed=1, logit_bias={eos: -100.0})
+    )
+    assert complete.finish_reason == pb.FINISH_REASON_LENGTH
+    assert complete.usage.completion_tokens == 7
+
+
+async def test_logit_bias_can_force_the_end_of_text(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    chunks, complete = await collect(stub, chat("Stop.", max_tokens=30, logit_bias={eos: 100.0}))
+    assert complete.finish_reason == pb.FINISH_REASON_STOP
+    assert complete.usage.completion_tokens == 1
+    assert text_of(chunks) == ""
+
+
+async def test_tokenize_counts_the_prompt_as_generate_does(stub: Stub) -> None:
+    request = chat("How many tokens is this?", max_tokens=2)
+    counted = await stub.Tokenize(pb.TokenizeRequest(model=MODEL_NAME, chat=request.chat))
+    _, complete = await collect(stub, request)
+    assert counted.count == complete.usage.prompt_tokens == len(counted.token_ids)
+    assert counted.context_length == CONTEXT
+    plain = await stub.Tokenize(pb.TokenizeRequest(prompt="Hello, world!"))
+    assert plain.count == len(plain.token_ids) > 0
+
+
+async def test_raw_prompt_input(stub: Stub) -> None:
+    request = pb.GenerateRequest(
+        model="tiny-alias", prompt="Once upon a time", sampling=pb.SamplingParams(max_tokens=5)
+    )
+    _, complete = await collect(stub, request)
+    assert complete.usage.completion_tokens >= 1
+
+
+async def test_same_seed_same_text_other_seed_other_text(stub: Stub) -> None:
+    first, _ = await collect(stub, chat("Write a poem.", max_tokens=32, seed=42, temperature=1.0))
+    again, _ = await collect(stub, chat("Write a poem.", max_tokens=32, seed=42, temperature=1.0))
+    other, _ = await collect(stub, chat("Write a poem.", max_tokens=32, seed=43, temperature=1.0))
+    assert token_ids(first) == token_ids(again)
+    assert token_ids(first) != token_ids(other)
+
+
+async def test_stop_string_ends_the_text_before_it(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    base = {"max_tokens": 40, "seed": 7, "temperature": 1.0, "logit_bias": {eos: -100.0}}
+    full, _ = await collect(stub, chat("Say something.", **base))
+    text = text_of(full)
+    assert len(text) > 10
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    stopped, complete = await collect(stub, chat("Say something.", stop=[stop], **base))
+    assert complete.finish_reason == pb.FINISH_REASON_STOP
+    assert text_of(stopped) == text[: text.index(stop)]
+
+
+async def test_logprobs_and_top_logprobs(stub: Stub) -> None:
+    chunks, _ = await collect(
+        stub, chat("Hi.", max_tokens=8, seed=5, logprobs=True, top_logprobs=3)
+    )
+    tokens = [t for chunk in chunks for t in chunk.tokens]
+    assert len(tokens) >= 1
+    for token in tokens:
+        assert token.logprob <= 0.0
+        assert len(token.top_logprobs) == 3
+        values = [alt.logprob for alt in token.top_logprobs]
+        assert values == sorted(values, reverse=True)
+        assert values[0] >= token.logprob - 1e-4
+        assert all(alt.token_bytes for alt in token.top_logprobs)
+    plain, _ = await collect(stub, chat("Hi.", max_tokens=4, seed=5, logprobs=True))
+    assert all(len(t.top_logprobs) == 0 and t.logprob <= 0 for c in plain for t in c.tokens)
+
+
+async def test_json_schema_output_parses_and_fits(stub: Stub) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["name", "age", "ok"],
+        "additionalProperties": False,
+    }
+    fmt = pb.ResponseFormat(type=pb.ResponseFormat.JSON_SCHEMA, json_schema=json.dumps(schema))
+    for seed in (1, 2, 3):
+        chunks, complete = await collect(
+            stub, chat("Give me a person as JSON.", max_tokens=120, seed=seed, response_format=fmt)
+        )
+        assert complete.finish_reason == pb.FINISH_REASON_STOP, text_of(chunks)
+        value = json.loads(text_of(chunks))
+        assert set(value) == {"name", "age", "ok"}
+        assert isinstance(value["age"], int)
+        assert 0 <= value["age"] <= 120
+        assert isinstance(value["ok"], bool)
+        assert len(value["name"]) <= 12
+
+
+async def test_json_object_output_parses(stub: Stub) -> None:
+    fmt = pb.ResponseFormat(type=pb.ResponseFormat.JSON_OBJECT)
+    chunks, complete = await collect(
+        stub, chat("JSON please.", max_tokens=200, seed=9, response_format=fmt)
+    )
+    if complete.finish_reason == pb.FINISH_REASON_STOP:
+        assert isinstance(json.loads(text_of(chunks)), dict)
+    else:  # an unbounded object may run to max_tokens on a random model; it stays a prefix
+        assert text_of(chunks).startswith("{")
+
+
+async def test_cancel_aborts_the_engine_request(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    call = stub.Generate(chat("Go on and on.", max_tokens=900, logit_bias={eos: -100.0}))
+    received = 0
+    async for event in call:
+        if event.WhichOneof("event") == "chunk":
+            received += 1
+        if received == 2:
+            break
+    assert backend.unfinished_requests() >= 1
+    call.cancel()
+    assert await wait_until_idle(backend) == 0
+
+
+async def test_deadline_aborts_the_engine_request(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    request = chat("Go on and on.", max_tokens=1000, logit_bias={eos: -100.0})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.Generate(request, timeout=0.5):
+            pass
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await wait_until_idle(backend) == 0
+
+
+async def test_eight_concurrent_streams_match_their_solo_runs(
+    stub: Stub, backend: VllmBackend
+) -> None:
+    eos = backend.tokenizer.eos_token_id
+
+    def request(seed: int) -> pb.GenerateRequest:
+        return chat(
+            f"Story number {seed}.",
+            max_tokens=48,
+            seed=seed,
+            temperature=1.0,
+            logit_bias={eos: -100.0},
+        )
+
+    solo = [token_ids((await collect(stub, request(seed)))[0]) for seed in range(8)]
+    results = await asyncio.gather(*(collect(stub, request(seed)) for seed in range(8)))
+    for seed, (chunks, complete) in enumerate(results):
+        assert complete.finish_reason == pb.FINISH_REASON_LENGTH
+        assert complete.usage.completion_tokens == 48
+        assert token_ids(chunks) == solo[seed], f"stream {seed} differs when batched"
+    assert await wait_until_idle(backend) == 0
+
+
+async def test_load_report_while_busy_and_idle(stub: Stub, backend: VllmBackend) -> None:
+    eos = backend.tokenizer.eos_token_id
+    calls = [
+        stub.Generate(chat("Busy.", max_tokens=600, logit_bias={eos: -100.0})) for _ in range(4)
+    ]
+    for call in calls:
+        async for event in call:
+            if event.WhichOneof("event") == "chunk":
+                break
+    busy = await stub.GetLoad(pb.GetLoadRequest())
+    assert busy.max_sequences == MAX_SEQS
+    assert busy.running + busy.waiting >= 1
+    assert 0.0 < busy.kv_cache_usage <= 1.0
+    for call in calls:
+        call.cancel()
+    assert await wait_until_idle(backend) == 0
+    idle = await stub.GetLoad(pb.GetLoadRequest())
+    assert (idle.running, idle.waiting) == (0, 0)
+
+
+async def test_prompt_over_the_context_is_invalid_argument_naming_the_limit(stub: Stub) -> None:
+    long_text = "one two three four five six seven eight nine ten " * 200
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub, chat(long_text, max_tokens=5))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_model_len" in (caught.value.details() or "")
+    assert str(CONTEXT) in (caught.value.details() or "")
+
+
+async def test_unknown_model_is_not_found(stub: Stub) -> None:
+    request = chat("Hi.", max_tokens=2)
+    request.model = "no-such-model"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub, request)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-model" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as counted:
+        await stub.Tokenize(pb.TokenizeRequest(model="no-such-model", prompt="x"))
+    assert counted.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("sampling", "fragment"),
+    [
+        ({"top_logprobs": 50, "logprobs": True}, "top_logprobs"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"logit_bias": {10**6: 1.0}}, "outside the vocabulary"),
+    ],
+)
+async def test_bad_sampling_values_are_invalid_arguments(
+    stub: Stub, sampling: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub, chat("Hi.", max_tokens=2, **sampling))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in (caught.value.details() or "")

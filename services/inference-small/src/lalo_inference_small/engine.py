@@ -21,10 +21,10 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from lalo_common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from lalo_common.errors import InvalidArgument, LaloError, ResourceExhausted, Unavailable
 
 from lalo_inference_small.llama_model import ChatTurn, LlamaModel
-from lalo_inference_small.sampling import SamplerChain, SamplingConfig
+from lalo_inference_small.sampling import SamplerChain, SamplingConfig, check_grammar
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,8 @@ class BatchEngine:
     ) -> PreparedRequest:
         """Tokenises and validates; blocking (run it in a worker thread)."""
         config.validate(self.model.n_vocab)
+        if config.grammar:
+            check_grammar(self.model.vocab, config.grammar)
         ids = self.tokenize(prompt=prompt, chat=chat, tools=tools)
         if not ids:
             raise InvalidArgument("the prompt is empty")
@@ -301,8 +303,15 @@ class BatchEngine:
     def _start(self, item: tuple[PreparedRequest, RequestHandle, int]) -> None:
         request, handle, seq_id = item
         try:
-            sampler = SamplerChain(request.config, self.model.vocab, self.model.n_vocab)
+            sampler = SamplerChain(
+                request.config,
+                self.model.vocab,
+                self.model.n_vocab,
+                penalty_window=request.max_new_tokens,
+            )
         except Exception as exc:
+            if not isinstance(exc, LaloError):
+                log.exception("could not set up sampling for %s", request.request_id)
             handle.push(Failed(getattr(exc, "message", "could not set up sampling")))
             self._free_ids.append(seq_id)
             return

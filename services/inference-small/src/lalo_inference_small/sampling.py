@@ -88,6 +88,18 @@ def grammar_for_json_object() -> str:
     return str(llama_grammar.JSON_GBNF)
 
 
+def check_grammar(vocab: Any, grammar: str) -> None:
+    """Raises InvalidArgument when llama.cpp cannot parse ``grammar`` (rule ``root``).
+
+    Checked when a request is prepared, so a bad grammar is the caller's INVALID_ARGUMENT
+    status rather than an in-band failure from the engine thread.
+    """
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise InvalidArgument("the grammar could not be parsed (it needs a 'root' rule)")
+    llama_cpp.llama_sampler_free(sampler)
+
+
 def _resolve_seed(seed: int | None) -> int:
     if seed is None:
         return int.from_bytes(os.urandom(4), "little") & 0xFFFFFFFE
@@ -98,7 +110,9 @@ def _resolve_seed(seed: int | None) -> int:
 class SamplerChain:
     """Owns a llama.cpp sampler chain; free() must be called (the engine does)."""
 
-    def __init__(self, config: SamplingConfig, vocab: Any, n_vocab: int) -> None:
+    def __init__(
+        self, config: SamplingConfig, vocab: Any, n_vocab: int, penalty_window: int
+    ) -> None:
         params = llama_cpp.llama_sampler_chain_default_params()
         params.no_perf = True
         chain = llama_cpp.llama_sampler_chain_init(params)
@@ -115,10 +129,16 @@ class SamplerChain:
             self._keepalive.append(biases)
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(config.logit_bias), biases))
         if config.presence_penalty or config.frequency_penalty:
-            # -1: penalise over everything generated so far, as OpenAI does.
+            # The window covers every token the request may generate, so penalties apply to
+            # everything generated so far, as OpenAI's do (llama.cpp clamps a negative window
+            # to 0, which disables the sampler). Repeat penalty 1.0 is off.
             add(
                 llama_cpp.llama_sampler_init_penalties(
-                    -1, 1.0, config.frequency_penalty, config.presence_penalty
+                    n_vocab,
+                    max(1, penalty_window),
+                    1.0,
+                    config.frequency_penalty,
+                    config.presence_penalty,
                 )
             )
         if config.grammar:

@@ -12,7 +12,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 from lalo_gateway.deps import REQUEST_ID_HEADER, request_id
 from lalo_gateway.errors import install_error_handlers
 from lalo_gateway.router_client import RouterClient
-from lalo_gateway.routes import admin, chat, completions, health, models
+from lalo_gateway.routes import admin, chat, completions, health, models, workflows
 from lalo_gateway.security.http import install_security, security_lifespan, usage_hook
 from lalo_gateway.serving import ServingChat, ServingCompletions
 from lalo_gateway.settings import GatewaySettings
@@ -53,6 +53,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return response
 
     install_security(app, max_body_bytes=settings.max_body_bytes)  # outermost: audits all
-    for module in (health, models, chat, completions, admin):
+    for module in (health, models, chat, completions, admin, workflows):
         app.include_router(module.router)
     return app

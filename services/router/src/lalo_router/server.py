@@ -13,6 +13,7 @@ from lalo_router.policy import Classifier, PolicyRouter, load_classifier, load_p
 from lalo_router.replicas import ReplicaSet
 from lalo_router.servicer import RouterServicer
 from lalo_router.settings import RouterSettings
+from lalo_router.workflows import WORKFLOW_SERVICE_NAME, add_workflow_service
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
@@ -23,7 +24,9 @@ def build_server(
 ) -> GrpcServer:
     token = settings.service_token.get_secret_value()
     server = GrpcServer(
-        service_names=[SERVICE_NAME], service_token=token, grace_period_s=settings.grace_period_s
+        service_names=[SERVICE_NAME, WORKFLOW_SERVICE_NAME],
+        service_token=token,
+        grace_period_s=settings.grace_period_s,
     )
     policy = PolicyRouter(
         load_policy(settings.policy_path, settings.default_pool), replicas, classifier
@@ -32,6 +35,7 @@ def build_server(
     router_pb2_grpc.add_RouterServiceServicer_to_server(
         RouterServicer(forwarder, replicas), server.server
     )
+    add_workflow_service(server, settings.orchestrator_target, service_token=token)
     return server
 
 

@@ -48,8 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", default="developer", choices=["admin", "developer", "viewer"])
     create.add_argument("--name", default="")
     create.add_argument("--models", default=None, help="comma-separated model allowlist")
-    create.add_argument("--rpm", type=int, default=0, help="requests per minute (0: unlimited)")
-    create.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: unlimited)")
+    create.add_argument(
+        "--rpm",
+        type=int,
+        default=None,
+        help="requests per minute (0: unlimited; default: LALO_GATEWAY_DEFAULT_RPM)",
+    )
+    create.add_argument(
+        "--tpm",
+        type=int,
+        default=None,
+        help="tokens per minute (0: unlimited; default: LALO_GATEWAY_DEFAULT_TPM)",
+    )
     create.add_argument("--expires-in-days", type=float, default=None)
     create.add_argument("--store-content", action="store_true", help="audit prompts/outputs")
     create.add_argument("--json", action="store_true")
@@ -123,8 +133,8 @@ def _keys(args: argparse.Namespace, settings: SecuritySettings) -> int:
                 allowed_models=[m.strip() for m in args.models.split(",") if m.strip()]
                 if args.models is not None
                 else None,
-                rpm=args.rpm,
-                tpm=args.tpm,
+                rpm=settings.default_rpm if args.rpm is None else args.rpm,
+                tpm=settings.default_tpm if args.tpm is None else args.tpm,
                 store_content=args.store_content,
                 expires_at=datetime.now(UTC) + timedelta(days=args.expires_in_days)
                 if args.expires_in_days

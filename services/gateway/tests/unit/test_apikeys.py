@@ -222,3 +222,9 @@ def test_provisioning_is_idempotent_and_keeps_revocations(
 def test_a_pepper_is_required(store: MemoryStore) -> None:
     with pytest.raises(ValueError, match="pepper"):
         ApiKeyService(store, "")
+
+
+def test_provisioned_keys_take_the_given_quotas(service: ApiKeyService) -> None:
+    service.provision(["sk-quota-key"], default_role="viewer", rpm=7, tpm=700)
+    principal = service.authenticate("sk-quota-key")
+    assert (principal.role, principal.rpm, principal.tpm) == (Role.VIEWER, 7, 700)

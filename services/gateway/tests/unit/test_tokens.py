@@ -263,3 +263,9 @@ def test_production_requires_issuer_and_audience() -> None:
 def test_symmetric_algorithms_cannot_be_configured_for_jwks() -> None:
     with pytest.raises(ValidationError, match="asymmetric"):
         SecuritySettings(jwt_mode="jwks", jwt_jwks_url="http://x", jwt_algorithms=["HS256"])
+
+
+def test_token_subjects_get_the_default_quotas() -> None:
+    token = jwt.encode(claims(), RSA_KEY, algorithm="RS256")
+    principal = pem_verifier(default_rpm=30, default_tpm=9000).verify(token)
+    assert (principal.rpm, principal.tpm) == (30, 9000)

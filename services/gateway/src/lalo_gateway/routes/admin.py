@@ -32,8 +32,12 @@ class CreateKey(BaseModel):
     allowed_models: list[str] | None = Field(
         default=None, description="Models this key may use; null for every model"
     )
-    rpm: int = Field(default=0, ge=0, description="Requests per minute; 0 = unlimited")
-    tpm: int = Field(default=0, ge=0, description="Tokens per minute; 0 = unlimited")
+    rpm: int | None = Field(
+        default=None, ge=0, description="Requests per minute; 0 = unlimited; null = default"
+    )
+    tpm: int | None = Field(
+        default=None, ge=0, description="Tokens per minute; 0 = unlimited; null = default"
+    )
     store_content: bool = Field(
         default=False, description="Keep prompts and outputs in the audit log"
     )
@@ -102,13 +106,14 @@ def create_key(body: CreateKey, request: Request) -> KeyWithSecret:
     expires_at = body.expires_at
     if body.expires_in_days is not None:
         expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
-    new = security_runtime(request).keys.create(
+    runtime = security_runtime(request)
+    new = runtime.keys.create(
         owner=body.owner,
         role=body.role,
         name=body.name,
         allowed_models=body.allowed_models,
-        rpm=body.rpm,
-        tpm=body.tpm,
+        rpm=runtime.settings.default_rpm if body.rpm is None else body.rpm,
+        tpm=runtime.settings.default_tpm if body.tpm is None else body.tpm,
         store_content=body.store_content,
         expires_at=expires_at,
         source="api",

@@ -278,7 +278,9 @@ class ApiKeyService:
         log.info("rotated API key %s -> %s (id %s)", old.prefix, prefix, key_id)
         return NewKey(record=record, secret=secret)
 
-    def provision(self, specs: Iterable[str], *, default_role: Role | str) -> int:
+    def provision(
+        self, specs: Iterable[str], *, default_role: Role | str, rpm: int = 0, tpm: int = 0
+    ) -> int:
         """Ensure every key named in ``LALO_API_KEYS`` exists; idempotent.
 
         Each entry is ``key`` or ``key:role`` or ``key:role:owner``. A key that already
@@ -308,6 +310,8 @@ class ApiKeyService:
                 owner=owner or "static",
                 role=role,
                 name="LALO_API_KEYS",
+                rpm=rpm,
+                tpm=tpm,
                 source="env",
             )
             try:

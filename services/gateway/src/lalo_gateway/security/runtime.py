@@ -71,7 +71,11 @@ class SecurityRuntime:
         keys = db.key_service(settings)
         if static_keys:
             await asyncio.to_thread(
-                keys.provision, static_keys, default_role=settings.default_role_for_static_keys
+                keys.provision,
+                static_keys,
+                default_role=settings.default_role_for_static_keys,
+                rpm=settings.default_rpm,
+                tpm=settings.default_tpm,
             )
         tokens = TokenVerifier(settings)
         limiter: RateLimiter

@@ -43,7 +43,7 @@ class SecuritySettings(ServiceSettings):
     key_pepper: SecretStr = SecretStr(DEV_PEPPER)
     # How long a verified key is trusted without looking at the database again. Revocation
     # reaches every replica within this bound (plus one database round trip).
-    key_cache_ttl_s: float = Field(default=0.5, ge=0, le=1.0)
+    key_cache_ttl_s: float = Field(default=0.5, ge=0, le=0.9)
     default_role_for_static_keys: str = "developer"
 
     # JWT / OIDC.
@@ -62,7 +62,8 @@ class SecuritySettings(ServiceSettings):
     jwt_leeway_s: int = Field(default=0, ge=0, le=300)
     jwt_jwks_cache_s: int = Field(default=300, ge=0)
 
-    # Default quotas (per principal) when a key names none; 0 means unlimited.
+    # Quotas for principals that carry none of their own: JWT subjects, keys from
+    # LALO_API_KEYS, and keys created without rpm/tpm. 0 means unlimited.
     default_rpm: int = Field(default=0, ge=0)
     default_tpm: int = Field(default=0, ge=0)
 

@@ -52,6 +52,7 @@ class TokenVerifier:
         self._roles_claim = settings.jwt_roles_claim
         self._subject_claim = settings.jwt_subject_claim
         self._role_map = {k.lower(): v for k, v in settings.jwt_role_map.items()}
+        self._rpm, self._tpm = settings.default_rpm, settings.default_tpm
         self._jwks: PyJWKClient | None = None
         self._key: Any = None
         if self._mode == "hs256":
@@ -83,7 +84,7 @@ class TokenVerifier:
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed(_INVALID + "The token has no subject.")
         role = self._role_of(claims)
-        return Principal(subject=subject, role=role, kind="jwt")
+        return Principal(subject=subject, role=role, kind="jwt", rpm=self._rpm, tpm=self._tpm)
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:

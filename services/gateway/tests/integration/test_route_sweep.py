@@ -218,3 +218,33 @@ async def test_jwt_through_the_app(client: httpx.AsyncClient) -> None:
         algorithm="none",
     )
     assert (await get(none_alg)).status_code == 401
+
+
+async def test_content_is_audited_only_for_keys_that_ask(client: httpx.AsyncClient) -> None:
+    admin = {"authorization": f"Bearer {KEYS[Role.ADMIN]}"}
+    runtime = client.app.state.security  # type: ignore[attr-defined]
+    rows = {}
+    for store in (True, False):
+        created = await client.post(
+            "/v1/admin/keys",
+            json={"owner": f"content-{store}", "role": "developer", "store_content": store},
+            headers=admin,
+        )
+        key = created.json()["key"]
+        request_id = f"content-{store}-{uuid.uuid4().hex[:6]}"
+        await client.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "KEEP-ME"}]},
+            headers={"authorization": f"Bearer {key}", "x-request-id": request_id},
+        )
+        for _ in range(200):
+            await runtime.audit.flush_once()
+            page = await client.get(
+                "/v1/admin/audit", params={"request_id": request_id}, headers=admin
+            )
+            if page.json()["data"]:
+                rows[store] = page.json()["data"][0]
+                break
+    assert "KEEP-ME" in rows[True]["content"]["request"]
+    assert rows[True]["content"]["response"].startswith('{"error"')
+    assert rows[False]["content"] is None

@@ -76,7 +76,10 @@ class EdgeMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        # Kept for the audit record of keys whose policy stores content; dropped otherwise.
+        scope.setdefault("state", {})["lalo_request_body"] = body
+        await self.app(scope, _replay(body, receive), send)
 
 
 def too_large(limit: int) -> RequestTooLarge:

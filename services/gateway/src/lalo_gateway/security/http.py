@@ -65,6 +65,8 @@ PUBLIC_PATHS = frozenset(
 UNAUDITED_PATHS = frozenset({"/health", "/healthz", "/readyz", "/livez", "/metrics"})
 
 REQUEST_ID_HEADER = "x-request-id"
+# How much of a request and of a response the audit keeps for keys that store content.
+CONTENT_LIMIT_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -258,10 +260,16 @@ class AuditMiddleware:
         token = _current.set(context)
         started = time.perf_counter()
         status = 500
+        response_body = bytearray()
 
         async def send_with_status(message: Any) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.body":
+                principal = context.principal
+                if principal is not None and principal.store_content:
+                    room = CONTENT_LIMIT_BYTES - len(response_body)
+                    response_body.extend(message.get("body", b"")[: max(0, room)])
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in headers):
@@ -273,6 +281,14 @@ class AuditMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             _current.reset(token)
+            principal = context.principal
+            if principal is not None and principal.store_content and context.content is None:
+                request_body: bytes = state.get("lalo_request_body", b"")
+                context.content = {
+                    "request": request_body[:CONTENT_LIMIT_BYTES].decode("utf-8", "replace"),
+                    "response": bytes(response_body).decode("utf-8", "replace"),
+                }
+            state.pop("lalo_request_body", None)
             await self._finish(scope, context, status, started)
 
     async def _finish(

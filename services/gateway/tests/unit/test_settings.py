@@ -43,3 +43,15 @@ def test_production_with_real_secrets() -> None:
         service_token="a-real-service-token-123",
     )
     assert not settings.is_relaxed
+
+
+def test_validation_errors_do_not_echo_secrets() -> None:
+    with pytest.raises(ValidationError) as error:
+        SecuritySettings(
+            environment="production",
+            key_pepper="short",
+            service_token="a-real-service-token-123",
+            jwt_hs256_secret="hs-secret-value",
+        )
+    assert "a-real-service-token-123" not in str(error.value)
+    assert "hs-secret-value" not in str(error.value)

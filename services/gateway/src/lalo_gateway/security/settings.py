@@ -12,6 +12,7 @@ from typing import Literal, Self
 
 from lalo_common.settings import PLACEHOLDER_SECRETS, ServiceSettings
 from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
 JwtMode = Literal["off", "jwks", "pem", "hs256"]
 
@@ -26,6 +27,9 @@ def _is_placeholder(value: SecretStr) -> bool:
 
 class SecuritySettings(ServiceSettings):
     """Persistence, credentials, quotas, audit and request limits of the gateway."""
+
+    # A validation error must never echo the environment it was given: it holds secrets.
+    model_config = SettingsConfigDict(extra="ignore", env_file=None, hide_input_in_errors=True)
 
     # Persistence: Postgres in clusters, SQLite in embedded mode.
     database_url: str = DEV_DATABASE_URL

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import collections
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -246,6 +247,10 @@ class BatchEngine:
             # sequence at its next step.
             handle.cancelled = True
             with self._cond:
+                # Still queued: leave the queue now, so load reports and the max_waiting
+                # limit do not count a request nobody waits for.
+                with contextlib.suppress(ValueError):
+                    self._pending.remove((request, handle))
                 self._cond.notify()
 
     def close(self) -> None:

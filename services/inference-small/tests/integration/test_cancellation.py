@@ -1,0 +1,147 @@
+"""Cancellation, deadlines, the waiting queue and load figures, against a real server.
+
+Long generations (the tiny model's 2048-token context, end-of-generation banned) last
+thousands of decode steps, so a sequence that disappears early was freed by the cancellation and
+not by running to its end; a spy on the engine's finish path tells the two apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import grpc
+import pytest
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo_testing.inference import wait_until
+
+pytestmark = pytest.mark.integration
+
+LONG = 1500
+
+
+@pytest.fixture(scope="module")
+def engine_options() -> dict[str, Any]:
+    return {"n_ctx": 4096, "parallel": 4, "threads": 1, "n_batch": 512}
+
+
+@pytest.fixture
+def finished_ids(served: Any, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Request ids of sequences the engine finished (stop or length), not cancelled ones."""
+    engine = served.engine
+    original = engine._finish
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def spy(seq: Any, reason: str) -> None:
+        with lock:
+            seen.add(seq.request.request_id)
+        original(seq, reason)
+
+    monkeypatch.setattr(engine, "_finish", spy)
+    return seen
+
+
+def _long(served: Any, prompt: str, request_id: str, **sampling: Any) -> pb.GenerateRequest:
+    """A request that runs to the end of the context unless stopped: end-of-generation
+    tokens are banned (a random model samples them now and then)."""
+    model = served.engine.model
+    no_eog = {t: -100.0 for t in range(model.n_vocab) if model.is_eog(t)}
+    sampling.setdefault("top_logprobs", 20)  # more work per token: a longer stream
+    return served.prompt(prompt, request_id=request_id, logit_bias=no_eog, **sampling)
+
+
+async def _idle(served: Any) -> None:
+    await wait_until(lambda: served.engine.running == 0 and served.engine.waiting == 0)
+
+
+async def test_client_cancel_frees_the_sequence(served: Any, finished_ids: set[str]) -> None:
+    call = served.stub.Generate(_long(served, "Once upon a time", "cancel-me"))
+    first = await call.read()
+    assert first.WhichOneof("event") == "chunk"
+    assert served.engine.running == 1
+    call.cancel()
+    await _idle(served)
+    assert "cancel-me" not in finished_ids
+    # The server keeps working.
+    after = await served.generate(served.prompt("Hello again", max_tokens=4))
+    assert after.finish_reason == pb.FINISH_REASON_LENGTH
+
+
+async def test_deadline_frees_the_sequence(served: Any, finished_ids: set[str]) -> None:
+    request = _long(served, "The sea and the sky", "deadline")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _event in served.stub.Generate(request, timeout=0.3):
+            pass
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    await _idle(served)
+    assert "deadline" not in finished_ids
+    after = await served.generate(served.prompt("Hello again", max_tokens=4))
+    assert after.finish_reason == pb.FINISH_REASON_LENGTH
+
+
+async def test_load_report_and_waiting_queue(served: Any, finished_ids: set[str]) -> None:
+    """Six long streams on four slots: four run, two wait; cancelling frees everything."""
+    calls = [
+        served.stub.Generate(_long(served, f"Story {i}", f"load-{i}", max_tokens=LONG))
+        for i in range(6)
+    ]
+    readers = [asyncio.ensure_future(call.read()) for call in calls]
+    await wait_until(lambda: served.engine.running == 4 and served.engine.waiting == 2)
+    report = await served.stub.GetLoad(pb.GetLoadRequest())
+    assert (report.running, report.waiting, report.max_sequences) == (4, 2, 4)
+    assert 0.0 < report.kv_cache_usage <= 1.0
+
+    # A waiting request whose caller leaves stops counting as waiting at once.
+    waiting = [request.request_id for request, _handle in list(served.engine._pending)]
+    assert len(waiting) == 2
+    calls[int(waiting[0].removeprefix("load-"))].cancel()
+    await wait_until(lambda: served.engine.waiting == 1)
+    assert served.engine.running == 4
+
+    for call in calls:
+        call.cancel()
+    await _idle(served)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    report = await served.stub.GetLoad(pb.GetLoadRequest())
+    assert (report.running, report.waiting) == (0, 0)
+    assert not finished_ids & {f"load-{i}" for i in range(6)}
+
+
+async def test_many_concurrent_streams_all_complete(served: Any) -> None:
+    """Twelve streams on four slots: every one completes with its own greedy output."""
+    prompts = [f"Question {i}: what about the number {i * 7}?" for i in range(12)]
+
+    def request(prompt: str) -> pb.GenerateRequest:
+        return served.prompt(prompt, max_tokens=24, temperature=0.0)
+
+    alone = [await served.generate(request(p)) for p in prompts]
+    together = await asyncio.gather(*(served.generate(request(p)) for p in prompts))
+    for solo, batched in zip(alone, together, strict=True):
+        assert batched.error is None
+        assert batched.finish_reason == pb.FINISH_REASON_LENGTH
+        assert batched.complete.usage.completion_tokens == 24
+        assert batched.text == solo.text
+    await _idle(served)
+
+
+async def test_closing_the_engine_fails_open_requests(tiny_model_path: Any) -> None:
+    from lalo_inference_small.catalog import ModelSpec
+    from lalo_inference_small.sampling import SamplingConfig
+    from lalo_inference_small.server import load_engine
+
+    engine = await asyncio.to_thread(
+        load_engine, ModelSpec(id="closing", path=tiny_model_path, n_ctx=4096, threads=1)
+    )
+    prepared = await asyncio.to_thread(engine.prepare, "r", SamplingConfig(), prompt="Hello")
+    stream = engine.generate(prepared)
+    first = await stream.__anext__()
+    assert first.__class__.__name__ == "TextDelta"
+    await asyncio.to_thread(engine.close)
+    events = [event async for event in stream]
+    assert events[-1].__class__.__name__ == "Failed"
+    with pytest.raises(Exception, match="shutting down"):
+        await engine.generate(prepared).__anext__()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from lalo_gateway.db.engine import normalise_url
 from lalo_gateway.db.migrate import current_revision, head_revision, upgrade
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +22,34 @@ def test_upgrade_an_empty_postgres_database_and_again(fresh_postgres_url: str) -
     assert upgrade(engine) == head_revision(engine)
     assert set(inspect(engine).get_table_names()) >= TABLES
     assert upgrade(engine) == head_revision(engine)  # idempotent
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_audit_events_are_append_only(
+    backend: str, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    url = fresh_postgres_url if backend == "postgres" else f"sqlite:///{tmp_path / 'a.db'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO gateway_audit_events (id, ts, method, path, status) "
+                "VALUES ('e1', CURRENT_TIMESTAMP, 'GET', '/v1/models', 200)"
+            )
+        )
+    statements = [
+        "UPDATE gateway_audit_events SET status = 500",
+        "DELETE FROM gateway_audit_events",
+    ]
+    if backend == "postgres":
+        statements.append("TRUNCATE gateway_audit_events")
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM gateway_audit_events")).scalar() == 200
     engine.dispose()
 
 

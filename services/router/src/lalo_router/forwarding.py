@@ -25,6 +25,10 @@ AUTO_MODELS = frozenset({"", "auto"})
 # Codes that mean "this replica could not take the request", so another may.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 MAX_ATTEMPTS = 3
+# Codes that are the caller's doing, not a sign of a sick replica.
+NOT_REPLICA_FAULTS = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED}
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class ChatForwarder:
         route = self.decide(request)
         generate = self._generate_request(request, route.model)
         timeout = min(self.timeout_s, time_remaining) if time_remaining else self.timeout_s
+        # When the caller's own deadline is the binding one, its expiry says nothing about
+        # the replica: counting it would let a few impatient callers open the circuit of a
+        # healthy replica (and black out a pool that has only one).
+        caller_bound = timeout < self.timeout_s
         tried: set[str] = set()
         last_error: LaloError | None = None
         for _attempt in range(MAX_ATTEMPTS):
@@ -99,10 +107,8 @@ class ChatForwarder:
                 return
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code not in (
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    grpc.StatusCode.NOT_FOUND,
-                    grpc.StatusCode.CANCELLED,
+                if code not in NOT_REPLICA_FAULTS and not (
+                    caller_bound and code is grpc.StatusCode.DEADLINE_EXCEEDED
                 ):
                     replica.record_failure()
                 if started:
@@ -128,11 +134,11 @@ class ChatForwarder:
         replica: Replica,
         generate: ipb.GenerateRequest,
         request: rpb.ChatRequest,
-        timeout: float,
+        deadline_s: float,
     ) -> AsyncIterator[rpb.ChatResponse]:
         replica.outstanding += 1
         call = replica.stub.Generate(
-            generate, timeout=timeout, metadata=request_metadata(request.request_id)
+            generate, timeout=deadline_s, metadata=request_metadata(request.request_id)
         )
         try:
             async for event in call:

@@ -45,6 +45,7 @@ async def test_window_reopens_after_a_minute_and_retry_after_says_when() -> None
         await limiter.admit(p)
     assert refused.value.retry_after_s == 40
     assert "2 requests per minute" in refused.value.message
+    assert refused.value.openai_type == "requests"
     clock.now += 40
     assert (await limiter.admit(p)).remaining_requests == 1
 
@@ -58,8 +59,9 @@ async def test_tokens_per_minute_counts_real_usage() -> None:
     admission = await limiter.admit(p)
     assert admission.remaining_tokens == 40
     await limiter.charge_tokens(p, 70)  # overshoot by one response is allowed...
-    with pytest.raises(RateLimited, match="100 tokens per minute"):
+    with pytest.raises(RateLimited, match="100 tokens per minute") as refused:
         await limiter.admit(p)  # ...and the next request waits for the window
+    assert refused.value.openai_type == "tokens"
     clock.now += 60
     await limiter.admit(p)
 

@@ -29,9 +29,10 @@ class RateLimited(ResourceExhausted):
     openai_type = "rate_limit_exceeded"
     openai_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int, kind: str = "requests") -> None:
         super().__init__(message)
         self.retry_after_s = max(1, retry_after_s)
+        self.openai_type = kind  # OpenAI says which limit: "requests" or "tokens"
 
 
 class RequestTooLarge(InvalidArgument):

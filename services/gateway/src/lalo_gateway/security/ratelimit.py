@@ -52,6 +52,7 @@ def _refusal(kind: str, limit: int, retry_after_s: float) -> RateLimited:
     return RateLimited(
         f"Rate limit reached: {limit} {what} per minute for this key. Try again in {retry} s.",
         retry_after_s=retry,
+        kind=what,
     )
 
 

@@ -90,14 +90,52 @@ def from_lalo_error(exc: LaloError) -> APIError:
     return from_grpc(exc.code, exc.message)
 
 
+_LOCATIONS = ("body", "query", "path", "header")
+# Parts of a pydantic error location that name a member of a union (``str``,
+# ``list[TextPart]``, ``function-after[...]``), not a field of the request.
+_UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _is_union_member(part: Any) -> bool:
+    return isinstance(part, str) and (part in _UNION_MEMBERS or any(c in part for c in "[]()"))
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[list[Any], bool]:
+    """The request field a location points at, and whether a union member was skipped."""
+    parts = list(loc)
+    if parts and parts[0] in _LOCATIONS:
+        parts = parts[1:]
+    fields = [part for part in parts if not _is_union_member(part)]
+    return fields, len(fields) != len(parts)
+
+
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    if not parts:
+    fields, _ = _field_path(loc)
+    if not fields:
         return None
-    out = parts[0]
-    for part in parts[1:]:
-        out += f"[{part}]" if part.isdigit() else f".{part}"
+    out = str(fields[0])
+    for part in fields[1:]:
+        out += f"[{part}]" if isinstance(part, int) or str(part).isdigit() else f".{part}"
     return out
+
+
+def _most_specific(errors: list[Any]) -> dict[str, Any]:
+    """The error to report. When the first one failed on a union (``content`` may be a
+    string or a list of parts), pydantic reports one error per member; the deepest of them
+    names what is actually wrong ("messages[0].content[0].type"), not "should be a string"."""
+    first: dict[str, Any] = errors[0] if errors else {}
+    fields, union = _field_path(tuple(first.get("loc", ())))
+    if not union:
+        return first
+    same_field = [
+        e for e in errors if _field_path(tuple(e.get("loc", ())))[0][: len(fields)] == fields
+    ]
+    return max(same_field, key=lambda e: len(_field_path(tuple(e.get("loc", ())))[0]))
+
+
+def _reason(error: dict[str, Any]) -> str:
+    # Validators raise ValueError; pydantic prefixes its text with "Value error, ".
+    return str(error.get("msg", "invalid request")).removeprefix("Value error, ").rstrip(".")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -112,16 +150,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = tuple(first.get("loc", ()))
-        param = _param_from_loc(loc)
-        reason = str(first.get("msg", "invalid request"))
-        if first.get("type") == "json_invalid":
+        error = _most_specific(list(exc.errors()))
+        param = _param_from_loc(tuple(error.get("loc", ())))
+        reason = _reason(error)
+        if error.get("type") == "json_invalid":
             message = "We could not parse the JSON body of your request."
             param = None
-        elif first.get("type") == "missing":
+        elif error.get("type") == "missing":
             message = f"Missing required parameter: '{param}'."
+        elif param is None and error.get("type") == "model_attributes_type":
+            message = "The request body must be a JSON object (Content-Type: application/json)."
         else:
             message = f"Invalid value for '{param}': {reason}." if param else f"{reason}."
         return JSONResponse(

@@ -8,6 +8,7 @@ a proper 4xx; errors after that are sent in-band, as OpenAI does.
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 import uuid
@@ -123,12 +124,24 @@ def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str,
     return headers
 
 
-def _raise_in_band(error: ipb.GenerateError) -> None:
-    raise from_grpc(status_code_from_int(error.code), error.message)
+def _in_band(error: ipb.GenerateError) -> APIError:
+    return from_grpc(status_code_from_int(error.code), error.message)
+
+
+async def _prepend(
+    pending: list[rpb.ChatResponse], events: AsyncIterator[rpb.ChatResponse]
+) -> AsyncIterator[rpb.ChatResponse]:
+    for event in pending:
+        yield event
+    async for event in events:
+        yield event
 
 
 class Serving:
     """Shared machinery of chat and text completions."""
+
+    # The request field an over-long input is reported against.
+    input_param = "messages"
 
     def __init__(self, router: RouterClient, on_usage: UsageHook | None = None) -> None:
         self.router = router
@@ -140,8 +153,8 @@ class Serving:
             if kind == "route":
                 return event.route
             if kind == "error":
-                _raise_in_band(event.error)
-            # Routers always announce the route first; tolerate one that does not.
+                raise _in_band(event.error)
+            # Routers always announce the route first; anything else is a router bug.
             raise APIError(
                 502,
                 "the router sent output before a route decision",
@@ -155,11 +168,29 @@ class Serving:
             code="bad_gateway",
         )
 
+    async def _open(
+        self, events: AsyncIterator[rpb.ChatResponse]
+    ) -> tuple[rpb.RouteDecision | None, list[rpb.ChatResponse]]:
+        """Reads the route decision and the first event after it (they come together: the
+        router announces the route once the model has answered). A failure up to there,
+        an error status or an error event before any output, raises APIError, so even a
+        streamed request still gets a plain HTTP error instead of a 200 stream."""
+        try:
+            route = await self._first(events)
+            first = await anext(events, None)
+            if first is not None and first.WhichOneof("event") == "error":
+                raise _in_band(first.error)
+        except APIError as exc:
+            if exc.code == "context_length_exceeded":
+                exc.param = self.input_param
+            raise
+        return route, [first] if first is not None else []
+
     async def _collect(self, request: rpb.ChatRequest) -> Collected:
         out = Collected()
         events = self.router.chat(request)
-        out.route = await self._first(events)
-        async for event in events:
+        out.route, pending = await self._open(events)
+        async for event in _prepend(pending, events):
             kind = event.WhichOneof("event")
             if kind == "chunk":
                 out.text.append(event.chunk.text)
@@ -168,7 +199,7 @@ class Serving:
                 out.finish_reason = FINISH_REASONS[event.complete.finish_reason]
                 out.usage = event.complete.usage
             elif kind == "error":
-                _raise_in_band(event.error)
+                raise _in_band(event.error)
         return out
 
     def _report_usage(self, usage: ipb.Usage | None, model: str) -> None:
@@ -195,7 +226,7 @@ class Serving:
         opening: dict[str, Any] | None,
     ) -> StreamingResponse:
         events = self.router.chat(request)
-        route = await self._first(events)
+        route, pending = await self._open(events)
 
         async def body() -> AsyncIterator[str]:
             finish_reason = "stop"
@@ -203,20 +234,15 @@ class Serving:
             try:
                 if opening is not None:
                     yield sse(opening)
-                async for event in events:
+                async for event in _prepend(pending, events):
                     kind = event.WhichOneof("event")
                     if kind == "complete":
                         finish_reason = FINISH_REASONS[event.complete.finish_reason]
                         usage = event.complete.usage
                     elif kind == "error":
-                        yield sse(
-                            APIError(
-                                500,
-                                event.error.message or "generation failed",
-                                type_="server_error",
-                                code="generation_error",
-                            ).body()
-                        )
+                        # The 200 is already sent: the error goes in-band, shaped and
+                        # classified like the same failure before the stream.
+                        yield sse(_in_band(event.error).body())
                         yield SSE_DONE
                         return
                     else:
@@ -376,7 +402,7 @@ class ServingChat(Serving):
         original = response.body_iterator
         opening = sse(chunk({"role": "assistant", "content": ""}))
 
-        async def with_opening() -> AsyncIterator[str]:
+        async def with_opening() -> AsyncIterator[str | bytes | memoryview[int]]:
             yield opening
             async for item in original:
                 yield item
@@ -386,6 +412,8 @@ class ServingChat(Serving):
 
 
 class ServingCompletions(Serving):
+    input_param = "prompt"
+
     async def create(
         self, body: CompletionRequest, request_id: str, principal: str = "", tenant: str = ""
     ) -> JSONResponse | StreamingResponse:
@@ -482,7 +510,7 @@ class ServingCompletions(Serving):
         out = await self._collect(router_request)
         model = out.route.model if out.route else body.model
         self._report_usage(out.usage, model)
-        response = {
+        payload = {
             "id": completion_id,
             "object": "text_completion",
             "created": created,
@@ -498,7 +526,7 @@ class ServingCompletions(Serving):
             "usage": self.usage_dict(out.usage),
             "system_fingerprint": None,
         }
-        return JSONResponse(response, headers=route_headers(out.route, request_id))
+        return JSONResponse(payload, headers=route_headers(out.route, request_id))
 
 
 def chat_logprobs(tokens: list[ipb.TokenInfo] | Any) -> dict[str, Any]:
@@ -520,11 +548,14 @@ def chat_logprobs(tokens: list[ipb.TokenInfo] | Any) -> dict[str, Any]:
 
 
 def completion_logprobs(tokens: list[ipb.TokenInfo], start: int) -> dict[str, Any]:
+    # Offsets index the completion's text, so they advance by what each token adds to it:
+    # a character split over several tokens counts once, not once per token.
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
     offsets = []
     position = start
     for t in tokens:
         offsets.append(position)
-        position += len(t.token)
+        position += len(decoder.decode(t.token_bytes or t.token.encode("utf-8")))
     return {
         "tokens": [t.token for t in tokens],
         "token_logprobs": [t.logprob for t in tokens],

@@ -1,0 +1,161 @@
+"""POST /v1/completions (legacy text completions) through the official SDK and on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from lalo_testing.openai_wire import parse_sse
+from lalo_testing.vocab import Vocab
+
+pytestmark = pytest.mark.contract
+
+MODEL = "tiny-chat"
+PROMPT = "The weather today is"
+
+
+def test_non_streamed_completion(client: openai.OpenAI, vocab: Vocab) -> None:
+    completion = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=6, logit_bias=vocab.no_eos()
+    )
+    assert completion.object == "text_completion"
+    assert completion.id.startswith("cmpl-")
+    assert completion.model == MODEL
+    assert len(completion.choices) == 1
+    choice = completion.choices[0]
+    assert choice.index == 0
+    assert choice.text
+    assert choice.finish_reason == "length"
+    assert choice.logprobs is None
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 6
+    assert completion.usage.prompt_tokens > 0
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_default_max_tokens_is_16(client: openai.OpenAI, vocab: Vocab) -> None:
+    completion = client.completions.create(model=MODEL, prompt=PROMPT, logit_bias=vocab.no_eos())
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 16
+    assert completion.choices[0].finish_reason == "length"
+
+
+def test_streamed_completion_through_the_sdk(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=6, stream=True))
+    assert len(chunks) >= 2
+    assert {c.id for c in chunks} == {chunks[0].id}
+    assert all(c.object == "text_completion" for c in chunks)
+    reasons = [c.choices[0].finish_reason for c in chunks]
+    assert reasons[-1] in ("stop", "length")
+    assert all(reason is None for reason in reasons[:-1])
+    assert "".join(c.choices[0].text for c in chunks)
+
+
+def test_stream_wire_format_with_usage(http: httpx.Client, vocab: Vocab) -> None:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "logit_bias": vocab.no_eos(),
+    }
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        lines = list(response.iter_lines())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-lalo-model"] == MODEL
+    *events, usage_event = parse_sse(lines)
+    assert usage_event["choices"] == []
+    assert usage_event["usage"]["completion_tokens"] == 4
+    assert all(event["usage"] is None for event in events)
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_completion_logprobs(client: openai.OpenAI, vocab: Vocab) -> None:
+    completion = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=5, logprobs=2, logit_bias=vocab.no_eos()
+    )
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.tokens is not None
+    assert logprobs.token_logprobs is not None
+    assert logprobs.top_logprobs is not None
+    assert logprobs.text_offset is not None
+    assert len(logprobs.tokens) == 5
+    assert len(logprobs.token_logprobs) == 5
+    assert len(logprobs.top_logprobs) == 5
+    assert all(value <= 0 for value in logprobs.token_logprobs)
+    # Alternatives are keyed by their text; two alternatives with the same text collapse.
+    assert all(1 <= len(alternatives) <= 2 for alternatives in logprobs.top_logprobs)
+    # Offsets index the completion's text.
+    offsets = logprobs.text_offset
+    assert offsets[0] == 0
+    assert offsets == sorted(offsets)
+    assert offsets[-1] <= len(completion.choices[0].text)
+
+
+def test_completion_logprobs_streamed(http: httpx.Client, vocab: Vocab) -> None:
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 4,
+        "stream": True,
+        "logprobs": 1,
+        "logit_bias": vocab.no_eos(),
+    }
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        events = parse_sse(response.iter_lines())
+    text = "".join(e["choices"][0]["text"] for e in events)
+    with_logprobs = [e["choices"][0]["logprobs"] for e in events if e["choices"][0]["logprobs"]]
+    tokens = [token for lp in with_logprobs for token in lp["tokens"]]
+    offsets = [offset for lp in with_logprobs for offset in lp["text_offset"]]
+    assert len(tokens) == 4
+    # Offsets run on across chunks: they index the whole completion's text.
+    assert offsets[0] == 0
+    assert offsets == sorted(offsets)
+    assert offsets[-1] <= len(text)
+
+
+def test_stop_sequence(client: openai.OpenAI, vocab: Vocab) -> None:
+    def greedy(**extra: Any) -> Any:
+        return client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=30,
+            temperature=0,
+            logit_bias=vocab.no_eos(),
+            **extra,
+        )
+
+    full = greedy().choices[0].text
+    stop = next(
+        full[i : i + 2]
+        for i in range(4, len(full) - 2)
+        if full[i : i + 2].isascii() and full[i : i + 2].isalnum()
+    )
+    cut = greedy(stop=stop)
+    assert cut.choices[0].text == full[: full.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_seed(client: openai.OpenAI, vocab: Vocab) -> None:
+    def sample() -> str:
+        return (
+            client.completions.create(
+                model=MODEL,
+                prompt=PROMPT,
+                max_tokens=12,
+                temperature=0.8,
+                seed=42,
+                logit_bias=vocab.no_eos(),
+            )
+            .choices[0]
+            .text
+        )
+
+    assert sample() == sample()

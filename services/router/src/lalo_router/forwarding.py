@@ -22,13 +22,19 @@ from lalo_router.replicas import Replica, ReplicaSet
 log = logging.getLogger(__name__)
 
 AUTO_MODELS = frozenset({"", "auto"})
-# Codes that mean "this replica could not take the request", so another may.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Codes that mean "this replica could not take the request", so another may. CANCELLED
+# comes from the replica's side (a server stopping cancels its calls): when our own caller
+# goes away the stream raises asyncio.CancelledError instead, never this status.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 MAX_ATTEMPTS = 3
 # Codes that are the caller's doing, not a sign of a sick replica.
-NOT_REPLICA_FAULTS = frozenset(
-    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED}
-)
+NOT_REPLICA_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 
 
 @dataclass(frozen=True)

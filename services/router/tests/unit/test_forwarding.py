@@ -121,11 +121,18 @@ async def test_failure_before_output_retries_another_replica(fleet: Fleet) -> No
     assert fleet.replicas.replicas[0].consecutive_failures == 1
 
 
-async def test_resource_exhausted_before_output_is_retried(fleet: Fleet) -> None:
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED],
+    ids=["busy", "replica-stopping"],
+)
+async def test_other_retryable_failures_before_output(fleet: Fleet, code: grpc.StatusCode) -> None:
+    # A stopping server cancels its calls: the client sees CANCELLED from the replica.
     fleet.a.servicer.behaviour = "fail_before"
-    fleet.a.servicer.fail_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    fleet.a.servicer.fail_code = code
     result = await fleet.chat()
     assert result.route.replica == fleet.b.target
+    assert result.complete is not None
 
 
 async def test_every_replica_failing_is_unavailable(fleet: Fleet) -> None:

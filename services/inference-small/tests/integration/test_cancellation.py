@@ -14,6 +14,10 @@ from typing import Any
 import grpc
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
+from lalo_common.errors import ResourceExhausted
+from lalo_inference_small.catalog import ModelSpec
+from lalo_inference_small.sampling import SamplingConfig
+from lalo_inference_small.server import load_engine
 from lalo_testing.inference import wait_until
 
 pytestmark = pytest.mark.integration
@@ -128,11 +132,55 @@ async def test_many_concurrent_streams_all_complete(served: Any) -> None:
     await _idle(served)
 
 
-async def test_closing_the_engine_fails_open_requests(tiny_model_path: Any) -> None:
-    from lalo_inference_small.catalog import ModelSpec
-    from lalo_inference_small.sampling import SamplingConfig
-    from lalo_inference_small.server import load_engine
+async def test_prompts_longer_than_a_batch_are_prefilled_in_chunks(served: Any) -> None:
+    """Two ~1200-token prompts (n_batch 512) prefill in chunks side by side, interleaved
+    with a generating sequence, and produce their one-at-a-time greedy output."""
+    long_prompts = [
+        f"Document {i}: " + "The meeting is on Monday at ten o'clock in the morning. " * 100
+        for i in range(2)
+    ]
 
+    def request(prompt: str) -> pb.GenerateRequest:
+        return served.prompt(prompt, max_tokens=16, temperature=0.0)
+
+    alone = [await served.generate(request(p)) for p in long_prompts]
+    assert all(r.complete.usage.prompt_tokens > 1024 for r in alone)
+    together = await asyncio.gather(
+        served.generate(served.prompt("Short one", max_tokens=64, temperature=0.0)),
+        *(served.generate(request(p)) for p in long_prompts),
+    )
+    assert [r.text for r in together[1:]] == [r.text for r in alone]
+    assert together[0].finish_reason == pb.FINISH_REASON_LENGTH
+
+
+async def test_full_queue_is_resource_exhausted(tiny_model_path: Any) -> None:
+    engine = await asyncio.to_thread(
+        load_engine,
+        ModelSpec(id="one-slot", path=tiny_model_path, n_ctx=1024, parallel=1, threads=1),
+        1,
+    )
+    try:
+        model = engine.model
+        no_eog = {t: -100.0 for t in range(model.n_vocab) if model.is_eog(t)}
+        config = SamplingConfig(logit_bias=no_eog, logprobs=True, top_logprobs=20)
+        prepared = await asyncio.to_thread(engine.prepare, "r", config, prompt="Hello")
+        running = engine.generate(prepared)
+        await running.__anext__()
+        queued = engine.generate(prepared)
+        waiting = asyncio.ensure_future(queued.__anext__())
+        await wait_until(lambda: engine.waiting == 1)
+        with pytest.raises(ResourceExhausted, match="1 requests waiting"):
+            await engine.generate(prepared).__anext__()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await queued.aclose()
+        await running.aclose()
+        await wait_until(lambda: engine.running == 0 and engine.waiting == 0)
+    finally:
+        await asyncio.to_thread(engine.close)
+
+
+async def test_closing_the_engine_fails_open_requests(tiny_model_path: Any) -> None:
     engine = await asyncio.to_thread(
         load_engine, ModelSpec(id="closing", path=tiny_model_path, n_ctx=4096, threads=1)
     )

@@ -104,3 +104,17 @@ async def test_no_spool_path_logs_the_loss_without_contents(
     await buffer.stop(timeout_s=0.05)
     assert "1 record(s) lost" in caplog.text
     assert "SECRET-CONTENT" not in caplog.text
+
+
+async def test_concurrent_flushes_write_each_record_once() -> None:
+    sink = FlakySink()
+    buffer = AuditBuffer(sink, flush_interval_s=0.001, batch_size=3)
+    await buffer.start()
+    records = [rec(i) for i in range(50)]
+    for r in records:
+        buffer.record(r)
+    results = await asyncio.gather(*(buffer.flush_once() for _ in range(5)))
+    await buffer.stop()
+    assert all(results)
+    assert set(sink.rows) == {r.id for r in records}
+    assert buffer.written == 50

@@ -90,6 +90,7 @@ class AuditBuffer:
         self._queue: deque[AuditRecord] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one writer at a time: a batch is popped once
         self._failures = 0
         self.written = 0
 
@@ -124,6 +125,10 @@ class AuditBuffer:
     async def flush_once(self) -> bool:
         """Write everything queued, batch by batch; False when a write failed (the batch
         stays queued for the next try)."""
+        async with self._flushing:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> bool:
         while self._queue:
             batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
             try:

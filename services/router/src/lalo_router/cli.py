@@ -1,0 +1,255 @@
+"""``lalo-router predict | eval categories | eval outcomes | train`` (the classifier's CLI).
+
+``lalo_router.__main__`` hands these sub-commands to ``main``; each returns an exit status and
+reports bad input (missing file, bad JSON line, missing field) with a clear message and 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_DATA = Path("../shared/data/router")
+
+
+class InputError(ValueError):
+    """A JSONL input the commands cannot use."""
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        fh = path.open(encoding="utf-8") if str(path) != "-" else sys.stdin
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object")
+            yield number, obj
+
+
+def _text(path: Path, number: int, obj: dict[str, Any]) -> str:
+    for key in ("text", "prompt"):
+        if key in obj:
+            value = obj[key]
+            return value if isinstance(value, str) else json.dumps(value)
+    raise InputError(f"{path}:{number}: no 'text' or 'prompt' field")
+
+
+def _load(artifact: Path | None) -> Any:
+    from lalo_router.classify import load_classifier
+
+    return load_classifier(artifact)
+
+
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    classifier = _load(args.artifact)
+    for number, obj in _read_jsonl(args.file):
+        result = classifier.classify(_text(args.file, number, obj))
+        record = result.to_json()
+        if "id" in obj:
+            record = {"id": obj["id"], **record}
+        out.write(json.dumps(record) + "\n")
+    return 0
+
+
+def cmd_eval_categories(args: argparse.Namespace, out: TextIO) -> int:
+    from lalo_router.classify.metrics import classification_report, percentile
+
+    classifier = _load(args.artifact)
+    truth, predicted, latencies = [], [], []
+    for number, obj in _read_jsonl(args.file):
+        if "label" not in obj:
+            raise InputError(f"{args.file}:{number}: no 'label' field")
+        result = classifier.classify(_text(args.file, number, obj))
+        truth.append(str(obj["label"]))
+        predicted.append(result.label)
+        latencies.append(result.latency_ms)
+    if not truth:
+        raise InputError(f"{args.file}: no examples")
+    report = classification_report(truth, predicted, list(classifier.labels))
+    summary: dict[str, Any] = {
+        "n": len(truth),
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_f1,
+        "per_class": report.per_class,
+        "confusion_labels": report.labels,
+        "confusion": report.confusion,
+        "latency_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)},
+    }
+    if args.json:
+        out.write(json.dumps(summary, indent=2) + "\n")
+        return 0
+    out.write(f"examples   {len(truth)}\naccuracy   {report.accuracy:.4f}\n")
+    out.write(f"macro-F1   {report.macro_f1:.4f}\n\n")
+    out.write(f"{'label':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}\n")
+    for label in report.labels:
+        m = report.per_class[label]
+        if m["support"] or m["precision"]:
+            out.write(
+                f"{label:<18}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}"
+                f"{int(m['support']):>10}\n"
+            )
+    out.write("\nconfusion (rows: true, columns: predicted)\n")
+    short = [label[:6] for label in report.labels]
+    out.write(f"{'':<18}" + "".join(f"{s:>8}" for s in short) + "\n")
+    for label, row in zip(report.labels, report.confusion, strict=True):
+        out.write(f"{label:<18}" + "".join(f"{v:>8}" for v in row) + "\n")
+    latency = summary["latency_ms"]
+    out.write(f"\nlatency ms  p50 {latency['p50']:.3f}  p99 {latency['p99']:.3f}\n")
+    return 0
+
+
+def _weak_strong(path: Path, number: int, obj: dict[str, Any]) -> tuple[float, float] | None:
+    scores = obj.get("scores")
+    if not isinstance(scores, dict):
+        raise InputError(f"{path}:{number}: no 'scores' object")
+    small, large = obj.get("small_model"), obj.get("large_model")
+    if small not in scores or large not in scores:
+        return None  # rows without a named pair cannot be scored as a two-model router
+    try:
+        return float(scores[small]), float(scores[large])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}:{number}: scores must be numbers") from exc
+
+
+def cmd_eval_outcomes(args: argparse.Namespace, out: TextIO) -> int:
+    from lalo_router.classify.metrics import dataset_family, routing_curve
+
+    classifier = _load(args.artifact)
+    by_dataset: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    skipped = 0
+    for number, obj in _read_jsonl(args.file):
+        pair = _weak_strong(args.file, number, obj)
+        if pair is None:
+            skipped += 1
+            continue
+        p = classifier.classify(_text(args.file, number, obj)).p_escalate
+        bucket = by_dataset.setdefault(dataset_family(obj.get("dataset")), ([], [], []))
+        bucket[0].append(p)
+        bucket[1].append(pair[0])
+        bucket[2].append(pair[1])
+    if not by_dataset:
+        raise InputError(f"{args.file}: no rows with scores for their small_model and large_model")
+    results = {}
+    for name, (p, weak, strong) in sorted(by_dataset.items()):
+        curve = routing_curve(p, weak, strong)
+        results[name] = {
+            "n": len(p),
+            "apgr": curve.apgr,
+            "cpt50_pct": curve.cpt50,
+            "cpt80_pct": curve.cpt80,
+            "small_quality": curve.weak_quality,
+            "large_quality": curve.strong_quality,
+        }
+    if args.json:
+        out.write(json.dumps({"datasets": results, "skipped_rows": skipped}, indent=2) + "\n")
+        return 0
+    out.write(
+        f"{'dataset':<14}{'n':>7}{'APGR':>8}{'CPT50%':>9}{'CPT80%':>9}{'small':>8}{'large':>8}\n"
+    )
+    for name, r in results.items():
+        out.write(
+            f"{name:<14}{r['n']:>7}{r['apgr']:>8.3f}{r['cpt50_pct']:>9.1f}{r['cpt80_pct']:>9.1f}"
+            f"{r['small_quality']:>8.3f}{r['large_quality']:>8.3f}\n"
+        )
+    if skipped:
+        out.write(f"({skipped} rows without small_model/large_model scores skipped)\n")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from lalo_router.classify.model import DEFAULT_ARTIFACT
+    from lalo_router.classify.model_card import write_model_card
+    from lalo_router.classify.train import train
+
+    for name in ("categories-train.jsonl", "outcomes-train.jsonl"):
+        if not (args.data / name).is_file():
+            raise InputError(f"training data not found: {args.data / name}")
+    target = args.out or DEFAULT_ARTIFACT
+    meta = train(args.data, target, args.cache_dir)
+    card = write_model_card(meta, target.parent / "MODEL_CARD.md", target)
+    cats = meta["metrics"]["categories"]
+    esc = meta["metrics"]["escalation"]["per_dataset"]
+    out.write(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB) and {card}\n")
+    out.write(f"validation macro-F1 {cats['macro_f1']:.4f}, accuracy {cats['accuracy']:.4f}\n")
+    for name in ("mmlu", "gsm8k"):
+        if name in esc:
+            out.write(
+                f"{name}: APGR {esc[name]['apgr']:.3f}, CPT50 {esc[name]['cpt50']:.1f}%, "
+                f"CPT80 {esc[name]['cpt80']:.1f}%\n"
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lalo-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", type=Path, help="JSONL input ('-' for stdin)")
+        p.add_argument("--artifact", type=Path, default=None, help="classifier artifact (.npz)")
+        p.add_argument("-o", "--output", type=Path, default=None, help="write here, not stdout")
+
+    predict = sub.add_parser("predict", help="one JSON line per input: label, scores, p_escalate")
+    add_common(predict)
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("eval", help="metrics on labelled data")
+    eval_sub = evaluate.add_subparsers(dest="what", required=True)
+    cats = eval_sub.add_parser(
+        "categories", help="accuracy, macro-F1, per class, confusion, latency"
+    )
+    add_common(cats)
+    cats.add_argument("--json", action="store_true", help="machine-readable output")
+    cats.set_defaults(func=cmd_eval_categories)
+    outcomes = eval_sub.add_parser("outcomes", help="APGR and CPT(50%%/80%%) per dataset")
+    add_common(outcomes)
+    outcomes.add_argument("--json", action="store_true", help="machine-readable output")
+    outcomes.set_defaults(func=cmd_eval_outcomes)
+
+    train = sub.add_parser("train", help="train the classifier and write the artifact")
+    train.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with the JSONL files"
+    )
+    train.add_argument(
+        "--out", type=Path, default=None, help="artifact path (default: committed one)"
+    )
+    train.add_argument("--cache-dir", type=Path, default=Path(".lalo/cache/router"))
+    train.add_argument("-o", "--output", type=Path, default=None, help=argparse.SUPPRESS)
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run one sub-command (``argv`` excludes the program name); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from lalo_router.classify.model import ArtifactError
+
+    try:
+        if args.output is not None:
+            with args.output.open("w", encoding="utf-8") as out:
+                return int(args.func(args, out))
+        return int(args.func(args, sys.stdout))
+    except (InputError, ArtifactError) as exc:
+        print(f"lalo-router {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lalo-router {args.command}: {exc}", file=sys.stderr)
+        return 2

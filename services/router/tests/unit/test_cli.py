@@ -1,0 +1,128 @@
+"""``lalo-router predict | eval`` on small temporary files, and their error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lalo_router.cli import main
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_predict_writes_one_line_per_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"text": "hello there"}, {"prompt": "what is 12 * 7?", "id": 7}, {"text": ""}],
+    )
+    assert main(["predict", str(src)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    for record in lines:
+        assert {"label", "scores", "p_escalate", "latency_ms", "confidence"} <= set(record)
+        assert len(record["scores"]) == 9
+    assert lines[1]["id"] == 7
+    assert lines[2]["label"] == "other"
+
+
+def test_predict_to_file(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "write a poem about the sea"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(src), "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_eval_categories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_jsonl(
+        tmp_path / "cats.jsonl",
+        [
+            {"text": "hi, how are you?", "label": "chat"},
+            {"text": "Write a python function to sort a list.", "label": "code"},
+            {"text": "what is 5 plus 7", "label": "math"},
+        ],
+    )
+    assert main(["eval", "categories", str(src), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 3
+    assert 0.0 <= report["macro_f1"] <= 1.0
+    assert {"p50", "p99"} == set(report["latency_ms"])
+    assert len(report["confusion"]) == len(report["confusion_labels"])
+    assert main(["eval", "categories", str(src)]) == 0
+    text = capsys.readouterr().out
+    assert "macro-F1" in text
+    assert "confusion" in text
+
+
+def test_eval_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = []
+    for i in range(30):
+        rows.append(
+            {
+                "prompt": f"Question {i}: what is {i} + {i * 3}?",
+                "dataset": "gsm8k" if i % 2 else "mmlu/anatomy",
+                "scores": {"small": float(i % 3 != 0), "large": 1.0},
+                "small_model": "small",
+                "large_model": "large",
+            }
+        )
+    rows.append({"prompt": "no pair", "dataset": "x", "scores": {"a": 1.0}})
+    src = write_jsonl(tmp_path / "outcomes.jsonl", rows)
+    assert main(["eval", "outcomes", str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["datasets"]) == {"gsm8k", "mmlu"}
+    assert result["skipped_rows"] == 1
+    for r in result["datasets"].values():
+        assert {"apgr", "cpt50_pct", "cpt80_pct"} <= set(r)
+    assert main(["eval", "outcomes", str(src)]) == 0
+    assert "APGR" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "ok"}\nnot json\n', "not JSON"),
+        ('{"other": 1}\n', "no 'text' or 'prompt'"),
+        ("[1, 2]\n", "expected a JSON object"),
+    ],
+)
+def test_predict_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text(content)
+    assert main(["predict", str(src)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(tmp_path / "nope.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_eval_categories_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_jsonl(tmp_path / "x.jsonl", [{"text": "hi"}])
+    assert main(["eval", "categories", str(src)]) == 2
+    assert "no 'label'" in capsys.readouterr().err
+
+
+def test_eval_outcomes_needs_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "hi", "scores": {"a": 1}}])
+    assert main(["eval", "outcomes", str(src)]) == 2
+    assert "small_model" in capsys.readouterr().err
+
+
+def test_train_without_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(tmp_path)]) == 2
+    assert "training data not found" in capsys.readouterr().err
+
+
+def test_usage_errors_return_2() -> None:
+    assert main([]) == 2
+    assert main(["eval"]) == 2
+    assert main(["predict"]) == 2

@@ -143,6 +143,10 @@ async def test_rate_limit_is_exact_across_two_processes(gateways: list[Gateway])
             )
         )
     limited = [r for r in responses if r.status_code == 429]
+    admitted = [r for r in responses if r.status_code != 429]
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in admitted)
+    assert remaining == list(range(limit))  # each admission saw a distinct count
+    assert {r.headers["x-ratelimit-limit-requests"] for r in admitted} == {str(limit)}
     assert len(responses) - len(limited) == limit
     assert len(limited) == 2 * limit
     for response in limited:

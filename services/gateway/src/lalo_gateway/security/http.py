@@ -40,6 +40,7 @@ from lalo_gateway.security.errors import (
     RequestTooLarge,
 )
 from lalo_gateway.security.principal import Principal
+from lalo_gateway.security.ratelimit import Admission
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
 from lalo_gateway.security.settings import SecuritySettings
@@ -87,6 +88,24 @@ class RequestContext:
     tokens_out: int = 0
     error_code: str = ""
     content: dict[str, Any] | None = None
+    admission: Admission | None = None
+
+    def rate_limit_headers(self) -> list[tuple[bytes, bytes]]:
+        """OpenAI's ``x-ratelimit-*`` headers for the limits this caller has."""
+        principal, admission = self.principal, self.admission
+        if principal is None or admission is None:
+            return []
+        headers = []
+        for kind, limit, remaining in (
+            ("requests", principal.rpm, admission.remaining_requests),
+            ("tokens", principal.tpm, admission.remaining_tokens),
+        ):
+            if limit > 0 and remaining is not None:
+                headers.append((f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()))
+                headers.append(
+                    (f"x-ratelimit-remaining-{kind}".encode(), str(max(0, remaining)).encode())
+                )
+        return headers
 
 
 # The context of the request being served, for code that has no Request at hand (the serving
@@ -152,7 +171,7 @@ class RequirePermission:
             )
         context = request_context(request)
         if not context.admitted:
-            await security_runtime(request).limiter.admit(principal)
+            context.admission = await security_runtime(request).limiter.admit(principal)
             context.admitted = True
         return principal
 
@@ -274,6 +293,7 @@ class AuditMiddleware:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in headers):
                     headers.append((b"x-request-id", context.request_id.encode("latin-1")))
+                headers += context.rate_limit_headers()
                 message["headers"] = headers
             await send(message)
 

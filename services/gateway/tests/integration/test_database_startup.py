@@ -33,6 +33,7 @@ def test_gateway_waits_for_a_late_database(postgres_url: str, tmp_path: Path) ->
         **os.environ,
         "LALO_GATEWAY_DATABASE_URL": url,
         "LALO_GATEWAY_PORT": str(port),
+        "LALO_GATEWAY_GRPC_PORT": "0",
         "LALO_GATEWAY_ROUTER_TARGET": "127.0.0.1:9",
         "LALO_GATEWAY_DB_CONNECT_BACKOFF_MAX_S": "0.5",
         "LALO_GATEWAY_AUDIT_SPOOL_PATH": str(tmp_path / "spool.jsonl"),

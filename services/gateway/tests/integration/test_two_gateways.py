@@ -45,7 +45,12 @@ class Gateway:
 
 def start_gateway(env: dict[str, str], log: Path) -> Gateway:
     port = free_port()
-    env = {**env, "LALO_GATEWAY_PORT": str(port), "LALO_GATEWAY_HOST": "127.0.0.1"}
+    env = {
+        **env,
+        "LALO_GATEWAY_PORT": str(port),
+        "LALO_GATEWAY_HOST": "127.0.0.1",
+        "LALO_GATEWAY_GRPC_PORT": "0",  # two processes on one host: no fixed gRPC port
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "lalo_gateway"], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -35,6 +35,7 @@ def stack(
             # Embedded mode's SQLite, in a file of this test's own.
             "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{tmp / 'gateway.db'}",
             "LALO_GATEWAY_REDIS_URL": redis_url,
+            "LALO_GATEWAY_GRPC_PORT": "0",
             "LALO_GATEWAY_AUDIT_FLUSH_INTERVAL_S": "0.05",
             "LALO_GATEWAY_AUDIT_SPOOL_PATH": str(tmp / "spool.jsonl"),
         },

@@ -158,3 +158,23 @@ def test_unreachable_database_is_retried_with_clear_logs(
     assert sleeps == [0.25, 0.5, 0.5]
     assert caplog.text.count("database postgresql+psycopg://postgres:***@127.0.0.1:1/nothing") == 3
     assert "hunter2" not in caplog.text
+
+
+async def test_key_lookups_during_a_database_outage_answer_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from lalo_common.errors import Unavailable
+    from lalo_gateway.security.authenticator import Authenticator
+    from lalo_gateway.security.settings import SecuritySettings
+    from lalo_gateway.security.tokens import TokenVerifier
+
+    engine = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:1/nothing", connect_args={"connect_timeout": 1}
+    )
+    keys = ApiKeyService(SqlKeyStore(make_sessionmaker(engine)), "outage-pepper")
+    authenticator = Authenticator(keys, TokenVerifier(SecuritySettings()))
+    with pytest.raises(Unavailable, match="temporarily unavailable"):
+        await authenticator.authenticate("sk-during-outage")
+    assert "database unavailable (OperationalError)" in caplog.text
+    assert keys.hash("sk-during-outage") not in caplog.text
+    engine.dispose()

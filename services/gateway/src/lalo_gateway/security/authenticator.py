@@ -4,11 +4,17 @@ value has a JWT's shape) or an API key. Blocking work (database, JWKS) runs off 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from lalo_common.errors import Unavailable
+from sqlalchemy.exc import SQLAlchemyError
 
 from lalo_gateway.security.apikeys import ApiKeyService
 from lalo_gateway.security.errors import AuthenticationFailed
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.tokens import TokenVerifier, looks_like_jwt
+
+log = logging.getLogger(__name__)
 
 MISSING_CREDENTIALS = (
     "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
@@ -41,7 +47,14 @@ class Authenticator:
         cached = self.keys.cached(credential)
         if cached is not None:
             return cached
-        return await asyncio.to_thread(self.keys.authenticate, credential)
+        try:
+            return await asyncio.to_thread(self.keys.authenticate, credential)
+        except SQLAlchemyError as exc:
+            # No traceback: the statement's parameters would carry the key's hash.
+            log.warning("API key lookup failed: database unavailable (%s)", type(exc).__name__)
+            raise Unavailable(
+                "Authentication is temporarily unavailable; try again shortly."
+            ) from None
 
     async def authenticate_header(self, authorization: str | None) -> Principal:
         return await self.authenticate(bearer_credential(authorization))

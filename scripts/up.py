@@ -29,8 +29,10 @@ def _model() -> tuple[Path, str]:
         return path, os.environ.get("LALO_INFERENCE_SMALL_MODEL_ID") or path.stem
     path = STATE / "models" / "tiny-chat.gguf"
     if not path.exists():
-        print("No model configured: writing the tiny random-weight test model "
-              f"({path}). Set LALO_INFERENCE_SMALL_MODEL_PATH to serve a real GGUF model.")
+        print(
+            "No model configured: writing the tiny random-weight test model "
+            f"({path}). Set LALO_INFERENCE_SMALL_MODEL_PATH to serve a real GGUF model."
+        )
         write_model(path, "tiny", seed=0)
     return path, "tiny-chat"
 
@@ -69,10 +71,14 @@ def main() -> int:
             api_key=keys,
             model_id=model_id,
             gateway_port=port,
+            gateway_grpc_port=int(os.environ.get("LALO_GATEWAY_GRPC_PORT", "50050")),
             log_dir=STATE / "logs",
             service_token=os.environ.get("LALO_SERVICE_TOKEN") or secrets.token_hex(16),
-            extra_env={"LALO_GATEWAY_DATABASE_URL": os.environ.get(
-                "LALO_GATEWAY_DATABASE_URL", f"sqlite:///{(STATE / 'gateway.db').resolve()}")},
+            extra_env={
+                "LALO_GATEWAY_DATABASE_URL": os.environ.get(
+                    "LALO_GATEWAY_DATABASE_URL", f"sqlite:///{(STATE / 'gateway.db').resolve()}"
+                )
+            },
         )
     except KeyboardInterrupt:
         print("stopped before it was ready")
@@ -82,7 +88,8 @@ def main() -> int:
         return 1
     url = stack.gateway_url
     key_note = " (development key, kept in .lalo/dev-api-key)" if generated else ""
-    print(f"""
+    print(
+        f"""
 LALO is ready at {url}/v1
 API key: {first_key}{key_note}
 
@@ -98,13 +105,21 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)
 PY
 
-Press Ctrl-C to stop.""", flush=True)
+gRPC (lalo.router.v1.RouterService, metadata "authorization: Bearer <key>"):
+  {stack.gateway_grpc_target}
+
+Press Ctrl-C to stop.""",
+        flush=True,
+    )
     try:
         while True:
             for service in stack.services:
                 if service.process.poll() is not None:
-                    print(f"{service.name} exited ({service.process.returncode}); stopping. "
-                          f"See {service.log_path}", file=sys.stderr)
+                    print(
+                        f"{service.name} exited ({service.process.returncode}); stopping. "
+                        f"See {service.log_path}",
+                        file=sys.stderr,
+                    )
                     return 1
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -102,6 +102,7 @@ class Stack:
     router_target: str
     inference_target: str
     api_key: str
+    gateway_grpc_target: str
     model_id: str
     services: list[Service] = field(default_factory=list)
 
@@ -151,6 +152,7 @@ def start_stack(
     api_key: str,
     model_id: str = "tiny-chat",
     gateway_port: int | None = None,
+    gateway_grpc_port: int | None = None,
     log_dir: Path | None = None,
     threads: int | None = None,
     parallel: int = 4,
@@ -162,6 +164,7 @@ def start_stack(
     """Starts inference-small, router and gateway; returns once /readyz says ready."""
     inference_port, router_port = free_port(), free_port()
     gateway_port = gateway_port or free_port()
+    gateway_grpc_port = gateway_grpc_port or free_port()
     common = {
         "LALO_SERVICE_TOKEN": service_token,
         "LALO_ENVIRONMENT": "embedded",
@@ -203,6 +206,7 @@ def start_stack(
                 **common,
                 "LALO_GATEWAY_HOST": "127.0.0.1",
                 "LALO_GATEWAY_PORT": str(gateway_port),
+                "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
                 "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
                 "LALO_API_KEYS": api_key,
             },
@@ -221,6 +225,7 @@ def start_stack(
         router_target=f"127.0.0.1:{router_port}",
         inference_target=f"127.0.0.1:{inference_port}",
         api_key=api_key,
+        gateway_grpc_target=f"127.0.0.1:{gateway_grpc_port}",
         model_id=model_id,
         services=services,
     )

@@ -11,6 +11,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from lalo_gateway.deps import REQUEST_ID_HEADER, request_id
 from lalo_gateway.errors import install_error_handlers
+from lalo_gateway.grpc_api import start_public_grpc
 from lalo_gateway.router_client import RouterClient
 from lalo_gateway.routes import admin, chat, completions, health, models, workflows
 from lalo_gateway.security.http import install_security, security_lifespan, usage_hook
@@ -30,8 +31,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.serving_chat = ServingChat(router, on_usage=usage_hook)
         app.state.serving_completions = ServingCompletions(router, on_usage=usage_hook)
         try:
-            async with security_lifespan(app, settings, settings.static_keys()):
-                yield
+            async with security_lifespan(app, settings, settings.static_keys()) as runtime:
+                public_grpc = None
+                if settings.grpc_port:
+                    public_grpc = await start_public_grpc(
+                        router,
+                        runtime,
+                        f"{settings.host}:{settings.grpc_port}",
+                        settings.grace_period_s,
+                    )
+                try:
+                    yield
+                finally:
+                    if public_grpc is not None:
+                        await public_grpc.stop()
         finally:
             await router.close()
 

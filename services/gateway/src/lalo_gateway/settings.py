@@ -16,6 +16,8 @@ class GatewaySettings(SecuritySettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     router_target: str = "127.0.0.1:50051"
+    # The public gRPC API (lalo.router.v1.RouterService with the REST API's auth); 0 disables.
+    grpc_port: int = Field(default=50050, ge=0, le=65535)
     # Comma-separated bearer keys accepted as-is (provisioned at start-up).
     api_keys: SecretStr = Field(
         default=SecretStr(""), validation_alias=AliasChoices("LALO_API_KEYS")

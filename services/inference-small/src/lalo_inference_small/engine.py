@@ -419,6 +419,8 @@ class BatchEngine:
         seq.generated += 1
         request = seq.request
         if self.model.is_eog(token):
+            # Bytes of an unfinished UTF-8 character become U+FFFD, as a full decode would.
+            seq.held_text += seq.decoder.decode(b"", final=True)
             self._release(seq, len(seq.held_text))
             self._finish(seq, "stop")
             return
@@ -436,6 +438,8 @@ class BatchEngine:
                 stopped = True
         out_of_room = seq.generated >= request.max_new_tokens or seq.n_past + 1 >= self.n_ctx
         if stopped or out_of_room:
+            if not stopped:
+                seq.held_text += seq.decoder.decode(b"", final=True)
             self._release(seq, len(seq.held_text))
             self._finish(seq, "stop" if stopped else "length")
             return

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -167,7 +168,11 @@ def start_stack(
     gateway_grpc_port = gateway_grpc_port or free_port()
     common = {
         "LALO_SERVICE_TOKEN": service_token,
-        "LALO_ENVIRONMENT": "embedded",
+        "LALO_GATEWAY_ENVIRONMENT": "embedded",
+        "LALO_ROUTER_ENVIRONMENT": "embedded",
+        "LALO_INFERENCE_SMALL_ENVIRONMENT": "embedded",
+        # Each stack gets its own gateway database unless one is given.
+        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='lalo-gw-')}/gateway.db",
         **(extra_env or {}),
     }
     services: list[Service] = []

@@ -241,7 +241,12 @@ def load_classifier() -> Classifier | None:
     except ImportError:
         log.warning("no category classifier installed: 'auto' goes to the default pool")
         return None
-    classifier: Classifier = load()
+    try:
+        classifier: Classifier = load()
+    except Exception:  # a missing or broken artifact must not keep the router down
+        log.exception("the category classifier could not be loaded: 'auto' goes to the "
+                      "default pool until it is fixed")
+        return None
     return classifier
 
 

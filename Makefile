@@ -58,9 +58,10 @@ lint: ## ruff (lint + format check) and mypy over the workspace
 	$(UV) run --frozen --no-sync mypy libs/lalo-common/src services/*/src
 
 .PHONY: test
-test: install ## Install what is needed and run the whole suite (unit, integration, contract)
+test: install ## Install what is needed and run the whole suite (unit, integration, contract, deploy, vLLM on CPU)
 	$(MAKE) --no-print-directory proto-check
 	$(UV) run --frozen --no-sync pytest
+	$(MAKE) --no-print-directory test-large
 
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run

@@ -207,6 +207,36 @@ def test_unknown_fields_are_tolerated(post: Callable[..., Any], router: FakeRout
     assert response.status_code == 200
 
 
+def test_explicit_nulls_mean_defaults(post: Callable[..., Any], router: FakeRouter) -> None:
+    # Clients built on other SDKs send every optional field, null when unset.
+    nulls = dict.fromkeys(
+        [
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "stream",
+            "stream_options",
+            "stop",
+            "presence_penalty",
+            "frequency_penalty",
+            "logit_bias",
+            "seed",
+            "user",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tools",
+            "tool_choice",
+        ]
+    )
+    response = post("/v1/chat/completions", chat_body(**nulls))
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "Hello"
+    completion = post("/v1/completions", {"model": MODEL, "prompt": "p", "logprobs": None})
+    assert completion.status_code == 200, completion.text
+
+
 def test_router_error_before_output(post: Callable[..., Any], router: FakeRouter) -> None:
     router.script = [status_error(grpc.StatusCode.NOT_FOUND, "The model 'x' does not exist")]
     response = post("/v1/chat/completions", chat_body())

@@ -77,7 +77,10 @@ def main() -> int:
             extra_env={
                 "LALO_GATEWAY_DATABASE_URL": os.environ.get(
                     "LALO_GATEWAY_DATABASE_URL", f"sqlite:///{(STATE / 'gateway.db').resolve()}"
-                )
+                ),
+                "LALO_GATEWAY_AUDIT_SPOOL_PATH": str(
+                    (STATE / "gateway-audit-spool.jsonl").resolve()
+                ),
             },
         )
     except KeyboardInterrupt:

@@ -166,13 +166,15 @@ def start_stack(
     inference_port, router_port = free_port(), free_port()
     gateway_port = gateway_port or free_port()
     gateway_grpc_port = gateway_grpc_port or free_port()
+    state_dir = tempfile.mkdtemp(prefix="lalo-stack-")
     common = {
         "LALO_SERVICE_TOKEN": service_token,
         "LALO_GATEWAY_ENVIRONMENT": "embedded",
         "LALO_ROUTER_ENVIRONMENT": "embedded",
         "LALO_INFERENCE_SMALL_ENVIRONMENT": "embedded",
         # Each stack gets its own gateway database unless one is given.
-        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp(prefix='lalo-gw-')}/gateway.db",
+        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state_dir}/gateway.db",
+        "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state_dir}/audit-spool.jsonl",
         **(extra_env or {}),
     }
     services: list[Service] = []

@@ -199,7 +199,9 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     # control/unused tokens (they would end or garble the text).
     byte_map = bytes_to_unicode()
     suppressed = [byte for byte in range(256) if byte >= 0x80 or byte < 0x20]
-    suppressed_ids = set(suppressed) | set(range(tok.first_special, n_vocab))
+    # EOS stays reachable (a zero row: an ordinary, middling logit) so grammars and tests can
+    # end a reply; the other special tokens and unused padding never come out.
+    suppressed_ids = (set(suppressed) | set(range(tok.first_special, n_vocab))) - {tok.eos_id}
     del byte_map
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,36 +233,55 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     head_dim = shape.n_embd // shape.n_head
     kv_dim = shape.n_head_kv * head_dim
 
-    def matrix(name: str, rows: int, cols: int, zero_rows: set[int] | None = None) -> None:
+    # Suppression (f16 models only): residual dimension 0 carries a constant that no layer
+    # writes to, so after the final RMSNorm it is always positive; suppressed tokens get a
+    # large negative weight on it (and zero elsewhere), which puts their logits far below
+    # every other token's whatever the input. Q4_0 presets are speed benchmarks and skip it.
+    suppress = shape.quant != "q4_0"
+
+    def matrix(
+        name: str,
+        rows: int,
+        cols: int,
+        *,
+        suppressed_rows: set[int] | None = None,
+        constant_col0: float | None = None,
+        zero_row0: bool = False,
+    ) -> None:
         std = 1.0 / np.sqrt(cols)
         if shape.quant == "q4_0":
             data = _q4_0_random(rng, rows, cols, scale=float(std) / 4.0)
-            if zero_rows:
-                data[sorted(zero_rows), :] = 0
             writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
-        else:
-            values = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
-            if zero_rows:
-                values[sorted(zero_rows), :] = 0
-            writer.add_tensor(name, values.astype(np.float16))
+            return
+        values = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
+        if suppress and constant_col0 is not None:
+            values[:, 0] = np.float32(constant_col0)
+        if suppress and zero_row0:
+            values[0, :] = 0
+        if suppress and suppressed_rows:
+            rows_index = sorted(suppressed_rows)
+            values[rows_index, :] = 0
+            values[rows_index, 0] = np.float32(-8.0)
+            values[tok.eos_id, :] = 0
+        writer.add_tensor(name, values.astype(np.float16))
 
     def norm(name: str) -> None:
         writer.add_tensor(name, np.ones(shape.n_embd, dtype=np.float32))
 
-    matrix("token_embd.weight", n_vocab, shape.n_embd)
+    matrix("token_embd.weight", n_vocab, shape.n_embd, constant_col0=1.0)
     for layer in range(shape.n_layer):
         prefix = f"blk.{layer}"
         norm(f"{prefix}.attn_norm.weight")
         matrix(f"{prefix}.attn_q.weight", shape.n_embd, shape.n_embd)
         matrix(f"{prefix}.attn_k.weight", kv_dim, shape.n_embd)
         matrix(f"{prefix}.attn_v.weight", kv_dim, shape.n_embd)
-        matrix(f"{prefix}.attn_output.weight", shape.n_embd, shape.n_embd)
+        matrix(f"{prefix}.attn_output.weight", shape.n_embd, shape.n_embd, zero_row0=True)
         norm(f"{prefix}.ffn_norm.weight")
         matrix(f"{prefix}.ffn_gate.weight", shape.n_ff, shape.n_embd)
         matrix(f"{prefix}.ffn_up.weight", shape.n_ff, shape.n_embd)
-        matrix(f"{prefix}.ffn_down.weight", shape.n_embd, shape.n_ff)
+        matrix(f"{prefix}.ffn_down.weight", shape.n_embd, shape.n_ff, zero_row0=True)
     norm("output_norm.weight")
-    matrix("output.weight", n_vocab, shape.n_embd, zero_rows=suppressed_ids)
+    matrix("output.weight", n_vocab, shape.n_embd, suppressed_rows=suppressed_ids)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

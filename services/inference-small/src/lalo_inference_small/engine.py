@@ -216,7 +216,10 @@ class BatchEngine:
             if not chat:
                 raise InvalidArgument("messages must not be empty")
             text = self.model.render_chat(chat, tools)
-            return self.model.tokenize(text, add_special=True, parse_special=True)
+            # A template that writes the BOS token itself must not get a second one.
+            bos = self.model.token_text(self.model.bos_id) if self.model.bos_id >= 0 else ""
+            add_special = not (bos and self.model.add_bos and text.startswith(bos))
+            return self.model.tokenize(text, add_special=add_special, parse_special=True)
         if prompt is None:
             raise InvalidArgument("either a prompt or chat messages are required")
         ids = self.model.tokenize(prompt, add_special=True, parse_special=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import grpc
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import LaloError, Unavailable, error_for_code
+from lalo_common.errors import InvalidArgument, LaloError, Unavailable, error_for_code
 from lalo_common.grpc_client import request_metadata
 
 from lalo_router.replicas import Replica, ReplicaSet
@@ -88,6 +88,7 @@ class ChatForwarder:
         self, request: rpb.ChatRequest, time_remaining: float | None = None
     ) -> AsyncIterator[rpb.ChatResponse]:
         route = self.decide(request)
+        self._check_capabilities(request, route.model)
         generate = self._generate_request(request, route.model)
         timeout = min(self.timeout_s, time_remaining) if time_remaining else self.timeout_s
         # When the caller's own deadline is the binding one, its expiry says nothing about
@@ -134,6 +135,22 @@ class ChatForwarder:
         if last_error is not None:
             raise Unavailable(f"every replica for {route.model!r} failed: {last_error.message}")
         raise Unavailable(f"no healthy replica serves {route.model!r}")
+
+    def _check_capabilities(self, request: rpb.ChatRequest, model: str) -> None:
+        """Refuse what the chosen model would silently ignore."""
+        info = self.replicas.models().get(model)
+        if info is None:
+            return
+        has_tools = request.WhichOneof("input") == "chat" and len(request.chat.tools) > 0
+        if has_tools and not info.supports_tools:
+            raise InvalidArgument(
+                f"model '{model}' does not support tools; remove 'tools' or use a model that "
+                "supports them"
+            )
+        fmt = request.sampling.response_format.type
+        structured = fmt in (ipb.ResponseFormat.JSON_OBJECT, ipb.ResponseFormat.JSON_SCHEMA)
+        if structured and not info.supports_json_schema:
+            raise InvalidArgument(f"model '{model}' does not support response_format")
 
     async def _stream(
         self,

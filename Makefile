@@ -115,3 +115,7 @@ train-router: install ## Train the router classifier from ROUTER_DATA; writes th
 .PHONY: bench-router
 bench-router: install ## Router classification latency p50/p99 on one thread beside a naive-Bayes baseline
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(UV) run --frozen --no-sync python bench/router_latency.py --data $(ROUTER_DATA)
+
+.PHONY: bench-orchestrator
+bench-orchestrator: install ## Orchestrator overhead per step (Redis broker, Postgres) and throughput with two workers
+	$(UV) run --frozen --no-sync python bench/orchestrator.py

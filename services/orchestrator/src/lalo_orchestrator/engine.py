@@ -112,6 +112,8 @@ class WorkflowEngine:
         self.settings = settings
         self.enqueue = enqueue
         self.clock = clock
+        # worker token -> next dispatch, for units that released the lease themselves
+        self._released: dict[str, str] = {}
 
     # ----------------------------------------------------------------- entry
 
@@ -129,17 +131,19 @@ class WorkflowEngine:
             self.enqueue(workflow_id, dispatch, delay)
             return Outcome(claim.status, delay)
         next_in: float | None = None
-        next_dispatch: str | None = None
         try:
             with _Heartbeat(self.store, workflow_id, worker, self.settings.lease_ttl_s):
                 next_in = self._unit(claim.workflow, worker)
-            if next_in is not None:
-                next_dispatch = new_dispatch()
         except LeaseLost:
             log.warning("workflow %s: lease lost mid-step; the new holder carries on", workflow_id)
             return Outcome("lease_lost")
         finally:
-            self.store.release(workflow_id, worker, next_dispatch=next_dispatch)
+            # A unit that ended in a successful step released the lease in its own
+            # transaction and chose the next dispatch token there.
+            next_dispatch = self._released.pop(worker, None)
+            if next_dispatch is None:
+                next_dispatch = new_dispatch() if next_in is not None else None
+                self.store.release(workflow_id, worker, next_dispatch=next_dispatch)
         if next_in is not None and next_dispatch is not None:
             # A crash before this send leaves the workflow quiet; the sweeper restarts it.
             self.enqueue(workflow_id, next_dispatch, next_in)
@@ -468,6 +472,10 @@ class WorkflowEngine:
             if used > workflow.budgets.max_tokens:
                 self._exceed_in(tx, f"token budget of {workflow.budgets.max_tokens} exhausted")
                 return None
+            # The common path: hand the chain on in this same transaction.
+            token = new_dispatch()
+            tx.release_lease(token)
+        self._released[worker] = token
         return 0.0
 
     def _step_failed(

@@ -330,7 +330,14 @@ class Tx:
             **(data or {}),
         }
         self.event("step.state", payload, step=step, step_state=target)
-        return self.step(step.id)
+        values["state"] = target
+        return replace(step, **values)
+
+    def release_lease(self, next_dispatch: str | None) -> None:
+        """Give the lease back in this transaction (saves one round of its own)."""
+        self.values.update(lease_owner=None, lease_expires_at=None)
+        if next_dispatch is not None:
+            self.values["dispatch"] = next_dispatch
 
     def add_plan(self, planned: Sequence[PlannedStep], plan_version: int) -> list[StepRecord]:
         records = []
@@ -393,7 +400,13 @@ class WorkflowStore:
             return self._load(conn, workflow_id, owner)
 
     def _load(
-        self, conn: Connection, workflow_id: str, owner: str = "", *, lock: bool = False
+        self,
+        conn: Connection,
+        workflow_id: str,
+        owner: str = "",
+        *,
+        lock: bool = False,
+        with_steps: bool = True,
     ) -> WorkflowRecord:
         query = select(workflows).where(workflows.c.id == workflow_id)
         if lock:
@@ -401,6 +414,8 @@ class WorkflowStore:
         row = conn.execute(query).mappings().first()
         if row is None or (owner and row["owner"] != owner):
             raise NotFound(f"workflow {workflow_id} not found")
+        if not with_steps:
+            return WorkflowRecord.from_row(row)
         step_rows = (
             conn.execute(
                 select(steps)
@@ -490,7 +505,7 @@ class WorkflowStore:
                 )
             )
             # The creation event commits with the row: no workflow exists without it.
-            tx = Tx(conn=conn, workflow=self._load(conn, workflow_id), now=now)
+            tx = Tx(conn=conn, workflow=self._load(conn, workflow_id, with_steps=False), now=now)
             tx.event(
                 "workflow.created",
                 {"state": WorkflowState.PENDING.value, "budgets": budgets.as_dict()},
@@ -507,7 +522,8 @@ class WorkflowStore:
         that worker still holds the lease.
         """
         with self.engine.begin() as conn:
-            workflow = self._load(conn, workflow_id, lock=True)
+            # Steps are not loaded here: a Tx reads the ones it touches.
+            workflow = self._load(conn, workflow_id, lock=True, with_steps=False)
             if worker is not None and workflow.lease_owner != worker:
                 raise LeaseLost(f"workflow {workflow_id} lease is not held by {worker}")
             tx = Tx(conn=conn, workflow=workflow, now=self.clock())

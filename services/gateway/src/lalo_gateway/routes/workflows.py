@@ -8,6 +8,7 @@ sequence number, so a client resumes with ``Last-Event-ID`` (or ``?after=``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from lalo_gateway.errors import APIError, from_grpc
 router = APIRouter(tags=["workflows"])
 
 MAX_MESSAGES = 256
+KEEPALIVE_S = 15.0
 
 
 class WorkflowMessage(BaseModel):
@@ -282,6 +284,7 @@ async def workflow_events(
 
     async def stream() -> AsyncIterator[bytes]:
         item = first
+        pending: asyncio.Future[Any] | None = None
         try:
             while item is not None:
                 kind = item.WhichOneof("item")
@@ -309,8 +312,16 @@ async def workflow_events(
                         }
                     )
                     yield f"event: error\ndata: {payload}\n\n".encode()
+                # A step can run for minutes without an event: a comment line every
+                # KEEPALIVE_S keeps proxies from closing an idle connection.
+                pending = asyncio.ensure_future(iterator.__anext__())
+                while True:
+                    done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+                    if done:
+                        break
+                    yield b": keepalive\n\n"
                 try:
-                    item = await iterator.__anext__()
+                    item = pending.result()
                 except StopAsyncIteration:
                     item = None
             yield b"data: [DONE]\n\n"
@@ -318,6 +329,8 @@ async def workflow_events(
             error = _error(exc)
             yield f"event: error\ndata: {json.dumps(error.body())}\n\n".encode()
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
             call.cancel()
 
     return StreamingResponse(

@@ -24,8 +24,10 @@ class OrchestratorSettings(ServiceSettings):
     # Prefix of the Celery queue, the Redis pub/sub channels and kombu's Redis keys,
     # so several deployments (or test runs) can share one Redis.
     key_prefix: str = "lalo-orch"
-    # Seconds before kombu's Redis transport re-delivers an unacknowledged task.
-    visibility_timeout_s: float = 3600.0
+    # Seconds before kombu's Redis transport re-delivers an unacknowledged task (its
+    # worker died). Longer than any task or retry countdown; a re-delivery that comes
+    # while the task still runs is harmless (lease and dispatch token).
+    visibility_timeout_s: float = 300.0
     # Polling interval of the SQLite broker (kombu's default of 1 s is too slow).
     sqlite_broker_poll_s: float = 0.02
 
@@ -45,7 +47,7 @@ class OrchestratorSettings(ServiceSettings):
     # a crash between commit and enqueue). A backlog longer than stall_after_s costs one
     # extra message per workflow, never duplicate work (see ``dispatch``).
     sweep_interval_s: float = 5.0
-    stall_after_s: float = 120.0
+    stall_after_s: float = 60.0
 
     # Backends.
     inference_target: str = "127.0.0.1:50061"

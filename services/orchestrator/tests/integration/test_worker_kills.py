@@ -53,7 +53,7 @@ def test_sigkilled_workers_lose_and_repeat_nothing(orch_env: Any, pid_of_peer: A
     for n in range(WORKFLOWS):
         texts = [f"w{n}s{i}" for i in range(1, STEPS + 1)]
         answer = "|".join(f"{{{{step_{i}}}}}" for i in range(1, STEPS + 1))
-        plan = orch_env.echo_plan(texts, sleep_ms=250, answer=answer)
+        plan = orch_env.echo_plan(texts, sleep_ms=500, answer=answer)
         record = api.create(
             owner="killer",
             messages=[{"role": "user", "content": orch_env.plan_message(plan)}],

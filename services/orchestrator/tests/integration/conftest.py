@@ -10,6 +10,7 @@ when the call came in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -254,15 +255,21 @@ class OrchestratorEnv:
         return value
 
     def stop_workers(self) -> None:
+        # By process group: pool processes orphaned by a killed parent are included.
         for process in self.workers:
-            if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.workers:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        time.sleep(0.5)
+        for process in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 def pid_of_peer(peer: str) -> int | None:

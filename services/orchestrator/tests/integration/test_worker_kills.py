@@ -2,8 +2,9 @@
 
 Three prefork workers (two pool processes each) run 24 workflows of six slow tool steps.
 20 times, a killer finds the process that is in the middle of a tool call (from the fake
-tool server's view of the connection) and SIGKILLs either that pool process (the parent
-re-forks) or its whole worker (a replacement starts, as a supervisor would); then the
+tool server's view of the connection) and SIGKILLs that pool process (the parent
+re-forks), its whole worker, or only the worker's main process (orphaning the pool); a
+replacement worker starts each time a worker is lost, as a supervisor would. Then the
 steps turn fast and the rest runs out. Afterwards every workflow must have succeeded
 with the right answer, every step must have exactly one recorded result, no tool call
 may arrive for a step whose result was already recorded, and every event stream must be
@@ -74,6 +75,7 @@ def test_sigkilled_workers_lose_and_repeat_nothing(orch_env: Any, pid_of_peer: A
         return int(open_count) == 0
 
     whole_worker_kills = 0
+    parent_kills = 0
     while kills < MIN_KILLS:
         assert not all_done(), f"workflows finished after only {kills} kills"
         assert time.time() - started < 60, f"only {kills} kills in 60 s"
@@ -89,15 +91,24 @@ def test_sigkilled_workers_lose_and_repeat_nothing(orch_env: Any, pid_of_peer: A
         worker = next((p for p in processes if p.pid == os.getpgid(pid)), None)
         if worker is None:
             continue
-        if rng.random() < 0.6:
+        mode = rng.random()
+        if mode < 0.5:
             # A pool process dies (the OOM killer's favourite): the parent re-forks and
             # Celery re-queues the message (reject_on_worker_lost).
             os.kill(pid, signal.SIGKILL)
-        else:
+        elif mode < 0.75 or pid == worker.pid:
             # The whole worker dies (a node or pod lost): its unacked messages wait for
             # the visibility timeout; the sweeper resumes the workflows sooner.
             orch_env.kill(worker)
             whole_worker_kills += 1
+            processes.remove(worker)
+            processes.append(orch_env.start_worker(**overrides))
+        else:
+            # Only the worker's main process dies (`kill -9 <worker pid>`): its pool
+            # processes are orphaned mid-step and may still finish what they hold.
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+            parent_kills += 1
             processes.remove(worker)
             processes.append(orch_env.start_worker(**overrides))
         kills += 1
@@ -136,7 +147,8 @@ def test_sigkilled_workers_lose_and_repeat_nothing(orch_env: Any, pid_of_peer: A
     extra_attempts = orch_env.scalar("select coalesce(sum(attempts - 1), 0) from orch_steps")
 
     print(
-        f"\nkills: {kills} ({whole_worker_kills} whole workers, the rest pool processes) "
+        f"\nkills: {kills} ({whole_worker_kills} whole workers, {parent_kills} worker main "
+        f"processes only, the rest pool processes) "
         f"in {kill_phase_s:.1f}s with {calls_while_killing} tool calls; "
         f"all done in {elapsed:.1f}s; "
         f"workflows: {WORKFLOWS} x {STEPS} steps; "

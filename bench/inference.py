@@ -32,7 +32,6 @@ import grpc
 import httpx
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
-
 from lalo_testing.stack import start_stack
 from lalo_testing.tiny_model import write_model
 
@@ -58,7 +57,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def decode_rate(runs: list[Run]) -> float:
     """Single stream: decode tok/s of one run (median over runs)."""
-    rates = [(r.tokens - 1) / r.first_to_last_s for r in runs if r.tokens > 1 and r.first_to_last_s > 0]
+    rates = [
+        (r.tokens - 1) / r.first_to_last_s for r in runs if r.tokens > 1 and r.first_to_last_s > 0
+    ]
     return statistics.median(rates) if rates else float("nan")
 
 
@@ -68,12 +69,14 @@ def aggregate_rate(runs: list[Run], wall_s: float) -> float:
 
 # ---- raw llama-cpp-python (the reference) ----
 
+
 def raw_stream(llm, max_tokens: int) -> Run:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     first = last = start
     count = 0
-    for _chunk in llm.create_completion(PROMPT, max_tokens=max_tokens, temperature=0.0,
-                                        stream=True):
+    for _chunk in llm.create_completion(
+        PROMPT, max_tokens=max_tokens, temperature=0.0, stream=True
+    ):
         now = time.perf_counter()
         if count == 0:
             first = now
@@ -85,8 +88,9 @@ def raw_stream(llm, max_tokens: int) -> Run:  # type: ignore[no-untyped-def]
 def bench_raw(model: Path, threads: int, max_tokens: int, samples: int) -> dict[str, float]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                          verbose=False)
+    llm = llama_cpp.Llama(
+        str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
     raw_stream(llm, 8)  # warm-up
     runs = [raw_stream(llm, max_tokens) for _ in range(samples)]
     # The high-level API cannot serve two streams at once: 4 "concurrent" streams are four
@@ -105,8 +109,13 @@ def bench_raw(model: Path, threads: int, max_tokens: int, samples: int) -> dict[
 
 # ---- inference-small over gRPC ----
 
-async def grpc_stream(stub: inference_pb2_grpc.InferenceServiceStub, model_id: str,
-                      max_tokens: int, chat: bool = False) -> Run:
+
+async def grpc_stream(
+    stub: inference_pb2_grpc.InferenceServiceStub,
+    model_id: str,
+    max_tokens: int,
+    chat: bool = False,
+) -> Run:
     request = pb.GenerateRequest(model=model_id)
     if chat:
         request.chat.messages.add(role="user", content=PROMPT)
@@ -145,8 +154,10 @@ async def bench_grpc(target: str, model_id: str, max_tokens: int, samples: int) 
 
 # ---- full stack through the gateway ----
 
-async def http_stream(client: httpx.AsyncClient, model_id: str, max_tokens: int,
-                      chat: bool = False) -> Run:
+
+async def http_stream(
+    client: httpx.AsyncClient, model_id: str, max_tokens: int, chat: bool = False
+) -> Run:
     if chat:
         path = "/v1/chat/completions"
         body: dict[str, object] = {"messages": [{"role": "user", "content": PROMPT}]}
@@ -176,8 +187,9 @@ async def http_stream(client: httpx.AsyncClient, model_id: str, max_tokens: int,
     return Run(count, first - start, last - first, last - start)
 
 
-async def bench_gateway(base_url: str, api_key: str, model_id: str, max_tokens: int,
-                        samples: int) -> dict[str, float]:
+async def bench_gateway(
+    base_url: str, api_key: str, model_id: str, max_tokens: int, samples: int
+) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {api_key}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=600) as client:
         await http_stream(client, model_id, 8)
@@ -193,15 +205,17 @@ async def bench_gateway(base_url: str, api_key: str, model_id: str, max_tokens: 
     }
 
 
-async def added_latency(base_url: str, api_key: str, target: str, model_id: str,
-                        samples: int) -> dict[str, float]:
+async def added_latency(
+    base_url: str, api_key: str, target: str, model_id: str, samples: int
+) -> dict[str, float]:
     """TTFT through gateway+router minus TTFT straight to inference, interleaved pairs."""
     headers = {"Authorization": f"Bearer {api_key}"}
     direct: list[float] = []
     full: list[float] = []
-    async with grpc.aio.insecure_channel(target) as channel, httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=60
-    ) as client:
+    async with (
+        grpc.aio.insecure_channel(target) as channel,
+        httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as client,
+    ):
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         for _ in range(10):  # warm-up both paths
             await grpc_stream(stub, model_id, 1, chat=True)
@@ -235,8 +249,11 @@ def main() -> int:
     tiny = ROOT / ".lalo" / "models" / "tiny-chat.gguf"
     if not tiny.exists():
         write_model(tiny, "tiny", seed=0)
-    print(f"model {model.name}, {args.threads} threads, {args.tokens} tokens per stream, "
-          f"{args.samples} samples", flush=True)
+    print(
+        f"model {model.name}, {args.threads} threads, {args.tokens} tokens per stream, "
+        f"{args.samples} samples",
+        flush=True,
+    )
 
     results: dict[str, dict[str, float]] = {}
     print("raw llama-cpp-python ...", flush=True)
@@ -244,43 +261,68 @@ def main() -> int:
 
     key = f"sk-bench-{secrets.token_hex(8)}"
     print("starting the stack on the benchmark model ...", flush=True)
-    stack = start_stack(model, api_key=key, model_id="bench", threads=args.threads,
-                        parallel=4, n_ctx=1024, log_dir=ROOT / ".lalo" / "bench-logs",
-                        timeout_s=300)
+    stack = start_stack(
+        model,
+        api_key=key,
+        model_id="bench",
+        threads=args.threads,
+        parallel=4,
+        n_ctx=1024,
+        log_dir=ROOT / ".lalo" / "bench-logs",
+        timeout_s=300,
+    )
     try:
         print("inference-small over gRPC ...", flush=True)
         results["inference-small gRPC"] = asyncio.run(
-            bench_grpc(stack.inference_target, "bench", args.tokens, args.samples))
+            bench_grpc(stack.inference_target, "bench", args.tokens, args.samples)
+        )
         print("full stack through the gateway ...", flush=True)
         results["gateway+router+inference"] = asyncio.run(
-            bench_gateway(stack.gateway_url, key, "bench", args.tokens, args.samples))
+            bench_gateway(stack.gateway_url, key, "bench", args.tokens, args.samples)
+        )
     finally:
         stack.stop()
 
     print("measuring added latency on the tiny model ...", flush=True)
-    stack = start_stack(tiny, api_key=key, model_id="tiny-chat", threads=1, parallel=2,
-                        n_ctx=512, log_dir=ROOT / ".lalo" / "bench-logs")
+    stack = start_stack(
+        tiny,
+        api_key=key,
+        model_id="tiny-chat",
+        threads=1,
+        parallel=2,
+        n_ctx=512,
+        log_dir=ROOT / ".lalo" / "bench-logs",
+    )
     try:
-        latency = asyncio.run(added_latency(stack.gateway_url, key, stack.inference_target,
-                                            "tiny-chat", args.latency_samples))
+        latency = asyncio.run(
+            added_latency(
+                stack.gateway_url, key, stack.inference_target, "tiny-chat", args.latency_samples
+            )
+        )
     finally:
         stack.stop()
 
     raw1 = results["raw llama-cpp-python"]["tok_s_1"]
     print()
-    print(f"{'path':28} {'tok/s 1 stream':>15} {'tok/s 4 streams':>16} {'vs raw 1':>9} "
-          f"{'TTFT p50 ms':>12} {'TTFT p99 ms':>12}")
+    print(
+        f"{'path':28} {'tok/s 1 stream':>15} {'tok/s 4 streams':>16} {'vs raw 1':>9} "
+        f"{'TTFT p50 ms':>12} {'TTFT p99 ms':>12}"
+    )
     for name, row in results.items():
-        print(f"{name:28} {row['tok_s_1']:15.1f} {row['tok_s_4']:16.1f} "
-              f"{row['tok_s_1'] / raw1:8.2f}x {row['ttft_p50_ms']:12.1f} {row['ttft_p99_ms']:12.1f}")
+        print(
+            f"{name:28} {row['tok_s_1']:15.1f} {row['tok_s_4']:16.1f} "
+            f"{row['tok_s_1'] / raw1:8.2f}x {row['ttft_p50_ms']:12.1f} {row['ttft_p99_ms']:12.1f}"
+        )
     full = results["gateway+router+inference"]
     print()
     print(f"full stack 1 stream / raw 1 stream:  {full['tok_s_1'] / raw1:.2f}x (target >= 0.95)")
     print(f"full stack 4 streams / raw 1 stream: {full['tok_s_4'] / raw1:.2f}x (target >= 1.3)")
-    print(f"gateway+router added latency: p50 {latency['added_p50_ms']:.2f} ms (target <= 2), "
-          f"p99 {latency['added_p99_ms']:.2f} ms (target <= 10); paired p50 "
-          f"{latency['paired_diff_p50_ms']:.2f} ms; direct TTFT p50 {latency['direct_p50_ms']:.2f}"
-          f" ms, through gateway {latency['full_p50_ms']:.2f} ms")
+    print(
+        f"gateway+router added latency: p50 {latency['added_p50_ms']:.2f} ms (target <= 2), "
+        f"p99 {latency['added_p99_ms']:.2f} ms (target <= 10); paired p50 "
+        f"{latency['paired_diff_p50_ms']:.2f} ms; direct TTFT p50 {latency['direct_p50_ms']:.2f}"
+        f" ms, through gateway {latency['full_p50_ms']:.2f} ms"
+    )
     sys.stdout.flush()
     return 0
 

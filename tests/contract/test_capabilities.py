@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import openai
 import pytest
-
 from lalo_testing.stack import Stack
 
 

@@ -7,7 +7,6 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
-
 from lalo_testing.stack import Stack
 
 
@@ -31,7 +30,8 @@ async def _collect(
 async def test_chat_streams_route_tokens_and_usage(lalo_stack: Stack) -> None:
     events = await _collect(lalo_stack, _chat(), lalo_stack.api_key)
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "route" and kinds[-1] == "complete"
+    assert kinds[0] == "route"
+    assert kinds[-1] == "complete"
     assert events[0].route.model == "tiny-chat"
     complete = events[-1].complete
     assert complete.usage.completion_tokens == 6

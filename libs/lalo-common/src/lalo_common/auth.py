@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-SERVICE_TOKEN_METADATA = "x-lalo-service-token"
+SERVICE_TOKEN_METADATA = "x-lalo-service-token"  # noqa: S105 - a header name
 REQUEST_ID_METADATA = "x-request-id"
 
 

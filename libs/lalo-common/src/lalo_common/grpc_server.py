@@ -189,7 +189,7 @@ class GrpcServer:
         self._stopped.set()
 
     async def serve_until_signalled(self) -> None:
-        """Block until SIGTERM/SIGINT, then stop gracefully (in-flight calls get the grace period)."""
+        """Block until SIGTERM/SIGINT, then stop gracefully (in-flight calls get the grace time)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -77,7 +77,7 @@ class FakeCall:
     finished: bool = False
 
 
-class FakeInference(inference_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     """A scriptable InferenceService.
 
     ``behaviour`` decides what Generate does: ``"ok"`` streams ``tokens`` chunks and a

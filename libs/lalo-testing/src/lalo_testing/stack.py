@@ -142,7 +142,7 @@ def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None)
         stdout=log_file if log_file else None,
         stderr=subprocess.STDOUT if log_file else None,
         start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops us
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+        preexec_fn=_die_with_parent,
     )
     return Service(name, process, log_path, log_file)
 

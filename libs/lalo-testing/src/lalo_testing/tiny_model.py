@@ -11,6 +11,7 @@ is a fair speed benchmark.
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import sys
 from collections import Counter
@@ -94,7 +95,7 @@ def learn_tokenizer(n_merges: int) -> Tokenizer:
     for _ in range(n_merges):
         pairs: Counter[tuple[str, str]] = Counter()
         for word, count in corpus.items():
-            for left, right in zip(word, word[1:], strict=False):
+            for left, right in itertools.pairwise(word):
                 pairs[(left, right)] += count
         if not pairs:
             break

@@ -17,7 +17,7 @@ from lalo_inference_large.domain import Backend
 log = logging.getLogger(__name__)
 
 
-class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Refuses calls with UNAVAILABLE until a backend is attached (the engine is loading)."""
 
     def __init__(self, backend: Backend | None = None) -> None:

@@ -279,8 +279,8 @@ class BatchEngine:
                     if self._stopping:
                         break
                     admitted = self._admit_locked()
-                for seq in admitted:
-                    self._start(seq)
+                for item in admitted:
+                    self._start(item)
                 self._reap_cancelled()
                 if self._active:
                     self._step()

@@ -28,7 +28,7 @@ _LLAMA_LOG = logging.getLogger("llama.cpp")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
 
-@llama_cpp.llama_log_callback  # type: ignore[misc]
+@llama_cpp.llama_log_callback
 def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     # Only warnings and errors: llama.cpp's info level prints every graph detail.
     python_level = _LEVELS.get(level)

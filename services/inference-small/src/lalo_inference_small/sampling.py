@@ -124,7 +124,7 @@ class SamplerChain:
         if config.logit_bias:
             biases = (llama_cpp.llama_logit_bias * len(config.logit_bias))()
             for i, (token, bias) in enumerate(sorted(config.logit_bias.items())):
-                biases[i].token = token
+                biases[i].token = token  # type: ignore[assignment]
                 biases[i].bias = bias
             self._keepalive.append(biases)
             add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(config.logit_bias), biases))

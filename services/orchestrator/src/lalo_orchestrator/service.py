@@ -98,7 +98,7 @@ def budgets_from_pb(budgets: workflow_pb2.Budgets) -> BudgetRequest:
     )
 
 
-class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):  # type: ignore[misc]
+class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, api: WorkflowApi, settings: OrchestratorSettings) -> None:
         self.api = api
         self.store = api.store

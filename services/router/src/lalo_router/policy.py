@@ -36,10 +36,10 @@ from typing import Protocol
 
 import yaml
 from lalo.router.v1 import router_pb2 as rpb
+from lalo_common.errors import Unavailable
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
-from lalo_common.errors import Unavailable
 from lalo_router.forwarding import AUTO_MODELS, Route
 from lalo_router.replicas import ReplicaSet
 
@@ -103,8 +103,9 @@ def load_policy(path: Path | None, default_pool: str) -> PolicySpec:
 
 def text_to_classify(request: rpb.ChatRequest) -> str:
     """The last user turn, with a little earlier context; bounded so cost stays flat."""
+    text: str
     if request.WhichOneof("input") != "chat":
-        text = request.prompt
+        text = str(request.prompt)
     else:
         messages = list(request.chat.messages)
         users = [m.content for m in messages if m.role == "user"]
@@ -237,15 +238,17 @@ class PolicyRouter:
 def load_classifier() -> Classifier | None:
     """The trained category classifier, when its artifact is installed; None otherwise."""
     try:
-        from lalo_router.classify import load_classifier as load  # type: ignore[attr-defined]
+        from lalo_router.classify import load_classifier as load
     except ImportError:
         log.warning("no category classifier installed: 'auto' goes to the default pool")
         return None
     try:
         classifier: Classifier = load()
     except Exception:  # a missing or broken artifact must not keep the router down
-        log.exception("the category classifier could not be loaded: 'auto' goes to the "
-                      "default pool until it is fixed")
+        log.exception(
+            "the category classifier could not be loaded: 'auto' goes to the "
+            "default pool until it is fixed"
+        )
         return None
     return classifier
 

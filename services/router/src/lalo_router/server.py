@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from lalo.router.v1 import router_pb2, router_pb2_grpc
-from prometheus_client import start_http_server
 from lalo_common.grpc_server import GrpcServer
+from prometheus_client import start_http_server
 
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import Classifier, PolicyRouter, load_classifier, load_policy

@@ -21,7 +21,7 @@ WORKFLOW_SERVICE_NAME = workflow_pb2.DESCRIPTOR.services_by_name["WorkflowServic
 Reply = TypeVar("Reply")
 
 
-class WorkflowForwarder(workflow_pb2_grpc.WorkflowServiceServicer):  # type: ignore[misc]
+class WorkflowForwarder(workflow_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, target: str, *, service_token: str = "", timeout_s: float = 30.0) -> None:
         self.target = target
         self.timeout_s = timeout_s

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-
 from lalo_common.errors import NotFound, Unavailable
 from lalo_router.policy import (
     MAX_CLASSIFY_CHARS,
@@ -92,7 +91,8 @@ def test_escalation_over_threshold_goes_up() -> None:
         FakeClassifier(Result("chat", p_escalate=0.7)),
     )
     route = router.decide(chat("hi"))
-    assert route.pool == "large" and route.escalated
+    assert route.pool == "large"
+    assert route.escalated
     assert "p_escalate" in route.reason
 
 
@@ -119,7 +119,8 @@ def test_fallback_when_pool_down() -> None:
         SPEC, replicas(small=("s", True), large=("l", False)), FakeClassifier(Result("code"))
     )
     route = router.decide(chat("code please"))
-    assert route.pool == "small" and "unavailable" in route.reason
+    assert route.pool == "small"
+    assert "unavailable" in route.reason
 
 
 def test_tools_need_a_capable_pool() -> None:
@@ -173,7 +174,8 @@ def test_text_to_classify_bounded_and_uses_last_user_turn() -> None:
     request.chat.messages.add(role="assistant", content="ok")
     request.chat.messages.add(role="user", content="second " + "x" * 100_000)
     text = text_to_classify(request)
-    assert text.startswith("second") and "first" not in text
+    assert text.startswith("second")
+    assert "first" not in text
     assert len(text) <= MAX_CLASSIFY_CHARS + 1
     assert text_to_classify(rpb.ChatRequest(prompt="")) == ""
 

@@ -55,7 +55,7 @@ def outcome_to_pb(outcome: InvokeOutcome) -> tools_pb2.InvokeResponse:
     )
 
 
-class ToolsServicer(tools_pb2_grpc.ToolsServiceServicer):  # type: ignore[misc]
+class ToolsServicer(tools_pb2_grpc.ToolsServiceServicer):
     def __init__(self, registry: ToolRegistry) -> None:
         self._registry = registry
 

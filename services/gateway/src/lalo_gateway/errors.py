@@ -54,6 +54,8 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str, str | None]] = {
     grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable", "backend_unavailable"),
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout", "timeout"),
     grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error", "permission_denied"),
+    # A workflow (complex path) that ended without an answer: its reason is the caller's to see.
+    grpc.StatusCode.ABORTED: (502, "server_error", "workflow_failed"),
 }
 
 

@@ -121,6 +121,8 @@ def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str,
         if route.category:
             headers["x-lalo-category"] = route.category
         headers["x-lalo-escalated"] = "true" if route.escalated else "false"
+        if route.workflow_id:
+            headers["x-lalo-workflow-id"] = route.workflow_id
     return headers
 
 
@@ -367,7 +369,12 @@ class ServingChat(Serving):
             return payload
 
         def render(event: rpb.ChatResponse) -> dict[str, Any] | None:
-            if event.WhichOneof("event") != "chunk":
+            kind = event.WhichOneof("event")
+            if kind == "progress":
+                # Workflow progress (complex path) is not the answer: it travels beside it,
+                # as reasoning models' thoughts do.
+                return chunk({"reasoning_content": event.progress.text + "\n"})
+            if kind != "chunk":
                 return None
             piece = event.chunk
             if not piece.text and not (want_logprobs and piece.tokens):

@@ -17,6 +17,7 @@ from lalo.router.v1 import router_pb2 as rpb
 from lalo_common.errors import InvalidArgument, LaloError, Unavailable, error_for_code
 from lalo_common.grpc_client import request_metadata
 
+from lalo_router.complex_path import WORKFLOW_POOL, WorkflowChat
 from lalo_router.replicas import Replica, ReplicaSet
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,17 @@ def explicit_or_default(replicas: ReplicaSet, default_pool: str) -> Decider:
 
 
 class ChatForwarder:
-    def __init__(self, replicas: ReplicaSet, decide: Decider, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        replicas: ReplicaSet,
+        decide: Decider,
+        timeout_s: float = 600.0,
+        workflows: WorkflowChat | None = None,
+    ) -> None:
         self.replicas = replicas
         self.decide = decide
         self.timeout_s = timeout_s
+        self.workflows = workflows
 
     def _generate_request(self, request: rpb.ChatRequest, model: str) -> ipb.GenerateRequest:
         out = ipb.GenerateRequest(request_id=request.request_id, model=model)
@@ -88,6 +96,13 @@ class ChatForwarder:
         self, request: rpb.ChatRequest, time_remaining: float | None = None
     ) -> AsyncIterator[rpb.ChatResponse]:
         route = self.decide(request)
+        if route.pool == WORKFLOW_POOL:
+            if self.workflows is None:
+                raise Unavailable("workflows are not configured on this router")
+            decision = self._decision(route, None)
+            async for response in self.workflows.run(request, decision):
+                yield response
+            return
         self._check_capabilities(request, route.model)
         generate = self._generate_request(request, route.model)
         timeout = min(self.timeout_s, time_remaining) if time_remaining else self.timeout_s
@@ -178,7 +193,7 @@ class ChatForwarder:
             call.cancel()
 
     @staticmethod
-    def _decision(route: Route, replica: Replica) -> rpb.RouteDecision:
+    def _decision(route: Route, replica: Replica | None) -> rpb.RouteDecision:
         return rpb.RouteDecision(
             pool=route.pool,
             model=route.model,
@@ -186,7 +201,7 @@ class ChatForwarder:
             category=route.category,
             category_confidence=route.category_confidence,
             p_escalate=route.p_escalate,
-            replica=replica.target,
+            replica=replica.target if replica is not None else "",
             classify_ms=route.classify_ms,
             escalated=route.escalated,
         )

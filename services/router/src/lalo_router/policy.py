@@ -6,13 +6,13 @@ Loaded from YAML (``LALO_ROUTER_POLICY_PATH``)::
     pools:
       small: {supports: [json_schema, grammar, logprobs]}
       large: {supports: [json_schema, logprobs, tools]}
-    categories:            # classifier label -> pool
+    categories:            # classifier label -> pool ("workflow": the complex path)
       chat: small
       factual_qa: small
       math: small
       code: large
       reasoning: large
-      agentic: large
+      agentic: workflow
       other: small
     escalation:
       to: large            # where a request goes when the small model is likely to fail
@@ -40,6 +40,7 @@ from lalo_common.errors import Unavailable
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
+from lalo_router.complex_path import WORKFLOW_MODEL, WORKFLOW_POOL
 from lalo_router.forwarding import AUTO_MODELS, Route
 from lalo_router.replicas import ReplicaSet
 
@@ -145,10 +146,12 @@ class PolicyRouter:
         spec: PolicySpec,
         replicas: ReplicaSet,
         classifier: Classifier | None,
+        workflows_enabled: bool = False,
     ) -> None:
         self.spec = spec
         self.replicas = replicas
         self.classifier = classifier
+        self.workflows_enabled = workflows_enabled
         self.counters = RouteCounters()
 
     def _needs(self, request: rpb.ChatRequest) -> set[str]:
@@ -171,6 +174,8 @@ class PolicyRouter:
         return needs.issubset(spec.supports)
 
     def _healthy(self, pool: str) -> bool:
+        if pool == WORKFLOW_POOL:
+            return self.workflows_enabled
         return bool(self.replicas.candidates(pool=pool))
 
     def _resolve(self, preferred: str, needs: set[str]) -> tuple[str, str]:
@@ -188,12 +193,18 @@ class PolicyRouter:
         )
 
     def _model(self, pool: str) -> str:
+        if pool == WORKFLOW_POOL:
+            return WORKFLOW_MODEL
         spec = self.spec.pools.get(pool)
         if spec and spec.model:
             return spec.model
         return self.replicas.model_for_pool(pool)
 
     def decide(self, request: rpb.ChatRequest) -> Route:
+        if request.model == WORKFLOW_MODEL and self.workflows_enabled:
+            route = Route(pool=WORKFLOW_POOL, model=WORKFLOW_MODEL, reason="explicit workflow")
+            self.counters.record(route)
+            return route
         if request.model not in AUTO_MODELS:
             self.replicas.require_model(request.model)
             pool = next(

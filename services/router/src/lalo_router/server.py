@@ -8,6 +8,7 @@ from lalo.router.v1 import router_pb2, router_pb2_grpc
 from lalo_common.grpc_server import GrpcServer
 from prometheus_client import start_http_server
 
+from lalo_router.complex_path import WorkflowChat
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import Classifier, PolicyRouter, load_classifier, load_policy
 from lalo_router.replicas import ReplicaSet
@@ -28,14 +29,23 @@ def build_server(
         service_token=token,
         grace_period_s=settings.grace_period_s,
     )
+    workflows = add_workflow_service(server, settings.orchestrator_target, service_token=token)
+    enabled = bool(settings.orchestrator_target)
     policy = PolicyRouter(
-        load_policy(settings.policy_path, settings.default_pool), replicas, classifier
+        load_policy(settings.policy_path, settings.default_pool),
+        replicas,
+        classifier,
+        workflows_enabled=enabled,
     )
-    forwarder = ChatForwarder(replicas, policy.decide, settings.backend_timeout_s)
+    forwarder = ChatForwarder(
+        replicas,
+        policy.decide,
+        settings.backend_timeout_s,
+        workflows=WorkflowChat(workflows.stub) if enabled else None,
+    )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(forwarder, replicas), server.server
+        RouterServicer(forwarder, replicas, workflows_enabled=enabled), server.server
     )
-    add_workflow_service(server, settings.orchestrator_target, service_token=token)
     return server
 
 

@@ -9,14 +9,18 @@ from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
 
+from lalo_router.complex_path import WORKFLOW_MODEL
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.replicas import ReplicaSet
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    def __init__(self, forwarder: ChatForwarder, replicas: ReplicaSet) -> None:
+    def __init__(
+        self, forwarder: ChatForwarder, replicas: ReplicaSet, workflows_enabled: bool = False
+    ) -> None:
         self._forwarder = forwarder
         self._replicas = replicas
+        self._workflows_enabled = workflows_enabled
 
     async def Chat(
         self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext
@@ -28,4 +32,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         self, request: ipb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> ipb.ListModelsResponse:
         models = list(self._replicas.models().values())
+        if self._workflows_enabled:
+            models.append(
+                ipb.ModelInfo(
+                    id=WORKFLOW_MODEL,
+                    backend="workflow",
+                    owned_by="lalo",
+                    supports_tools=True,
+                )
+            )
         return ipb.ListModelsResponse(models=models)

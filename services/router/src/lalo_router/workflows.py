@@ -28,6 +28,10 @@ class WorkflowForwarder(workflow_pb2_grpc.WorkflowServiceServicer):
         self._channel = create_channel(target, service_token=service_token) if target else None
         self._stub = workflow_pb2_grpc.WorkflowServiceStub(self._channel) if target else None
 
+    @property
+    def stub(self) -> Any:
+        return self._stub
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()

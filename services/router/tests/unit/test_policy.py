@@ -191,3 +191,18 @@ def test_load_policy(tmp_path: Path) -> None:
         load_policy(bad, "small")
     with pytest.raises(PolicyError):
         load_policy(tmp_path / "missing.yaml", "small")
+
+
+def test_agentic_requests_take_the_complex_path_when_workflows_are_on() -> None:
+    spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
+    rs = replicas(small=("s", True), large=("l", True))
+    router = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=True)
+    route = router.decide(chat("book a flight and email me the receipt"))
+    assert (route.pool, route.model) == ("workflow", "workflow")
+    explicit = PolicyRouter(spec, rs, None, workflows_enabled=True).decide(
+        chat("x", model="workflow")
+    )
+    assert explicit.pool == "workflow"
+    # Without an orchestrator the complex path is not healthy: fall back to the default pool.
+    off = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=False)
+    assert off.decide(chat("book a flight")).pool == "small"

@@ -27,7 +27,7 @@ class ChatRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
-    __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms")
+    __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms", "workflow_id")
     POOL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class RouteDecision(_message.Message):
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
     CLASSIFY_MS_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     pool: str
     model: str
     reason: str
@@ -46,16 +47,29 @@ class RouteDecision(_message.Message):
     replica: str
     escalated: bool
     classify_ms: float
-    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., category: _Optional[str] = ..., category_confidence: _Optional[float] = ..., p_escalate: _Optional[float] = ..., replica: _Optional[str] = ..., escalated: _Optional[bool] = ..., classify_ms: _Optional[float] = ...) -> None: ...
+    workflow_id: str
+    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., category: _Optional[str] = ..., category_confidence: _Optional[float] = ..., p_escalate: _Optional[float] = ..., replica: _Optional[str] = ..., escalated: _Optional[bool] = ..., classify_ms: _Optional[float] = ..., workflow_id: _Optional[str] = ...) -> None: ...
+
+class WorkflowProgress(_message.Message):
+    __slots__ = ("workflow_id", "type", "text")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    type: str
+    text: str
+    def __init__(self, workflow_id: _Optional[str] = ..., type: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("route", "chunk", "complete", "error")
+    __slots__ = ("route", "chunk", "complete", "error", "progress")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     route: RouteDecision
     chunk: _inference_pb2.GenerateChunk
     complete: _inference_pb2.GenerateComplete
     error: _inference_pb2.GenerateError
-    def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ...) -> None: ...
+    progress: WorkflowProgress
+    def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ..., progress: _Optional[_Union[WorkflowProgress, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,151 @@
+"""The complex path: a chat request answered by a workflow, relayed as progress + answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo.workflow.v1 import workflow_pb2 as wpb
+from lalo.workflow.v1 import workflow_pb2_grpc
+from lalo_common.errors import InvalidArgument
+from lalo_common.grpc_server import GrpcServer
+from lalo_router.complex_path import WorkflowChat, describe
+
+
+class FakeWorkflows(workflow_pb2_grpc.WorkflowServiceServicer):
+    def __init__(self, final_state: int = wpb.WORKFLOW_STATE_SUCCEEDED, hang: bool = False) -> None:
+        self.final_state = final_state
+        self.hang = hang
+        self.created: list[wpb.CreateWorkflowRequest] = []
+        self.cancelled: list[str] = []
+
+    async def CreateWorkflow(self, request: Any, context: Any) -> wpb.Workflow:
+        self.created.append(request)
+        return wpb.Workflow(
+            id="wf-1", owner=request.owner, model="tiny", state=wpb.WORKFLOW_STATE_PENDING
+        )
+
+    async def StreamEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield wpb.StreamEventsResponse(
+            event=wpb.WorkflowEvent(
+                id=1,
+                workflow_id=request.id,
+                type="plan.created",
+                data_json=json.dumps({"steps": [{"kind": "tool"}, {"kind": "final"}]}),
+            )
+        )
+        if self.hang:
+            await asyncio.sleep(3600)
+        yield wpb.StreamEventsResponse(
+            event=wpb.WorkflowEvent(
+                id=2,
+                workflow_id=request.id,
+                type="step.state",
+                step_id="s1",
+                step_state=wpb.STEP_STATE_SUCCEEDED,
+                data_json=json.dumps({"tool": "calculator"}),
+            )
+        )
+        yield wpb.StreamEventsResponse(
+            complete=wpb.StreamComplete(state=self.final_state, last_event_id=2)
+        )
+
+    async def GetWorkflow(self, request: Any, context: Any) -> wpb.Workflow:
+        return wpb.Workflow(
+            id=request.id,
+            state=self.final_state,
+            final_answer="42",
+            model="tiny",
+            usage=wpb.Usage(tokens=17),
+            error=""
+            if self.final_state == wpb.WORKFLOW_STATE_SUCCEEDED
+            else "step budget of 1 exhausted",
+        )
+
+    async def CancelWorkflow(self, request: Any, context: Any) -> wpb.Workflow:
+        self.cancelled.append(request.id)
+        return wpb.Workflow(id=request.id, state=wpb.WORKFLOW_STATE_CANCELLED)
+
+
+async def _serve(fake: FakeWorkflows) -> tuple[GrpcServer, grpc.aio.Channel]:
+    server = GrpcServer(service_names=[])
+    workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(fake, server.server)
+    port = await server.start("127.0.0.1:0")
+    return server, grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+
+def _request() -> rpb.ChatRequest:
+    request = rpb.ChatRequest(model="workflow", principal="alice", request_id="req-1")
+    request.chat.messages.add(role="user", content="what is 6*7? use the calculator")
+    return request
+
+
+async def test_workflow_answer_streams_route_progress_answer_and_usage() -> None:
+    fake = FakeWorkflows()
+    server, channel = await _serve(fake)
+    try:
+        chat = WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel))
+        events = [e async for e in chat.run(_request(), rpb.RouteDecision(pool="workflow"))]
+    finally:
+        await channel.close()
+        await server.stop()
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["route", "progress", "progress", "chunk", "complete"]
+    assert events[0].route.workflow_id == "wf-1"
+    assert events[1].progress.text == "planned 2 step(s)"
+    assert "calculator" in events[2].progress.text
+    assert events[3].chunk.text == "42"
+    assert events[4].complete.finish_reason == ipb.FINISH_REASON_STOP
+    assert events[4].complete.usage.completion_tokens == 17
+    assert fake.created[0].owner == "alice"
+    assert [m.content for m in fake.created[0].messages] == ["what is 6*7? use the calculator"]
+    assert fake.cancelled == []
+
+
+async def test_failed_workflow_is_an_in_band_error_naming_why() -> None:
+    fake = FakeWorkflows(final_state=wpb.WORKFLOW_STATE_BUDGET_EXCEEDED)
+    server, channel = await _serve(fake)
+    try:
+        chat = WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel))
+        events = [e async for e in chat.run(_request(), rpb.RouteDecision(pool="workflow"))]
+    finally:
+        await channel.close()
+        await server.stop()
+    last = events[-1]
+    assert last.WhichOneof("event") == "error"
+    assert last.error.code == grpc.StatusCode.ABORTED.value[0]
+    assert "budget" in last.error.message
+
+
+async def test_client_leaving_cancels_the_workflow() -> None:
+    fake = FakeWorkflows(hang=True)
+    server, channel = await _serve(fake)
+    try:
+        chat = WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel))
+        stream = chat.run(_request(), rpb.RouteDecision(pool="workflow"))
+        assert (await anext(stream)).WhichOneof("event") == "route"
+        assert (await anext(stream)).WhichOneof("event") == "progress"
+        await stream.aclose()  # the chat client went away mid-workflow
+    finally:
+        await channel.close()
+        await server.stop()
+    assert fake.cancelled == ["wf-1"]
+
+
+async def test_prompt_requests_are_refused() -> None:
+    chat = WorkflowChat(stub=None)
+    with pytest.raises(InvalidArgument):
+        await anext(chat.run(rpb.ChatRequest(prompt="x"), rpb.RouteDecision()))
+
+
+def test_describe_unknown_event_type() -> None:
+    assert describe(wpb.WorkflowEvent(type="custom.thing")) == "custom.thing"
+    assert describe(wpb.WorkflowEvent(type="plan.invalid", data_json="not json")) == (
+        "plan rejected: invalid plan"
+    )

@@ -117,7 +117,7 @@ class _LoadFigures:
 
         figures = self
 
-        class LoadStatLogger(StatLoggerBase):  # type: ignore[misc]
+        class LoadStatLogger(StatLoggerBase):
             def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
                 self.engine_index = engine_index
 
@@ -382,7 +382,8 @@ class VllmBackend:
         return TokenCount(tuple(ids), self.context_length)
 
     def unfinished_requests(self) -> int:
-        return int(self.engine.get_num_unfinished_requests())
+        # output_processor is where both vLLM 0.26 and 0.32 keep the count.
+        return int(self.engine.output_processor.get_num_unfinished_requests())
 
     async def load(self) -> Load:
         figures = self._figures

@@ -35,7 +35,7 @@ class ArtifactError(RuntimeError):
     """The classifier artifact is missing, corrupt, or does not match the tokenizer."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Classification:
     label: str  # one of the trained labels, or "other" when confidence is low
     confidence: float  # probability of the best trained label

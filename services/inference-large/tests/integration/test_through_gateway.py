@@ -1,0 +1,166 @@
+"""The official openai SDK through gateway → router → inference-large (real processes).
+
+The router is given inference-large as its only pool, "large"; requests name the served
+model, so they reach it without classification. Needs vLLM (run by `make test-large`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from lalo_inference_large.vllm_backend import vllm_available
+
+from .conftest import SKIP_REASON
+
+if not vllm_available():
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
+from lalo_testing.stack import free_port, wait_for_grpc, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+MODEL = "tiny-large"
+
+
+def _spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def sdk(
+    tiny_hf_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[openai.OpenAI]:
+    logs = tmp_path_factory.mktemp("stack-logs")
+    state = tempfile.mkdtemp(prefix="lalo-large-stack-")
+    token, api_key = secrets.token_hex(16), f"sk-test-{secrets.token_hex(16)}"
+    large, router, gateway, gateway_grpc = free_port(), free_port(), free_port(), free_port()
+    common = {"LALO_SERVICE_TOKEN": token}
+    processes = []
+    try:
+        processes.append(
+            _spawn(
+                "lalo_inference_large",
+                {
+                    **common,
+                    "LALO_INFERENCE_LARGE_MODEL": str(tiny_hf_model_dir),
+                    "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": MODEL,
+                    "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": f"127.0.0.1:{large}",
+                    "LALO_INFERENCE_LARGE_DTYPE": "float32",
+                    "LALO_INFERENCE_LARGE_MAX_MODEL_LEN": "1024",
+                    "LALO_INFERENCE_LARGE_MAX_NUM_SEQS": "8",
+                    "LALO_INFERENCE_LARGE_KV_CACHE_MEMORY_BYTES": str(128 * 1024 * 1024),
+                    "LALO_INFERENCE_LARGE_ENFORCE_EAGER": "true",
+                    "LALO_INFERENCE_LARGE_TORCH_COMPILE": "false",
+                },
+                logs / "inference-large.log",
+            )
+        )
+        processes.append(
+            _spawn(
+                "lalo_router",
+                {
+                    **common,
+                    "LALO_ROUTER_ENVIRONMENT": "embedded",
+                    "LALO_ROUTER_LISTEN": f"127.0.0.1:{router}",
+                    "LALO_ROUTER_BACKENDS": f"large=127.0.0.1:{large}",
+                    "LALO_ROUTER_DEFAULT_POOL": "large",
+                    "LALO_ROUTER_CLASSIFIER": "none",
+                    "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
+                },
+                logs / "router.log",
+            )
+        )
+        processes.append(
+            _spawn(
+                "lalo_gateway",
+                {
+                    **common,
+                    "LALO_GATEWAY_ENVIRONMENT": "embedded",
+                    "LALO_GATEWAY_HOST": "127.0.0.1",
+                    "LALO_GATEWAY_PORT": str(gateway),
+                    "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc),
+                    "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router}",
+                    "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state}/gateway.db",
+                    "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state}/audit-spool.jsonl",
+                    "LALO_API_KEYS": api_key,
+                },
+                logs / "gateway.log",
+            )
+        )
+        wait_for_grpc(f"127.0.0.1:{large}", 300, processes[0])
+        wait_for_grpc(f"127.0.0.1:{router}", 60, processes[1])
+        wait_for_http(f"http://127.0.0.1:{gateway}/readyz", 60, processes[2])
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{gateway}/v1", api_key=api_key, max_retries=0, timeout=120
+        ) as client:
+            yield client
+    except BaseException:
+        for log in sorted(logs.iterdir()):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def test_the_model_is_listed(sdk: openai.OpenAI) -> None:
+    assert MODEL in {model.id for model in sdk.models.list()}
+
+
+def test_streamed_chat_completion(sdk: openai.OpenAI) -> None:
+    stream = sdk.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        max_tokens=16,
+        seed=1,
+        stream=True,
+    )
+    deltas = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len([d for d in deltas if d]) > 1
+    assert "".join(deltas)
+
+
+def test_json_schema_through_the_stack(sdk: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    reply = sdk.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "A number as JSON."}],
+        max_tokens=40,
+        seed=2,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "n", "schema": schema, "strict": True},
+        },
+    )
+    value = json.loads(reply.choices[0].message.content or "")
+    assert 0 <= value["n"] <= 9
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from lalo.inference.v1 import inference_pb2 as pb
@@ -40,6 +42,7 @@ class InferenceLargeServer:
         )
         self.servicer = InferenceServicer()
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, self.grpc.server)
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def backend(self) -> Backend | None:
@@ -53,6 +56,19 @@ class InferenceLargeServer:
     async def attach(self, backend: Backend) -> None:
         self.servicer.backend = backend
         await self.grpc.set_serving(True)
+        if hasattr(backend, "check_health"):
+            self._watchdog = asyncio.create_task(self._watch(backend))
+
+    async def _watch(self, backend: Backend) -> None:
+        """Reports NOT_SERVING once the engine has died, so probes restart the pod."""
+        while True:
+            await asyncio.sleep(self.settings.health_check_interval_s)
+            try:
+                await backend.check_health()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("the engine failed its health check; reporting NOT_SERVING")
+                await self.grpc.set_serving(False)
+                return
 
     async def load(self) -> None:
         log.info("loading %s backend for %s", self.settings.backend, self.settings.model_name)
@@ -60,6 +76,10 @@ class InferenceLargeServer:
         log.info("ready: serving %s", self.settings.model_name)
 
     async def stop(self, *, close_backend: bool = True) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         await self.grpc.stop()
         backend, self.servicer.backend = self.servicer.backend, None
         if backend is not None and close_backend:

@@ -86,6 +86,8 @@ class InferenceLargeSettings(ServiceSettings):
     json_disable_any_whitespace: bool = True
     # Seconds to wait for the engine to load before the service gives up.
     startup_timeout_s: float = Field(default=1800.0, gt=0)
+    # How often the engine is checked; a dead engine turns health to NOT_SERVING.
+    health_check_interval_s: float = Field(default=10.0, gt=0)
 
     # --- openai-upstream -----------------------------------------------------------------
     # Base URL up to and including /v1, e.g. https://api.example.com/v1.

@@ -9,7 +9,6 @@ runs on the official CUDA build (``gpu`` extra) and on the CPU build (``cpu`` ex
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib.util
 import logging
 import os
@@ -402,7 +401,6 @@ class VllmBackend:
             return
         engine, self.engine = self.engine, None
         await asyncio.to_thread(engine.shutdown)
-        # vLLM shuts down again when the engine object is collected; doing that now, while
-        # the interpreter is whole, avoids a noisy error at exit.
-        del engine
-        gc.collect()
+        # AsyncLLM.__del__ shuts down again; at interpreter exit its module globals are gone
+        # and that second call raises a noisy TypeError. Once is enough.
+        engine.shutdown = lambda *args, **kwargs: None

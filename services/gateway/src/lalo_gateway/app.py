@@ -6,10 +6,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from fastapi import FastAPI
 
-from lalo_gateway.deps import REQUEST_ID_HEADER, request_id
 from lalo_gateway.errors import install_error_handlers
 from lalo_gateway.grpc_api import start_public_grpc
 from lalo_gateway.router_client import RouterClient
@@ -57,13 +55,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.state.started_at = time.time()
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def add_request_id(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        rid = request_id(request)
-        response = await call_next(request)
-        response.headers.setdefault(REQUEST_ID_HEADER, rid)
-        return response
 
     install_security(app, max_body_bytes=settings.max_body_bytes)  # outermost: audits all
     for module in (health, models, chat, completions, admin, workflows):

@@ -23,7 +23,7 @@ from lalo_gateway.security.rbac import Permission
 __all__ = ["REQUEST_ID_HEADER", "make_request_id"]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     """The request id, kept on request.state (the audit middleware sets it first)."""
     existing = getattr(request.state, "request_id", None)
     if existing:

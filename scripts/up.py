@@ -71,6 +71,8 @@ def main() -> int:
             api_key=keys,
             model_id=model_id,
             gateway_port=port,
+            # The complex path (workflows, tools) in embedded mode; LALO_WORKFLOWS=0 skips it.
+            workflows=os.environ.get("LALO_WORKFLOWS", "1") != "0",
             gateway_grpc_port=int(os.environ.get("LALO_GATEWAY_GRPC_PORT", "50050")),
             log_dir=STATE / "logs",
             service_token=os.environ.get("LALO_SERVICE_TOKEN") or secrets.token_hex(16),
@@ -107,6 +109,9 @@ reply = client.chat.completions.create(
     model="{model_id}", messages=[{{"role": "user", "content": "Hello!"}}], max_tokens=32)
 print(reply.choices[0].message.content)
 PY
+
+Workflows: model "workflow" (or "auto" for agentic requests) answers through a planned,
+durable workflow; /v1/workflows creates and follows them directly.
 
 gRPC (lalo.router.v1.RouterService, metadata "authorization: Bearer <key>"):
   {stack.gateway_grpc_target}

@@ -129,7 +129,13 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None) -> Service:
+def _spawn(
+    name: str,
+    module: str,
+    env: Mapping[str, str],
+    log_dir: Path | None,
+    args: tuple[str, ...] = (),
+) -> Service:
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     log_path = log_file = None
     if log_dir is not None:
@@ -137,7 +143,7 @@ def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path | None)
         log_path = log_dir / f"{name}.log"
         log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         env=full_env,
         stdout=log_file if log_file else None,
         stderr=subprocess.STDOUT if log_file else None,
@@ -161,6 +167,7 @@ def start_stack(
     service_token: str = "",
     extra_env: Mapping[str, str] | None = None,
     timeout_s: float = 120.0,
+    workflows: bool = False,
 ) -> Stack:
     """Starts inference-small, router and gateway; returns once /readyz says ready."""
     inference_port, router_port = free_port(), free_port()
@@ -194,6 +201,55 @@ def start_stack(
             log_dir,
         )
         services.append(inference)
+        router_env: dict[str, str] = {}
+        if workflows:
+            # The complex path in embedded mode: tools, and the orchestrator on SQLite with
+            # kombu's server-less SQLite broker (no Postgres, no Redis).
+            tools_port, orchestrator_port = free_port(), free_port()
+            orchestrator_env = {
+                **common,
+                "LALO_ORCHESTRATOR_ENVIRONMENT": "embedded",
+                "LALO_ORCHESTRATOR_DATABASE_URL": f"sqlite:///{state_dir}/orchestrator.sqlite",
+                "LALO_ORCHESTRATOR_HOST": "127.0.0.1",
+                "LALO_ORCHESTRATOR_PORT": str(orchestrator_port),
+                "LALO_ORCHESTRATOR_INFERENCE_TARGET": f"127.0.0.1:{inference_port}",
+                "LALO_ORCHESTRATOR_TOOLS_TARGET": f"127.0.0.1:{tools_port}",
+                "LALO_ORCHESTRATOR_DEFAULT_MODEL": model_id,
+                "LALO_ORCHESTRATOR_WORKER_CONCURRENCY": "1",
+            }
+            tools = _spawn(
+                "tools",
+                "lalo_tools",
+                {
+                    **common,
+                    "LALO_TOOLS_ENVIRONMENT": "embedded",
+                    "LALO_TOOLS_LISTEN_ADDRESS": f"127.0.0.1:{tools_port}",
+                    "LALO_TOOLS_ENABLED_TOOLS": "calculator",
+                },
+                log_dir,
+            )
+            services.append(tools)
+            migrate = _spawn(
+                "orchestrator-migrate", "lalo_orchestrator", orchestrator_env, log_dir, ("migrate",)
+            )
+            if migrate.process.wait(timeout=timeout_s) != 0:
+                raise RuntimeError(f"orchestrator migrations failed; see {migrate.log_path}")
+            orchestrator = _spawn(
+                "orchestrator-api", "lalo_orchestrator", orchestrator_env, log_dir, ("api",)
+            )
+            services.append(orchestrator)
+            services.append(
+                _spawn(
+                    "orchestrator-worker",
+                    "lalo_orchestrator",
+                    orchestrator_env,
+                    log_dir,
+                    ("worker",),
+                )
+            )
+            wait_for_grpc(f"127.0.0.1:{tools_port}", timeout_s, tools.process)
+            wait_for_grpc(f"127.0.0.1:{orchestrator_port}", timeout_s, orchestrator.process)
+            router_env["LALO_ROUTER_ORCHESTRATOR_TARGET"] = f"127.0.0.1:{orchestrator_port}"
         router = _spawn(
             "router",
             "lalo_router",
@@ -202,6 +258,7 @@ def start_stack(
                 "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
                 "LALO_ROUTER_BACKENDS": f"small=127.0.0.1:{inference_port}",
                 "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
+                **router_env,
             },
             log_dir,
         )

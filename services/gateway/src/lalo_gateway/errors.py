@@ -54,8 +54,10 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str, str | None]] = {
     grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable", "backend_unavailable"),
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout", "timeout"),
     grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error", "permission_denied"),
-    # A workflow (complex path) that ended without an answer: its reason is the caller's to see.
-    grpc.StatusCode.ABORTED: (502, "server_error", "workflow_failed"),
+    # A workflow (complex path) that ended without an answer: its reason is the caller's to
+    # see, and 422 rather than a 5xx because clients retry those (and each retry would run,
+    # and pay for, a whole new workflow).
+    grpc.StatusCode.ABORTED: (422, "workflow_error", "workflow_failed"),
 }
 
 

@@ -1,0 +1,69 @@
+"""The complex path in embedded mode, as `make up` runs it: gateway, router,
+inference-small, tools, orchestrator API and a Celery worker as real processes on SQLite
+(kombu's server-less broker), driven with the official openai SDK."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from lalo_testing.stack import Stack, start_stack
+
+
+@pytest.fixture(scope="module")
+def workflow_stack(
+    tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = start_stack(
+        tiny_model_path,
+        api_key=f"sk-e2e-{secrets.token_hex(8)}",
+        threads=1,
+        n_ctx=2048,
+        workflows=True,
+        log_dir=tmp_path_factory.mktemp("workflow-stack-logs"),
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_workflow_route_is_listed(workflow_stack: Stack) -> None:
+    client = openai.OpenAI(base_url=workflow_stack.base_url, api_key=workflow_stack.api_key)
+    assert "workflow" in [m.id for m in client.models.list()]
+
+
+def test_chat_through_a_workflow_ends_in_an_answer_or_a_clear_reason(
+    workflow_stack: Stack,
+) -> None:
+    # The tiny model has random weights: its plan may or may not work. Either way the
+    # request must end with the workflow's outcome, visible through /v1/workflows too.
+    client = openai.OpenAI(
+        base_url=workflow_stack.base_url, api_key=workflow_stack.api_key, max_retries=0
+    )
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="workflow", messages=[{"role": "user", "content": "what is 6*7?"}]
+        )
+        workflow_id = raw.headers["x-lalo-workflow-id"]
+        assert raw.headers["x-lalo-route"] == "workflow"
+        assert raw.parse().choices[0].finish_reason == "stop"
+        expected = {"succeeded"}
+    except openai.UnprocessableEntityError as exc:
+        body = exc.response.json()["error"]
+        assert body["code"] == "workflow_failed"
+        assert "ended" in body["message"]
+        workflow_id = body["message"].split()[1]
+        expected = {"failed", "budget_exceeded"}
+    got = httpx.get(
+        f"{workflow_stack.base_url}/workflows/{workflow_id}",
+        headers={"authorization": f"Bearer {workflow_stack.api_key}"},
+        timeout=30,
+    )
+    assert got.status_code == 200
+    assert got.json()["state"] in expected
+    assert got.json()["steps"], "a workflow that ran has steps"

@@ -6,9 +6,9 @@ reads it through a cached ``get_settings()``; nothing is built at import time.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "embedded", "production"]
@@ -33,6 +33,18 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @model_validator(mode="after")
+    def _internal_credential_in_production(self) -> Self:
+        # Internal servers must not accept anonymous callers in production; development and
+        # embedded mode (everything on one machine, loopback only) may run without one.
+        token = self.service_token.get_secret_value()
+        if self.environment == "production" and token in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "LALO_SERVICE_TOKEN is required in production and must not be a placeholder: "
+                "internal gRPC servers reject callers without it"
+            )
+        return self
 
     def require_real_secret(self, name: str, value: SecretStr) -> None:
         """Refuse placeholder secrets outside development."""

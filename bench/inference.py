@@ -255,6 +255,88 @@ async def added_latency(
     }
 
 
+class MinimalHttp:
+    """A bare keep-alive HTTP/1.1 client: measures the server, not a client library."""
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        host_port = base_url.split("://", 1)[1].split("/", 1)[0]
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self.api_key = api_key
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> MinimalHttp:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.writer is not None
+        self.writer.close()
+
+    async def post(self, path: str, body: bytes) -> float:
+        assert self.reader is not None
+        assert self.writer is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.api_key}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        start = time.perf_counter()
+        self.writer.write(head + body)
+        headers = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in headers.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        payload = await self.reader.readexactly(length)
+        elapsed = time.perf_counter() - start
+        if not headers.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"gateway answered {headers[:40]!r}: {payload[:200]!r}")
+        return elapsed
+
+
+async def added_latency_minimal(
+    base_url: str, api_key: str, target: str, model_id: str, samples: int
+) -> dict[str, float]:
+    """Whole one-token requests, non-streamed: gateway (minimal HTTP client) vs inference
+    (gRPC), interleaved; the difference is what gateway + router add on the server side."""
+    body = json.dumps(
+        {
+            "model": model_id,
+            "max_tokens": 1,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    ).encode()
+    direct: list[float] = []
+    full: list[float] = []
+
+    async def one_direct(stub: inference_pb2_grpc.InferenceServiceStub) -> float:
+        request = pb.GenerateRequest(model=model_id)
+        request.chat.messages.add(role="user", content="hi")
+        request.sampling.max_tokens = 1
+        request.sampling.temperature = 0.0
+        start = time.perf_counter()
+        async for _event in stub.Generate(request):
+            pass
+        return time.perf_counter() - start
+
+    async with grpc.aio.insecure_channel(target) as channel, MinimalHttp(base_url, api_key) as http:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        for _ in range(20):
+            await one_direct(stub)
+            await http.post("/v1/chat/completions", body)
+        for _ in range(samples):
+            direct.append(await one_direct(stub))
+            full.append(await http.post("/v1/chat/completions", body))
+    return {
+        "direct_p50_ms": percentile(direct, 50) * 1000,
+        "full_p50_ms": percentile(full, 50) * 1000,
+        "added_p50_ms": (percentile(full, 50) - percentile(direct, 50)) * 1000,
+        "added_p99_ms": (percentile(full, 99) - percentile(direct, 99)) * 1000,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="LALO inference benchmark")
     parser.add_argument("--model", type=Path, default=None)
@@ -321,6 +403,11 @@ def main() -> int:
                 stack.gateway_url, key, stack.inference_target, "tiny-chat", args.latency_samples
             )
         )
+        server_side = asyncio.run(
+            added_latency_minimal(
+                stack.gateway_url, key, stack.inference_target, "tiny-chat", args.latency_samples
+            )
+        )
     finally:
         stack.stop()
 
@@ -346,6 +433,12 @@ def main() -> int:
         f"p99 {latency['added_p99_ms']:.2f} ms (target <= 10); paired p50 "
         f"{latency['paired_diff_p50_ms']:.2f} ms; direct TTFT p50 {latency['direct_p50_ms']:.2f}"
         f" ms, through gateway {latency['full_p50_ms']:.2f} ms"
+    )
+    print(
+        f"same, whole non-streamed requests with a minimal HTTP client (server-side cost): "
+        f"p50 {server_side['added_p50_ms']:.2f} ms, p99 {server_side['added_p99_ms']:.2f} ms "
+        f"(direct {server_side['direct_p50_ms']:.2f} ms, through gateway "
+        f"{server_side['full_p50_ms']:.2f} ms)"
     )
     sys.stdout.flush()
     return 0

@@ -225,7 +225,7 @@ class Serving:
         render: Callable[[rpb.ChatResponse], dict[str, Any] | None],
         finish: Callable[[str], dict[str, Any]],
         usage_chunk: Callable[[ipb.Usage], dict[str, Any]] | None,
-        opening: dict[str, Any] | None,
+        opening: Callable[[], dict[str, Any]] | None,
     ) -> StreamingResponse:
         events = self.router.chat(request)
         route, pending = await self._open(events)
@@ -235,7 +235,8 @@ class Serving:
             usage: ipb.Usage | None = None
             try:
                 if opening is not None:
-                    yield sse(opening)
+                    # Built when the body is sent, after the routed model is known.
+                    yield sse(opening())
                 async for event in _prepend(pending, events):
                     kind = event.WhichOneof("event")
                     if kind == "complete":
@@ -401,20 +402,10 @@ class ServingChat(Serving):
             render,
             finish=lambda reason: chunk({}, reason),
             usage_chunk=usage_chunk if include_usage else None,
-            opening=None,
+            # The opening chunk carries the role, as OpenAI's does.
+            opening=lambda: chunk({"role": "assistant", "content": ""}),
         )
         model_holder["model"] = response.headers.get("x-lalo-model", body.model)
-        # The opening chunk carries the role, as OpenAI's does; it is prepended here so the
-        # model name in it is the routed one.
-        original = response.body_iterator
-        opening = sse(chunk({"role": "assistant", "content": ""}))
-
-        async def with_opening() -> AsyncIterator[str | bytes | memoryview[int]]:
-            yield opening
-            async for item in original:
-                yield item
-
-        response.body_iterator = with_opening()
         return response
 
 

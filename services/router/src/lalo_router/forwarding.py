@@ -53,23 +53,6 @@ class Route:
 Decider = Callable[[rpb.ChatRequest], Route]
 
 
-def explicit_or_default(replicas: ReplicaSet, default_pool: str) -> Decider:
-    """The walking-skeleton policy: a named model goes where it is served; auto → default pool."""
-
-    def decide(request: rpb.ChatRequest) -> Route:
-        if request.model not in AUTO_MODELS:
-            replicas.require_model(request.model)
-            pool = next((r.pool for r in replicas.candidates(model=request.model)), default_pool)
-            return Route(pool=pool, model=request.model, reason="explicit model")
-        return Route(
-            pool=default_pool,
-            model=replicas.model_for_pool(default_pool),
-            reason="default pool",
-        )
-
-    return decide
-
-
 class ChatForwarder:
     def __init__(
         self,

@@ -29,7 +29,6 @@ classifies. Requests with tools or a response format only go to pools that suppo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -40,13 +39,12 @@ from lalo_common.errors import Unavailable
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
+from lalo_router.classify.messages import text_from_messages
 from lalo_router.complex_path import WORKFLOW_MODEL, WORKFLOW_POOL
 from lalo_router.forwarding import AUTO_MODELS, Route
 from lalo_router.replicas import ReplicaSet
 
 log = logging.getLogger(__name__)
-
-MAX_CLASSIFY_CHARS = 4000
 
 ROUTES = Counter(
     "lalo_router_routes_total", "Requests routed, by pool and category", ["pool", "category"]
@@ -103,22 +101,11 @@ def load_policy(path: Path | None, default_pool: str) -> PolicySpec:
 
 
 def text_to_classify(request: rpb.ChatRequest) -> str:
-    """The last user turn, with a little earlier context; bounded so cost stays flat."""
-    text: str
+    """What the classifier reads: the raw prompt, or the last user turn of a chat (the
+    classifier's own rule, which also bounds the length)."""
     if request.WhichOneof("input") != "chat":
-        text = str(request.prompt)
-    else:
-        messages = list(request.chat.messages)
-        users = [m.content for m in messages if m.role == "user"]
-        system = [m.content for m in messages if m.role in ("system", "developer")]
-        parts = users[-1:] if users else [m.content for m in messages[-1:]]
-        if system:
-            parts.append(system[0][:500])
-        text = "\n".join(parts)
-    if len(text) > MAX_CLASSIFY_CHARS:
-        half = MAX_CLASSIFY_CHARS // 2
-        text = text[:half] + "\n" + text[-half:]
-    return text
+        return text_from_messages([{"role": "user", "content": request.prompt}])
+    return text_from_messages(request.chat.messages)
 
 
 @dataclass
@@ -262,6 +249,3 @@ def load_classifier() -> Classifier | None:
         )
         return None
     return classifier
-
-
-Decide = Callable[[rpb.ChatRequest], Route]

@@ -10,10 +10,6 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class Backend(tuple[str, str]):
-    """(pool, target) parsed from ``pool=host:port``."""
-
-
 class RouterSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LALO_ROUTER_", extra="ignore")
 

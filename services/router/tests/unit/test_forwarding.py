@@ -16,7 +16,8 @@ from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
 from lalo_common.errors import InvalidArgument, NotFound, Unavailable
 from lalo_common.grpc_client import create_channel
-from lalo_router.forwarding import ChatForwarder, explicit_or_default
+from lalo_router.forwarding import ChatForwarder
+from lalo_router.policy import PolicyRouter, PolicySpec
 from lalo_router.replicas import FAILURES_TO_OPEN, ReplicaSet
 from lalo_router.server import build_server
 from lalo_router.settings import RouterSettings
@@ -62,7 +63,11 @@ async def fleet() -> AsyncIterator[Fleet]:
         [("small", a.target), ("small", b.target), ("large", c.target)], service_token=TOKEN
     )
     await replicas.refresh()
-    forwarder = ChatForwarder(replicas, explicit_or_default(replicas, "small"), timeout_s=30)
+    forwarder = ChatForwarder(
+        replicas,
+        PolicyRouter(PolicySpec(default_pool="small"), replicas, None).decide,
+        timeout_s=30,
+    )
     yield Fleet(a, b, c, replicas, forwarder)
     await replicas.close()
     for server in (a, b, c):

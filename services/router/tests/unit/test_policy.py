@@ -10,7 +10,6 @@ from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo_common.errors import NotFound, Unavailable
 from lalo_router.policy import (
-    MAX_CLASSIFY_CHARS,
     PolicyError,
     PolicyRouter,
     PolicySpec,
@@ -167,7 +166,7 @@ def test_counts_routes() -> None:
     assert router.counters.routes == {"large/code": 3}
 
 
-def test_text_to_classify_bounded_and_uses_last_user_turn() -> None:
+def test_text_to_classify_uses_the_last_user_turn_and_stays_bounded() -> None:
     request = rpb.ChatRequest()
     request.chat.messages.add(role="system", content="be terse")
     request.chat.messages.add(role="user", content="first")
@@ -176,7 +175,8 @@ def test_text_to_classify_bounded_and_uses_last_user_turn() -> None:
     text = text_to_classify(request)
     assert text.startswith("second")
     assert "first" not in text
-    assert len(text) <= MAX_CLASSIFY_CHARS + 1
+    assert len(text) < 10_000
+    assert text_to_classify(rpb.ChatRequest(prompt="solve 2+2")) == "solve 2+2"
     assert text_to_classify(rpb.ChatRequest(prompt="")) == ""
 
 

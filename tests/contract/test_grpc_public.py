@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import httpx
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
@@ -72,3 +75,45 @@ async def test_list_models_needs_credentials(lalo_stack: Stack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ListModels(ipb.ListModelsRequest(), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_role_without_inference_permission_is_denied(
+    lalo_stack: Stack, stack_role_keys: dict[str, str]
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _collect(lalo_stack, _chat(), stack_role_keys["viewer"])
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_every_grpc_call_is_audited_rejected_ones_too(
+    lalo_stack: Stack, stack_role_keys: dict[str, str]
+) -> None:
+    ok = _chat()
+    ok.request_id = "grpc-audit-ok"
+    await _collect(lalo_stack, ok, lalo_stack.api_key)
+    denied = _chat()
+    denied.request_id = "grpc-audit-denied"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _collect(lalo_stack, denied, stack_role_keys["viewer"])
+
+    async def rows(request_id: str) -> list[dict[str, object]]:
+        async with httpx.AsyncClient(base_url=lalo_stack.base_url, timeout=10) as http:
+            for _ in range(50):  # the audit buffer flushes every 0.2 s
+                reply = await http.get(
+                    "/admin/audit",
+                    params={"request_id": request_id},
+                    headers={"authorization": f"Bearer {stack_role_keys['admin']}"},
+                )
+                assert reply.status_code == 200, reply.text
+                if reply.json()["data"]:
+                    return list(reply.json()["data"])
+                await asyncio.sleep(0.1)
+        return []
+
+    (success,) = await rows("grpc-audit-ok")
+    assert success["method"] == "GRPC"
+    assert success["status"] == 200
+    assert success["model"] == "tiny-chat"
+    assert success["tokens_out"] == 6
+    (rejected,) = await rows("grpc-audit-denied")
+    assert rejected["status"] == 403

@@ -33,7 +33,20 @@ def test_redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def lalo_stack(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_role_keys() -> dict[str, str]:
+    """Extra API keys of ``lalo_stack`` by role (the main key is a developer's)."""
+    return {
+        "viewer": f"sk-viewer-{secrets.token_hex(16)}",
+        "admin": f"sk-admin-{secrets.token_hex(16)}",
+    }
+
+
+@pytest.fixture(scope="session")
+def lalo_stack(
+    tiny_model_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    stack_role_keys: dict[str, str],
+) -> Iterator[Stack]:
     """gateway + router + inference-small as real processes serving the tiny model."""
     log_dir = tmp_path_factory.mktemp("stack-logs")
     stack = start_stack(
@@ -44,6 +57,7 @@ def lalo_stack(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) 
         parallel=4,
         n_ctx=1024,
         service_token=secrets.token_hex(16),
+        extra_api_keys=tuple(f"{key}:{role}:{role}-user" for role, key in stack_role_keys.items()),
     )
     try:
         yield stack

@@ -168,6 +168,7 @@ def start_stack(
     extra_env: Mapping[str, str] | None = None,
     timeout_s: float = 120.0,
     workflows: bool = False,
+    extra_api_keys: tuple[str, ...] = (),
 ) -> Stack:
     """Starts inference-small, router and gateway; returns once /readyz says ready."""
     inference_port, router_port = free_port(), free_port()
@@ -272,7 +273,7 @@ def start_stack(
                 "LALO_GATEWAY_PORT": str(gateway_port),
                 "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
                 "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
-                "LALO_API_KEYS": api_key,
+                "LALO_API_KEYS": ",".join([api_key, *extra_api_keys]),
             },
             log_dir,
         )

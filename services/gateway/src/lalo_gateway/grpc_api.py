@@ -61,6 +61,8 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             model=request.model,
             client_addr=context.peer() or "",
         )
+        # The request id is settled first, so a rejected call's record carries it too.
+        record.request_id = make_request_id(request_id_of(context) or request.request_id)
         started = time.perf_counter()
         try:
             async for event in self._chat(request, context, record):
@@ -90,8 +92,7 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise ModelNotAllowed(f"This API key is not allowed to use model '{request.model}'.")
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
-        forwarded.request_id = make_request_id(request_id_of(context) or request.request_id)
-        record.request_id = forwarded.request_id
+        forwarded.request_id = record.request_id
         forwarded.principal = principal.subject
         forwarded.tenant = principal.tenant
         await context.send_initial_metadata(request_metadata(forwarded.request_id))

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import grpc
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import InvalidArgument, LaloError, Unavailable, error_for_code
+from lalo_common.errors import (
+    InvalidArgument,
+    LaloError,
+    ResourceExhausted,
+    Unavailable,
+    error_for_code,
+)
 from lalo_common.grpc_client import request_metadata
 
 from lalo_router.complex_path import WORKFLOW_POOL, WorkflowChat
@@ -132,6 +138,11 @@ class ChatForwarder:
                 raise error_for_code(code, exc.details() or code.name) from None
         if last_error is not None:
             raise Unavailable(f"every replica for {route.model!r} failed: {last_error.message}")
+        if self.replicas.candidates(model=route.model, include_saturated=True, exclude=tried):
+            # Healthy but every one at its cap: the caller may retry later (429 upstream).
+            raise ResourceExhausted(
+                f"every replica serving {route.model!r} is at its limit of outstanding requests"
+            )
         raise Unavailable(f"no healthy replica serves {route.model!r}")
 
     def _check_capabilities(self, request: rpb.ChatRequest, model: str) -> None:

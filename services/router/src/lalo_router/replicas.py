@@ -2,7 +2,9 @@
 
 Each replica is one inference server (any implementation of lalo.inference.v1). A refresh
 loop asks each for its models; a replica that fails the refresh is marked unhealthy and a
-circuit breaker keeps it out for a while after repeated request failures.
+circuit breaker keeps it out for a while after repeated request failures. A pool may cap
+the requests each of its replicas has in flight (``max_outstanding``): a replica at its cap
+is *saturated* and takes no new request until one finishes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,9 +38,14 @@ class Replica:
     outstanding: int = 0
     consecutive_failures: int = 0
     open_until: float = 0.0
+    max_outstanding: int | None = None  # None: no cap
 
     def available(self, now: float) -> bool:
         return self.healthy and now >= self.open_until
+
+    @property
+    def saturated(self) -> bool:
+        return self.max_outstanding is not None and self.outstanding >= self.max_outstanding
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -51,12 +59,26 @@ class Replica:
 
 
 class ReplicaSet:
-    def __init__(self, backends: list[tuple[str, str]], service_token: str = "") -> None:
+    def __init__(
+        self,
+        backends: list[tuple[str, str]],
+        service_token: str = "",
+        max_outstanding: Mapping[str, int | None] | None = None,
+    ) -> None:
+        """``backends``: (pool, target) pairs; ``max_outstanding``: the cap per replica, by
+        pool (pools left out have none)."""
+        limits = max_outstanding or {}
         self.replicas: list[Replica] = []
         for pool, target in backends:
             channel = create_channel(target, service_token=service_token)
             self.replicas.append(
-                Replica(pool, target, inference_pb2_grpc.InferenceServiceStub(channel), channel)
+                Replica(
+                    pool,
+                    target,
+                    inference_pb2_grpc.InferenceServiceStub(channel),
+                    channel,
+                    max_outstanding=limits.get(pool),
+                )
             )
         self._task: asyncio.Task[None] | None = None
 
@@ -113,14 +135,21 @@ class ReplicaSet:
         return out
 
     def candidates(
-        self, *, model: str | None = None, pool: str | None = None, exclude: set[str] | None = None
+        self,
+        *,
+        model: str | None = None,
+        pool: str | None = None,
+        exclude: set[str] | None = None,
+        include_saturated: bool = False,
     ) -> list[Replica]:
-        """Available replicas for a model or pool, least outstanding requests first."""
+        """Available replicas for a model or pool, least outstanding requests first.
+        Saturated replicas are left out unless ``include_saturated``."""
         now = time.monotonic()
         chosen = [
             r
             for r in self.replicas
             if r.available(now)
+            and (include_saturated or not r.saturated)
             and (model is None or model in r.models)
             and (pool is None or r.pool == pool)
             and r.target not in (exclude or set())
@@ -129,7 +158,7 @@ class ReplicaSet:
         return chosen
 
     def model_for_pool(self, pool: str) -> str:
-        for replica in self.candidates(pool=pool):
+        for replica in self.candidates(pool=pool, include_saturated=True):
             if replica.models:
                 return next(iter(replica.models))
         raise Unavailable(f"no healthy replica serves pool {pool!r}")

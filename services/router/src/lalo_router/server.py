@@ -10,7 +10,16 @@ from prometheus_client import start_http_server
 
 from lalo_router.complex_path import WorkflowChat
 from lalo_router.forwarding import ChatForwarder
-from lalo_router.policy import Classifier, PolicyRouter, load_classifier, load_policy
+from lalo_router.policy import (
+    Classifier,
+    PolicyError,
+    PolicyRouter,
+    PolicySpec,
+    load_classifier,
+    load_policy,
+    merge_backends,
+    replica_limits,
+)
 from lalo_router.replicas import ReplicaSet
 from lalo_router.servicer import RouterServicer
 from lalo_router.settings import RouterSettings
@@ -20,9 +29,32 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 
 
+def load_routing(settings: RouterSettings) -> tuple[PolicySpec, list[tuple[str, str]]]:
+    """The checked policy and every (pool, target) to dial: the policy's replicas, plus
+    LALO_ROUTER_BACKENDS for the pools the policy gives none. Raises PolicyError."""
+    env_backends = settings.backend_list()
+    spec = load_policy(
+        settings.policy_path, settings.default_pool, {pool for pool, _ in env_backends}
+    )
+    backends = merge_backends(
+        spec, env_backends, env_explicit="backends" in settings.model_fields_set
+    )
+    served = {pool for pool, _ in backends}
+    for pool in spec.pools:
+        if pool not in served:
+            log.warning("pool %s has no replicas (policy or LALO_ROUTER_BACKENDS)", pool)
+    return spec, backends
+
+
 def build_server(
-    settings: RouterSettings, replicas: ReplicaSet, classifier: Classifier | None = None
+    settings: RouterSettings,
+    replicas: ReplicaSet,
+    classifier: Classifier | None = None,
+    *,
+    policy: PolicySpec | None = None,
 ) -> GrpcServer:
+    """The router's gRPC server over ``replicas``; ``policy`` defaults to the file in
+    settings, checked against the pools ``replicas`` has."""
     token = settings.service_token.get_secret_value()
     server = GrpcServer(
         service_names=[SERVICE_NAME, WORKFLOW_SERVICE_NAME],
@@ -31,15 +63,17 @@ def build_server(
     )
     workflows = add_workflow_service(server, settings.orchestrator_target, service_token=token)
     enabled = bool(settings.orchestrator_target)
-    policy = PolicyRouter(
-        load_policy(settings.policy_path, settings.default_pool),
+    if policy is None:
+        policy = load_policy(settings.policy_path, settings.default_pool, replicas.pools())
+    router = PolicyRouter(
+        policy,
         replicas,
         classifier,
         workflows_enabled=enabled,
     )
     forwarder = ChatForwarder(
         replicas,
-        policy.decide,
+        router.decide,
         settings.backend_timeout_s,
         workflows=WorkflowChat(workflows.stub) if enabled else None,
     )
@@ -51,13 +85,18 @@ def build_server(
 
 async def serve(settings: RouterSettings) -> None:
     token = settings.service_token.get_secret_value()
-    replicas = ReplicaSet(settings.backend_list(), service_token=token)
+    try:
+        spec, backends = load_routing(settings)
+    except PolicyError as exc:
+        log.error("%s", exc)  # one readable message, not a traceback
+        raise SystemExit(2) from None
+    replicas = ReplicaSet(backends, service_token=token, max_outstanding=replica_limits(spec))
     await replicas.refresh()
     replicas.start(settings.refresh_interval_s)
     classifier = load_classifier() if settings.classifier == "embedding" else None
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    server = build_server(settings, replicas, classifier)
+    server = build_server(settings, replicas, classifier, policy=spec)
     try:
         port = await server.start(settings.listen)
         await server.set_serving(True)

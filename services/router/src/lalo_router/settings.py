@@ -15,8 +15,10 @@ class RouterSettings(ServiceSettings):
 
     listen: str = "127.0.0.1:50051"
     # Comma-separated ``pool=host:port`` entries; a bare ``host:port`` joins pool "small".
+    # A pool whose replicas the routing policy lists takes them from the policy instead
+    # (the policy wins, pool by pool; see policy.merge_backends).
     backends: str = "small=127.0.0.1:50061"
-    # The YAML routing policy (pools, categories, thresholds); optional.
+    # The YAML routing policy (pools and their replicas, categories, thresholds); optional.
     policy_path: Path | None = None
     default_pool: str = "small"
     # "embedding": the trained category classifier; "none": auto goes to the default pool.
@@ -41,6 +43,15 @@ class RouterSettings(ServiceSettings):
         return parse_backends(self.backends)
 
 
+def is_target(value: str) -> bool:
+    """A gRPC target the router can dial: ``host:port`` (also ``[::1]:port`` and
+    ``dns:///host:port``) or a ``unix:`` socket path."""
+    if value.startswith("unix:"):
+        return len(value) > len("unix:")
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
 def parse_backends(value: str) -> list[tuple[str, str]]:
     entries: list[tuple[str, str]] = []
     for raw in value.split(","):
@@ -50,7 +61,7 @@ def parse_backends(value: str) -> list[tuple[str, str]]:
         pool, _, target = item.rpartition("=")
         pool = pool.strip() or "small"
         target = target.strip()
-        if ":" not in target:
+        if not is_target(target):
             raise ValueError(f"backend {item!r} must be host:port (optionally pool=host:port)")
         entries.append((pool, target))
     return entries

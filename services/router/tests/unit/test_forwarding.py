@@ -14,7 +14,7 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
-from lalo_common.errors import InvalidArgument, NotFound, Unavailable
+from lalo_common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from lalo_common.grpc_client import create_channel
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import PolicyRouter, PolicySpec
@@ -200,6 +200,17 @@ async def test_no_available_replica_is_unavailable(fleet: Fleet) -> None:
         replica.healthy = False
     with pytest.raises((Unavailable, NotFound)):
         await fleet.chat()
+
+
+async def test_replicas_at_their_cap_are_resource_exhausted(fleet: Fleet) -> None:
+    c = fleet.replicas.replicas[2]
+    c.max_outstanding = 1
+    c.outstanding = 1
+    with pytest.raises(ResourceExhausted, match="'big' is at its limit"):
+        await fleet.chat("big")
+    assert not fleet.c.servicer.calls
+    c.outstanding = 0
+    assert (await fleet.chat("big")).complete is not None
 
 
 async def test_request_id_travels_as_metadata(fleet: Fleet) -> None:

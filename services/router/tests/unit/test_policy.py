@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import NotFound, Unavailable
+from lalo_common.errors import NotFound, ResourceExhausted, Unavailable
 from lalo_router.policy import (
     PolicyError,
     PolicyRouter,
     PolicySpec,
     load_policy,
+    merge_backends,
+    replica_limits,
     text_to_classify,
 )
 from lalo_router.replicas import Replica, ReplicaSet
+from lalo_router.server import load_routing
+from lalo_router.settings import RouterSettings
 
 
 @dataclass
@@ -37,20 +42,34 @@ class FakeClassifier:
         return self.result
 
 
+def replica(
+    pool: str,
+    *models: str,
+    healthy: bool = True,
+    outstanding: int = 0,
+    limit: int | None = None,
+    target: str = "",
+) -> Replica:
+    return Replica(
+        pool=pool,
+        target=target or f"{pool}:1",
+        stub=None,
+        channel=None,  # type: ignore[arg-type]
+        models={model: ipb.ModelInfo(id=model) for model in models},
+        healthy=healthy,
+        outstanding=outstanding,
+        max_outstanding=limit,
+    )
+
+
 def replicas(**pools: tuple[str, bool]) -> ReplicaSet:
     """pools: name=(model, healthy)."""
+    return replica_set(*(replica(p, model, healthy=ok) for p, (model, ok) in pools.items()))
+
+
+def replica_set(*items: Replica) -> ReplicaSet:
     rs = ReplicaSet([])
-    for pool, (model, healthy) in pools.items():
-        rs.replicas.append(
-            Replica(
-                pool=pool,
-                target=f"{pool}:1",
-                stub=None,
-                channel=None,  # type: ignore[arg-type]
-                models={model: ipb.ModelInfo(id=model)},
-                healthy=healthy,
-            )
-        )
+    rs.replicas.extend(items)
     return rs
 
 
@@ -119,7 +138,7 @@ def test_fallback_when_pool_down() -> None:
     )
     route = router.decide(chat("code please"))
     assert route.pool == "small"
-    assert "unavailable" in route.reason
+    assert "large down" in route.reason
 
 
 def test_tools_need_a_capable_pool() -> None:
@@ -184,13 +203,194 @@ def test_load_policy(tmp_path: Path) -> None:
     assert load_policy(None, "small").default_pool == "small"
     good = tmp_path / "policy.yaml"
     good.write_text("default_pool: large\ncategories: {code: large}\n")
-    assert load_policy(good, "small").categories == {"code": "large"}
+    # "large" is defined by a LALO_ROUTER_BACKENDS entry, not by the file.
+    assert load_policy(good, "small", {"large"}).categories == {"code": "large"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("escalation: {threshold: 7}\n")
-    with pytest.raises(PolicyError):
+    with pytest.raises(PolicyError, match=r"escalation\.threshold"):
         load_policy(bad, "small")
     with pytest.raises(PolicyError):
         load_policy(tmp_path / "missing.yaml", "small")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- small\n")
+    with pytest.raises(PolicyError, match="mapping"):
+        load_policy(listed, "small")
+
+
+def test_default_pool_comes_from_settings_when_the_file_has_none(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("pools: {tiny: {replicas: ['127.0.0.1:1']}}\n")
+    assert load_policy(path, "tiny").default_pool == "tiny"
+
+
+POOLS_YAML = """
+default_pool: small
+pools:
+  small:
+    replicas: ["127.0.0.1:50061", "inference-small-1:50061"]
+    models: [qwen, tinyllama]
+    supports: [json_schema, logprobs]
+    max_outstanding_per_replica: 8
+  large:
+    replicas: ["dns:///inference-large:50062"]
+categories: {chat: small, code: large, agentic: workflow}
+escalation: {to: large, threshold: 0.6}
+fallbacks: {small: [large], large: [small]}
+"""
+
+
+def test_pools_list_their_replicas_models_and_limits(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POOLS_YAML)
+    spec = load_policy(path, "small")
+    assert spec.pools["small"].replicas == ["127.0.0.1:50061", "inference-small-1:50061"]
+    assert spec.pools["small"].preferred_models() == ["qwen", "tinyllama"]
+    assert replica_limits(spec) == {"small": 8, "large": None}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ("pools: {small: {replicas: ['a:1', 'localhost']}}", "pools.small.replicas.1", "host:port"),
+        ("pools: {small: {replicas: ['a:1', 'a:1']}}", "pools.small.replicas.1", "listed twice"),
+        ("pools: {small: {replica: ['a:1']}}", "pools.small.replica", "not permitted"),
+        ("pools: {small: {supports: [json]}}", "pools.small.supports.0", "tools"),
+        ("pools: {small: {max_outstanding_per_replica: 0}}", "pools.small.max", "greater"),
+        ("pools: {workflow: {}}", "pools.workflow", "reserved"),
+        ("categories: {code: larg}", "categories.code", "pool 'larg' is not defined"),
+        ("escalation: {to: huge}", "escalation.to", "pool 'huge' is not defined"),
+        ("fallbacks: {small: [large, gone]}", "fallbacks.small.1", "pool 'gone'"),
+        ("fallbacks: {gone: [small]}", "fallbacks.gone", "pool 'gone'"),
+        ("default_pool: workflow", "default_pool", "pool 'workflow' is not defined"),
+        ("defualt_pool: small", "defualt_pool", "not permitted"),
+    ],
+)
+def test_policy_errors_name_the_field(
+    tmp_path: Path, change: str, field: str, message: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("pools: {large: {}}\n" + change + "\n" if "pools" not in change else change)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path, "small", {"small"})
+    line = next((ln for ln in str(info.value).splitlines() if field in ln), "")
+    assert message in line, str(info.value)
+
+
+def test_every_reference_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("categories: {a: x, b: y}\nescalation: {to: z}\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(path, "small", {"small"})
+    text = str(info.value)
+    assert all(f"pool {name!r}" in text for name in "xyz")
+    assert "defined pools: small" in text
+
+
+def test_policy_replicas_win_over_backends_pool_by_pool(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = PolicySpec.model_validate({"pools": {"small": {"replicas": ["p:1", "p:2"]}}})
+    env = [("small", "e:1"), ("large", "e:2")]
+    with caplog.at_level(logging.WARNING):
+        merged = merge_backends(spec, env)
+    assert merged == [("small", "p:1"), ("small", "p:2"), ("large", "e:2")]
+    assert "small=e:1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert merge_backends(spec, env, env_explicit=False) == merged
+    assert not caplog.text  # the built-in default is replaced silently
+    assert merge_backends(PolicySpec(), env) == env
+
+
+def test_load_routing_merges_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POOLS_YAML)
+    monkeypatch.setenv("LALO_ROUTER_POLICY_PATH", str(path))
+    monkeypatch.setenv("LALO_ROUTER_BACKENDS", "small=ignored:1,extra=127.0.0.1:7")
+    spec, backends = load_routing(RouterSettings())
+    assert backends == [
+        ("small", "127.0.0.1:50061"),
+        ("small", "inference-small-1:50061"),
+        ("large", "dns:///inference-large:50062"),
+        ("extra", "127.0.0.1:7"),
+    ]
+    assert spec.categories["code"] == "large"
+    # A pool only the environment defines may be referenced by the file...
+    path.write_text(POOLS_YAML.replace("code: large", "code: extra"))
+    assert load_routing(RouterSettings())[0].categories["code"] == "extra"
+    # ...and without that entry the reference is an error that names the field.
+    monkeypatch.setenv("LALO_ROUTER_BACKENDS", "")
+    with pytest.raises(PolicyError, match=r"categories\.code: pool 'extra' is not defined"):
+        load_routing(RouterSettings())
+
+
+# ---- saturation and pool models ----
+
+SATURATION_SPEC = PolicySpec.model_validate(
+    {
+        "default_pool": "small",
+        "pools": {"small": {"max_outstanding_per_replica": 2}, "large": {}},
+        "categories": {"chat": "small"},
+        "fallbacks": {"small": ["large"]},
+    }
+)
+
+
+def test_a_saturated_pool_falls_through_to_its_fallback() -> None:
+    rs = replica_set(
+        replica("small", "s", target="s:1", outstanding=2, limit=2),
+        replica("small", "s", target="s:2", outstanding=3, limit=2),
+        replica("large", "l"),
+    )
+    route = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).decide(chat("hi"))
+    assert (route.pool, route.model) == ("large", "l")
+    assert "small saturated" in route.reason
+
+
+def test_one_replica_with_room_keeps_the_pool() -> None:
+    rs = replica_set(
+        replica("small", "s", target="s:1", outstanding=2, limit=2),
+        replica("small", "s", target="s:2", outstanding=1, limit=2),
+        replica("large", "l"),
+    )
+    route = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).decide(chat("hi"))
+    assert route.pool == "small"
+    assert "saturated" not in route.reason
+
+
+def test_every_pool_saturated_is_resource_exhausted() -> None:
+    rs = replica_set(
+        replica("small", "s", outstanding=2, limit=2),
+        replica("large", "l", outstanding=1, limit=1),
+    )
+    router = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat")))
+    with pytest.raises(ResourceExhausted, match="small saturated; large saturated"):
+        router.decide(chat("hi"))
+    # Down everywhere (no saturation) stays UNAVAILABLE.
+    for item in rs.replicas:
+        item.healthy = False
+    with pytest.raises(Unavailable):
+        router.decide(chat("hi"))
+
+
+def test_pool_models_are_a_preference_order() -> None:
+    spec = PolicySpec.model_validate(
+        {
+            "pools": {"small": {"models": ["best", "ok"]}, "large": {}},
+            "fallbacks": {"small": ["large"]},
+        }
+    )
+    both = replica_set(replica("small", "ok", "best", "other"), replica("large", "l"))
+    assert PolicyRouter(spec, both, None).decide(chat("x")).model == "best"
+    second = replica_set(replica("small", "other", "ok"), replica("large", "l"))
+    assert PolicyRouter(spec, second, None).decide(chat("x")).model == "ok"
+    # A pool serving none of its listed models is down for "auto" requests.
+    neither = replica_set(replica("small", "other"), replica("large", "l"))
+    route = PolicyRouter(spec, neither, None).decide(chat("x"))
+    assert (route.pool, route.model) == ("large", "l")
+    assert "small down" in route.reason
 
 
 def test_agentic_requests_take_the_complex_path_when_workflows_are_on() -> None:
@@ -206,3 +406,23 @@ def test_agentic_requests_take_the_complex_path_when_workflows_are_on() -> None:
     # Without an orchestrator the complex path is not healthy: fall back to the default pool.
     off = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=False)
     assert off.decide(chat("book a flight")).pool == "small"
+
+
+def test_policies_in_the_deploy_profiles_are_valid(tmp_path: Path) -> None:
+    """A Helm profile's router.policy is what the router loads at start-up: keep them valid
+    (the chart always sets LALO_ROUTER_BACKENDS for the small and large pools)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[4]
+    found = 0
+    profiles = [*(repo / "deploy/profiles").rglob("*.yaml"), repo / "deploy/helm/lalo/values.yaml"]
+    for profile in sorted(profiles):
+        values = yaml.safe_load(profile.read_text())
+        policy = values.get("router", {}).get("policy") if isinstance(values, dict) else None
+        if not policy:
+            continue
+        found += 1
+        path = tmp_path / f"{profile.stem}.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        load_policy(path, "small", {"small", "large"})
+    assert found, "no deploy profile sets router.policy"

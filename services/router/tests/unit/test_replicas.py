@@ -146,3 +146,26 @@ async def test_require_model_lists_what_is_available(fakes: list[FakeServer]) ->
             replicas.require_model("gpt-17")
     finally:
         await replicas.close()
+
+
+async def test_a_replica_at_its_cap_is_saturated_and_left_out(fakes: list[FakeServer]) -> None:
+    a, b = fakes
+    replicas = ReplicaSet([("small", a.target), ("large", b.target)], max_outstanding={"small": 2})
+    await replicas.refresh(timeout_s=2.0)
+    try:
+        small, large = replicas.replicas
+        assert (small.max_outstanding, large.max_outstanding) == (2, None)
+        small.outstanding = 1
+        assert replicas.candidates(pool="small") == [small]
+        small.outstanding = 2
+        assert small.saturated
+        assert replicas.candidates(pool="small") == []
+        assert replicas.candidates(pool="small", include_saturated=True) == [small]
+        # Still healthy: its models stay listed and the pool keeps its model.
+        assert "model-a" in replicas.models()
+        assert replicas.model_for_pool("small") in {"model-a", "shared"}
+        large.outstanding = 1000
+        assert not large.saturated
+        assert replicas.candidates(pool="large") == [large]
+    finally:
+        await replicas.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from lalo_router.settings import RouterSettings, parse_backends
+from lalo_router.settings import RouterSettings, is_target, parse_backends
 from pydantic import ValidationError
 
 
@@ -31,7 +31,26 @@ def test_ipv6_and_dns_targets() -> None:
     ]
 
 
-@pytest.mark.parametrize("value", ["small=localhost", "nohost", "large="])
+@pytest.mark.parametrize(
+    ("target", "ok"),
+    [
+        ("127.0.0.1:50061", True),
+        ("inference-small:50061", True),
+        ("[::1]:50061", True),
+        ("dns:///inference:50061", True),
+        ("unix:/run/lalo/small.sock", True),
+        ("localhost", False),
+        ("host:", False),
+        (":50061", False),
+        ("host:port", False),
+        ("unix:", False),
+    ],
+)
+def test_is_target(target: str, ok: bool) -> None:
+    assert is_target(target) is ok
+
+
+@pytest.mark.parametrize("value", ["small=localhost", "nohost", "large=", "small=host:"])
 def test_targets_need_a_port(value: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_backends(value)

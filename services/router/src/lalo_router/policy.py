@@ -16,8 +16,8 @@ Loaded from YAML (``LALO_ROUTER_POLICY_PATH``; the full format is in the README)
       agentic: workflow
     escalation:
       to: large            # where a request goes when the small model is likely to fail
-      threshold: 0.6       # default p_escalate threshold
-      thresholds: {math: 0.5, factual_qa: 0.7}
+      threshold: pgr50     # default p_escalate threshold: a number, or an operating point
+      thresholds: {math: pgr80, factual_qa: 0.7}   # of the classifier (see _threshold)
     fallbacks:             # pool -> pools tried in order when it is down or saturated
       large: [small]
       small: [large]
@@ -31,16 +31,17 @@ policy gives replicas, the policy's list wins (``merge_backends``).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
 import yaml
 from lalo.router.v1 import router_pb2 as rpb
 from lalo_common.errors import ResourceExhausted, Unavailable
 from prometheus_client import Counter, Histogram
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from lalo_router.classify.messages import text_from_messages
 from lalo_router.complex_path import WORKFLOW_MODEL, WORKFLOW_POOL
@@ -49,6 +50,7 @@ from lalo_router.replicas import ReplicaSet
 from lalo_router.settings import is_target
 
 log = logging.getLogger(__name__)
+OTHER_LABEL = "other"  # what a classifier answers when no category is likely enough
 
 ROUTES = Counter(
     "lalo_router_routes_total", "Requests routed, by pool and category", ["pool", "category"]
@@ -68,7 +70,16 @@ class Classification(Protocol):
 
 
 class Classifier(Protocol):
+    """The embedding classifier (``classify/model.py``): a category and p_escalate per
+    text, and the p_escalate thresholds of its named operating points ("pgr50": recovers
+    about half of the small→large quality gap), per category where the artifact has one,
+    else global; None for a name it does not know."""
+
     def classify(self, text: str) -> Classification: ...
+
+    def escalation_threshold(
+        self, operating_point: str, category: str | None = None
+    ) -> float | None: ...
 
 
 # What a request may need from a pool (see PolicyRouter._needs).
@@ -100,12 +111,42 @@ class PoolSpec(BaseModel):
         return list(dict.fromkeys([*([self.model] if self.model else []), *self.models]))
 
 
+NEVER_ESCALATE = 1.1  # above any probability
+OPERATING_POINT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _threshold(value: object) -> float | str:
+    """A p_escalate threshold in [0, 1.1] (above 1: never), or an operating point's name."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0.0 <= value <= NEVER_ESCALATE:
+            raise ValueError(f"{value} is out of range: a threshold is in [0, 1] (1.1: never)")
+        return float(value)
+    if isinstance(value, str) and OPERATING_POINT.fullmatch(value):
+        return value
+    raise ValueError(
+        f"{value!r} is neither a number in [0, 1] nor an operating point name (e.g. pgr50)"
+    )
+
+
+Threshold = Annotated[float | str, PlainValidator(_threshold)]
+
+
 class EscalationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: str | None = None
-    threshold: float = Field(default=1.1, ge=0.0, le=1.1)  # > 1: never escalate
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    threshold: Threshold = NEVER_ESCALATE
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+
+    def named(self) -> dict[str, tuple[str, str | None]]:
+        """Each operating point the policy names: field -> (name, category)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        if isinstance(self.threshold, str):
+            out["escalation.threshold"] = (self.threshold, None)
+        for category, value in self.thresholds.items():
+            if isinstance(value, str):
+                out[f"escalation.thresholds.{category}"] = (value, category)
+        return out
 
 
 class PolicySpec(BaseModel):
@@ -161,6 +202,34 @@ def reference_errors(spec: PolicySpec, backend_pools: Iterable[str] = ()) -> lis
             if target in seen:
                 errors.append(f"pools.{pool}.replicas.{index}: {target!r} is listed twice")
             seen.add(target)
+    return errors
+
+
+def classifier_errors(spec: PolicySpec, classifier: Classifier | None) -> list[str]:
+    """What the policy asks of the classifier that it does not have: operating points it
+    does not know, and category names it never outputs (a typo would never match)."""
+    if classifier is None:
+        return []
+    errors: list[str] = []
+    labels = getattr(classifier, "labels", None)
+    if labels is not None:
+        known = {*labels, OTHER_LABEL}
+        shown = ", ".join(sorted(known))
+        for where, names in (
+            ("categories", spec.categories),
+            ("escalation.thresholds", spec.escalation.thresholds),
+        ):
+            for name in names:
+                if name not in known:
+                    errors.append(
+                        f"{where}.{name}: the classifier has no category {name!r} ({shown})"
+                    )
+    resolve = getattr(classifier, "escalation_threshold", None)
+    if resolve is None:
+        return errors
+    for where, (name, category) in spec.escalation.named().items():
+        if resolve(name, category) is None:
+            errors.append(f"{where}: the classifier has no operating point {name!r}")
     return errors
 
 
@@ -253,6 +322,19 @@ class PolicyRouter:
         self.classifier = classifier
         self.workflows_enabled = workflows_enabled
         self.counters = RouteCounters()
+        self._warned: set[tuple[str, str | None]] = set()
+        problems = classifier_errors(spec, classifier)
+        if problems:
+            raise PolicyError(
+                "routing policy does not fit the classifier:\n  " + "\n  ".join(problems)
+            )
+        named = spec.escalation.named()
+        if named and classifier is not None and not hasattr(classifier, "escalation_threshold"):
+            self._warn_once(
+                ("", None),
+                "the classifier has no operating points (escalation_threshold): named "
+                "escalation thresholds fall back to the numeric default or never escalate",
+            )
 
     def _needs(self, request: rpb.ChatRequest) -> set[str]:
         needs: set[str] = set()
@@ -310,6 +392,46 @@ class PolicyRouter:
             f"no healthy pool can serve this request (tried {', '.join(chain)}{needed})"
         )
 
+    def _warn_once(self, key: tuple[str, str | None], message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _operating_point(self, name: str, category: str) -> float | None:
+        resolve = getattr(self.classifier, "escalation_threshold", None)
+        if resolve is None:
+            return None
+        try:
+            value = resolve(name, category)
+        except Exception:  # a routing decision must not fail on a classifier bug
+            log.exception("escalation_threshold(%r, %r) failed", name, category)
+            value = None
+        if value is None:
+            self._warn_once(
+                (name, category),
+                "operating point %s has no threshold for category %s; using the fallback",
+                name,
+                category,
+            )
+            return None
+        return float(value)
+
+    def _threshold(self, category: str) -> tuple[float, str]:
+        """The p_escalate threshold for ``category`` and how the reason shows it. A named
+        operating point is resolved now, per category; one that cannot be (no classifier
+        support, or no value) falls back to the global threshold, then to never escalating."""
+        escalation = self.spec.escalation
+        configured = [escalation.thresholds.get(category, escalation.threshold)]
+        if category in escalation.thresholds:
+            configured.append(escalation.threshold)
+        for value in configured:
+            if not isinstance(value, str):
+                return value, f"{value:.2f}"
+            resolved = self._operating_point(value, category)
+            if resolved is not None:
+                return resolved, f"{resolved:.2f} ({value})"
+        return NEVER_ESCALATE, "never"
+
     def _model(self, pool: str) -> str:
         if pool == WORKFLOW_POOL:
             return WORKFLOW_MODEL
@@ -347,12 +469,13 @@ class PolicyRouter:
         preferred = self.spec.categories.get(category, self.spec.default_pool)
         reason = f"category {category} ({result.confidence:.2f})"
         escalation = self.spec.escalation
-        threshold = escalation.thresholds.get(category, escalation.threshold)
         escalated = False
-        if escalation.to and preferred != escalation.to and result.p_escalate >= threshold:
-            preferred = escalation.to
-            escalated = True
-            reason += f"; p_escalate {result.p_escalate:.2f} >= {threshold:.2f}"
+        if escalation.to and preferred != escalation.to:
+            threshold, shown = self._threshold(category)
+            if result.p_escalate >= threshold:
+                preferred = escalation.to
+                escalated = True
+                reason += f"; p_escalate {result.p_escalate:.2f} >= {shown}"
         pool, note = self._resolve(preferred, needs)
         route = Route(
             pool=pool,
@@ -376,7 +499,9 @@ def load_classifier() -> Classifier | None:
         log.warning("no category classifier installed: 'auto' goes to the default pool")
         return None
     try:
-        classifier: Classifier = load()
+        # cast: artifacts from before operating points lack escalation_threshold; the
+        # router checks for it at run time (PolicyRouter._operating_point).
+        classifier = cast(Classifier, load())
     except Exception:  # a missing or broken artifact must not keep the router down
         log.exception(
             "the category classifier could not be loaded: 'auto' goes to the "

@@ -91,12 +91,17 @@ async def serve(settings: RouterSettings) -> None:
         log.error("%s", exc)  # one readable message, not a traceback
         raise SystemExit(2) from None
     replicas = ReplicaSet(backends, service_token=token, max_outstanding=replica_limits(spec))
+    classifier = load_classifier() if settings.classifier == "embedding" else None
+    try:
+        server = build_server(settings, replicas, classifier, policy=spec)
+    except PolicyError as exc:
+        log.error("%s", exc)
+        await replicas.close()
+        raise SystemExit(2) from None
     await replicas.refresh()
     replicas.start(settings.refresh_interval_s)
-    classifier = load_classifier() if settings.classifier == "embedding" else None
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    server = build_server(settings, replicas, classifier, policy=spec)
     try:
         port = await server.start(settings.listen)
         await server.set_serving(True)

@@ -426,3 +426,147 @@ def test_policies_in_the_deploy_profiles_are_valid(tmp_path: Path) -> None:
         path.write_text(yaml.safe_dump(policy))
         load_policy(path, "small", {"small", "large"})
     assert found, "no deploy profile sets router.policy"
+
+
+# ---- escalation thresholds: numbers or named operating points ----
+
+
+class PointsClassifier(FakeClassifier):
+    """A classifier with operating points: {name: {category or None: threshold}}."""
+
+    labels = ("chat", "code", "math")
+
+    def __init__(self, result: Result, points: dict[str, dict[str | None, float]]) -> None:
+        super().__init__(result)
+        self.points = points
+        self.asked: list[tuple[str, str | None]] = []
+
+    def escalation_threshold(
+        self, operating_point: str, category: str | None = None
+    ) -> float | None:
+        self.asked.append((operating_point, category))
+        values = self.points.get(operating_point)
+        if values is None:
+            return None
+        return values.get(category, values.get(None))
+
+
+POINTS = {"pgr50": {None: 0.3, "math": 0.2}, "pgr80": {None: 0.15}}
+
+
+def escalating(threshold: object, thresholds: dict[str, object] | None = None) -> PolicySpec:
+    return PolicySpec.model_validate(
+        {
+            "pools": {"small": {}, "large": {}},
+            "categories": {"chat": "small", "math": "small", "code": "small"},
+            "escalation": {"to": "large", "threshold": threshold, "thresholds": thresholds or {}},
+        }
+    )
+
+
+def both_pools() -> ReplicaSet:
+    return replicas(small=("s", True), large=("l", True))
+
+
+def test_a_named_operating_point_is_resolved_per_category() -> None:
+    classifier = PointsClassifier(Result("math", p_escalate=0.25), POINTS)
+    router = PolicyRouter(escalating("pgr50"), both_pools(), classifier)
+    route = router.decide(chat("2+2"))
+    assert route.pool == "large"
+    assert "p_escalate 0.25 >= 0.20 (pgr50)" in route.reason
+    assert ("pgr50", "math") in classifier.asked
+    classifier.result = Result("chat", p_escalate=0.25)  # chat uses the global 0.3
+    assert router.decide(chat("hi")).pool == "small"
+
+
+def test_per_category_points_and_numbers_mix() -> None:
+    spec = escalating(0.9, {"math": "pgr80", "code": 0.5})
+    classifier = PointsClassifier(Result("math", p_escalate=0.16), POINTS)
+    router = PolicyRouter(spec, both_pools(), classifier)
+    assert router.decide(chat("2+2")).pool == "large"  # pgr80 = 0.15
+    classifier.result = Result("code", p_escalate=0.49)
+    assert router.decide(chat("sort")).pool == "small"  # 0.5
+    classifier.result = Result("chat", p_escalate=0.89)
+    assert router.decide(chat("hi")).pool == "small"  # 0.9
+
+
+def test_an_unknown_operating_point_is_a_startup_error() -> None:
+    classifier = PointsClassifier(Result("chat"), POINTS)
+    with pytest.raises(PolicyError, match=r"escalation\.thresholds\.math: .*'pgr99'"):
+        PolicyRouter(escalating("pgr50", {"math": "pgr99"}), both_pools(), classifier)
+    with pytest.raises(PolicyError, match=r"escalation\.threshold: .*'pgr70'"):
+        PolicyRouter(escalating("pgr70"), both_pools(), classifier)
+
+
+def test_policy_categories_must_be_classifier_labels() -> None:
+    classifier = PointsClassifier(Result("chat"), POINTS)
+    spec = escalating(0.5, {"maths": 0.4})
+    with pytest.raises(PolicyError, match=r"escalation\.thresholds\.maths: .*no category"):
+        PolicyRouter(spec, both_pools(), classifier)
+    spec = spec.model_copy(update={"categories": {"cdoe": "small"}})
+    with pytest.raises(PolicyError, match=r"categories\.cdoe"):
+        PolicyRouter(spec, both_pools(), classifier)
+
+
+def test_without_operating_points_named_thresholds_fall_back_and_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # FakeClassifier has no escalation_threshold (an artifact from before operating points).
+    classifier = FakeClassifier(Result("math", p_escalate=0.55))
+    with caplog.at_level(logging.WARNING):
+        router = PolicyRouter(escalating(0.5, {"math": "pgr80"}), both_pools(), classifier)
+        for _ in range(3):
+            route = router.decide(chat("2+2"))
+            assert route.pool == "large"  # the numeric default 0.5 applies
+            assert ">= 0.50" in route.reason
+    assert caplog.text.count("no operating points") == 1
+    # A named default with nothing numeric behind it: never escalate.
+    never = PolicyRouter(
+        escalating("pgr50"), both_pools(), FakeClassifier(Result("math", p_escalate=1.0))
+    )
+    assert never.decide(chat("2+2")).pool == "small"
+
+
+class GlobalOnlyClassifier(PointsClassifier):
+    """Knows pgr50 globally but answers None per category: a decision-time gap."""
+
+    def escalation_threshold(
+        self, operating_point: str, category: str | None = None
+    ) -> float | None:
+        return super().escalation_threshold(operating_point) if category is None else None
+
+
+def test_a_point_without_a_value_at_decision_time_falls_back_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    classifier = GlobalOnlyClassifier(Result("code", p_escalate=0.95), POINTS)
+    router = PolicyRouter(escalating("pgr50"), both_pools(), classifier)  # passes start-up
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert router.decide(chat("sort")).pool == "small"  # nothing to fall to: never
+    assert caplog.text.count("has no threshold for category code") == 1
+
+
+@pytest.mark.parametrize(
+    ("threshold", "ok"),
+    [
+        (0.5, True),
+        (0, True),
+        (1.1, True),
+        ("pgr50", True),
+        ("my_point2", True),
+        (7, False),
+        (-0.1, False),
+        ("0.5x", False),
+        ("", False),
+        (True, False),
+        ([0.5], False),
+    ],
+)
+def test_threshold_values(threshold: object, ok: bool) -> None:
+    if ok:
+        escalating(threshold)
+        escalating(0.5, {"math": threshold})
+    else:
+        with pytest.raises(ValueError, match=r"neither a number|out of range"):
+            escalating(threshold)

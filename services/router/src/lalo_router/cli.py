@@ -2,15 +2,21 @@
 
 ``lalo_router.__main__`` hands these sub-commands to ``main``; each returns an exit status and
 reports bad input (missing file, bad JSON line, missing field) with a clear message and 2.
+``predict`` and ``eval categories`` measure either strategy the router can run
+(``--strategy embedding|llm``): the LLM one is asked over gRPC exactly as the router asks it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,34 +59,72 @@ def _load(artifact: Path | None) -> Any:
     return load_classifier(artifact)
 
 
-def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+Classify = Callable[[str], Any]  # text -> a classification with label, latency_ms, to_json()
+
+
+@contextmanager
+def _strategy(args: argparse.Namespace) -> Iterator[tuple[Classify, tuple[str, ...]]]:
+    """The chosen strategy as a plain function, and the labels it can answer. The LLM one
+    falls back to (and takes p_escalate from) the embedding classifier, as in the router."""
     classifier = _load(args.artifact)
-    for number, obj in _read_jsonl(args.file):
-        result = classifier.classify(_text(args.file, number, obj))
-        record = result.to_json()
-        if "id" in obj:
-            record = {"id": obj["id"], **record}
-        out.write(json.dumps(record) + "\n")
+    if args.strategy == "embedding":
+        yield classifier.classify, tuple(classifier.labels)
+        return
+    from lalo_router.llm_classifier import LlmClassifier
+
+    if not args.target or not args.model:
+        raise InputError(
+            "--strategy llm needs --target and --model "
+            "(or LALO_ROUTER_LLM_TARGET and LALO_ROUTER_LLM_MODEL)"
+        )
+    llm = LlmClassifier(
+        args.model,
+        target=args.target,
+        service_token=os.environ.get("LALO_SERVICE_TOKEN", ""),
+        fallback=classifier,
+        timeout_s=args.timeout,
+        max_tokens=args.max_tokens,
+    )
+    # One event loop for the whole run: the gRPC channel belongs to the loop it opened in.
+    with asyncio.Runner() as runner:
+        try:
+            yield (lambda text: runner.run(llm.classify(text))), llm.labels
+        finally:
+            runner.run(llm.close())
+
+
+def cmd_predict(args: argparse.Namespace, out: TextIO) -> int:
+    with _strategy(args) as (classify, _labels):
+        for number, obj in _read_jsonl(args.file):
+            result = classify(_text(args.file, number, obj))
+            record = result.to_json()
+            if "id" in obj:
+                record = {"id": obj["id"], **record}
+            out.write(json.dumps(record) + "\n")
     return 0
 
 
 def cmd_eval_categories(args: argparse.Namespace, out: TextIO) -> int:
     from lalo_router.classify.metrics import classification_report, percentile
 
-    classifier = _load(args.artifact)
     truth, predicted, latencies = [], [], []
-    for number, obj in _read_jsonl(args.file):
-        if "label" not in obj:
-            raise InputError(f"{args.file}:{number}: no 'label' field")
-        result = classifier.classify(_text(args.file, number, obj))
-        truth.append(str(obj["label"]))
-        predicted.append(result.label)
-        latencies.append(result.latency_ms)
+    fallbacks: Counter[str] = Counter()
+    with _strategy(args) as (classify, labels):
+        for number, obj in _read_jsonl(args.file):
+            if "label" not in obj:
+                raise InputError(f"{args.file}:{number}: no 'label' field")
+            result = classify(_text(args.file, number, obj))
+            truth.append(str(obj["label"]))
+            predicted.append(result.label)
+            latencies.append(result.latency_ms)
+            if getattr(result, "fallback", ""):
+                fallbacks[result.fallback] += 1
     if not truth:
         raise InputError(f"{args.file}: no examples")
-    report = classification_report(truth, predicted, list(classifier.labels))
+    report = classification_report(truth, predicted, list(labels))
     summary: dict[str, Any] = {
         "n": len(truth),
+        "strategy": args.strategy,
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "per_class": report.per_class,
@@ -88,10 +132,28 @@ def cmd_eval_categories(args: argparse.Namespace, out: TextIO) -> int:
         "confusion": report.confusion,
         "latency_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)},
     }
+    if args.strategy == "llm":
+        # Decisions the embedding classifier made instead, by reason: part of what the
+        # LLM strategy delivers, but not the LLM's own accuracy.
+        summary["llm_fallbacks"] = dict(fallbacks)
     if args.json:
         out.write(json.dumps(summary, indent=2) + "\n")
-        return 0
-    out.write(f"examples   {len(truth)}\naccuracy   {report.accuracy:.4f}\n")
+    else:
+        _write_categories(summary, report, out)
+    if args.strategy == "llm" and sum(fallbacks.values()) == len(truth):
+        print(
+            f"lalo-router eval: every LLM call fell back ({dict(fallbacks)}): the figures "
+            "are the embedding classifier's",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _write_categories(summary: dict[str, Any], report: Any, out: TextIO) -> None:
+    truth_n = summary["n"]
+    out.write(f"strategy   {summary['strategy']}\n")
+    out.write(f"examples   {truth_n}\naccuracy   {report.accuracy:.4f}\n")
     out.write(f"macro-F1   {report.macro_f1:.4f}\n\n")
     out.write(f"{'label':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}\n")
     for label in report.labels:
@@ -108,7 +170,10 @@ def cmd_eval_categories(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{label:<18}" + "".join(f"{v:>8}" for v in row) + "\n")
     latency = summary["latency_ms"]
     out.write(f"\nlatency ms  p50 {latency['p50']:.3f}  p99 {latency['p99']:.3f}\n")
-    return 0
+    if "llm_fallbacks" in summary:
+        fell = summary["llm_fallbacks"]
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(fell.items())) or "none"
+        out.write(f"llm fallbacks  {sum(fell.values())} of {truth_n} ({shown})\n")
 
 
 def _weak_strong(path: Path, number: int, obj: dict[str, Any]) -> tuple[float, float] | None:
@@ -202,8 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--artifact", type=Path, default=None, help="classifier artifact (.npz)")
         p.add_argument("-o", "--output", type=Path, default=None, help="write here, not stdout")
 
+    def add_strategy(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--strategy",
+            choices=("embedding", "llm"),
+            default="embedding",
+            help="embedding: the trained classifier; llm: a router model over gRPC",
+        )
+        p.add_argument(
+            "--target",
+            default=os.environ.get("LALO_ROUTER_LLM_TARGET", ""),
+            help="llm: inference server host:port (default: LALO_ROUTER_LLM_TARGET)",
+        )
+        p.add_argument(
+            "--model",
+            default=os.environ.get("LALO_ROUTER_LLM_MODEL", ""),
+            help="llm: the router model's id (default: LALO_ROUTER_LLM_MODEL)",
+        )
+        p.add_argument(
+            "--timeout", type=float, default=2.0, help="llm: seconds per call (default 2)"
+        )
+        p.add_argument("--max-tokens", type=int, default=16, help="llm: tokens per answer")
+
     predict = sub.add_parser("predict", help="one JSON line per input: label, scores, p_escalate")
     add_common(predict)
+    add_strategy(predict)
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("eval", help="metrics on labelled data")
@@ -212,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "categories", help="accuracy, macro-F1, per class, confusion, latency"
     )
     add_common(cats)
+    add_strategy(cats)
     cats.add_argument("--json", action="store_true", help="machine-readable output")
     cats.set_defaults(func=cmd_eval_categories)
     outcomes = eval_sub.add_parser("outcomes", help="APGR and CPT(50%%/80%%) per dataset")

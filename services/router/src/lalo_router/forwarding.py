@@ -8,13 +8,15 @@ were sent — the caller gets an in-band error instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo_common.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     LaloError,
     ResourceExhausted,
@@ -56,7 +58,8 @@ class Route:
     escalated: bool = False
 
 
-Decider = Callable[[rpb.ChatRequest], Route]
+# The route for a request, given the caller's remaining time (PolicyRouter.route).
+Decider = Callable[[rpb.ChatRequest, float | None], Awaitable[Route]]
 
 
 class ChatForwarder:
@@ -84,7 +87,8 @@ class ChatForwarder:
     async def chat(
         self, request: rpb.ChatRequest, time_remaining: float | None = None
     ) -> AsyncIterator[rpb.ChatResponse]:
-        route = self.decide(request)
+        deadline = time.monotonic() + time_remaining if time_remaining else None
+        route = await self.decide(request, time_remaining)
         if route.pool == WORKFLOW_POOL:
             if self.workflows is None:
                 raise Unavailable("workflows are not configured on this router")
@@ -94,7 +98,11 @@ class ChatForwarder:
             return
         self._check_capabilities(request, route.model)
         generate = self._generate_request(request, route.model)
-        timeout = min(self.timeout_s, time_remaining) if time_remaining else self.timeout_s
+        # What the caller has left after classification (an LLM strategy takes some).
+        left = deadline - time.monotonic() if deadline is not None else None
+        if left is not None and left <= 0:
+            raise DeadlineExceeded("the request's deadline passed while it was being routed")
+        timeout = min(self.timeout_s, left) if left is not None else self.timeout_s
         # When the caller's own deadline is the binding one, its expiry says nothing about
         # the replica: counting it would let a few impatient callers open the circuit of a
         # healthy replica (and black out a pool that has only one).

@@ -57,8 +57,10 @@ ROUTES = Counter(
 )
 CLASSIFY_SECONDS = Histogram(
     "lalo_router_classify_seconds",
-    "Time to classify one request",
-    buckets=(0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1),
+    "Time to classify one request, by strategy",
+    ["strategy"],
+    # Milliseconds for the embedding classifier, up to seconds for an LLM on a CPU.
+    buckets=(0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
 
 
@@ -80,6 +82,37 @@ class Classifier(Protocol):
     def escalation_threshold(
         self, operating_point: str, category: str | None = None
     ) -> float | None: ...
+
+
+class Strategy(Protocol):
+    """How "auto" requests are classified (``LALO_ROUTER_CLASSIFIER``): ``embedding``
+    (EmbeddingStrategy) or ``llm`` (llm_classifier.LlmClassifier). It never raises: a
+    strategy that cannot decide answers ``other``."""
+
+    name: str
+
+    async def classify(
+        self, text: str, *, time_remaining: float | None = None, request_id: str = ""
+    ) -> Classification: ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddingStrategy:
+    """The trained embedding classifier: about a millisecond of CPU, run inline."""
+
+    name = "embedding"
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    async def classify(
+        self, text: str, *, time_remaining: float | None = None, request_id: str = ""
+    ) -> Classification:
+        return self.classifier.classify(text)
+
+    async def close(self) -> None:
+        return None
 
 
 # What a request may need from a pool (see PolicyRouter._needs).
@@ -297,10 +330,10 @@ class RouteCounters:
     routes: dict[str, int] = field(default_factory=dict)
     classify_ms: list[float] = field(default_factory=list)
 
-    def record(self, route: Route) -> None:
+    def record(self, route: Route, strategy: str = "") -> None:
         ROUTES.labels(route.pool, route.category or "explicit").inc()
         if route.classify_ms:
-            CLASSIFY_SECONDS.observe(route.classify_ms / 1000.0)
+            CLASSIFY_SECONDS.labels(strategy or "embedding").observe(route.classify_ms / 1000.0)
         key = f"{route.pool}/{route.category or 'explicit'}"
         self.routes[key] = self.routes.get(key, 0) + 1
         if route.classify_ms:
@@ -310,16 +343,26 @@ class RouteCounters:
 
 
 class PolicyRouter:
+    """Decides each request's route. ``route`` (async) classifies an "auto" request with
+    the strategy and calls ``decide``, the synchronous core that applies the policy to a
+    request and its classification. ``classifier`` is the embedding classifier: the
+    default strategy, and where named escalation thresholds are resolved."""
+
     def __init__(
         self,
         spec: PolicySpec,
         replicas: ReplicaSet,
         classifier: Classifier | None,
         workflows_enabled: bool = False,
+        *,
+        strategy: Strategy | None = None,
     ) -> None:
         self.spec = spec
         self.replicas = replicas
         self.classifier = classifier
+        self.strategy: Strategy | None = strategy or (
+            EmbeddingStrategy(classifier) if classifier is not None else None
+        )
         self.workflows_enabled = workflows_enabled
         self.counters = RouteCounters()
         self._warned: set[tuple[str, str | None]] = set()
@@ -441,11 +484,32 @@ class PolicyRouter:
                 return model
         return self.replicas.model_for_pool(pool)
 
-    def decide(self, request: rpb.ChatRequest) -> Route:
+    def classifies(self, request: rpb.ChatRequest) -> bool:
+        """Whether ``request`` is routed by its category (else by the model it names)."""
+        explicit_workflow = request.model == WORKFLOW_MODEL and self.workflows_enabled
+        return request.model in AUTO_MODELS and not explicit_workflow
+
+    async def route(self, request: rpb.ChatRequest, time_remaining: float | None = None) -> Route:
+        """Classify (when the request is "auto" and there is a strategy), then decide."""
+        result = None
+        if self.strategy is not None and self.classifies(request):
+            result = await self.strategy.classify(
+                text_to_classify(request),
+                time_remaining=time_remaining,
+                request_id=request.request_id,
+            )
+        return self.decide(request, result)
+
+    def decide(self, request: rpb.ChatRequest, result: Classification | None = None) -> Route:
+        """The route for ``request``; ``result`` is its classification (None: none was
+        made, and "auto" goes to the default pool)."""
+        route = self._decide(request, result)
+        self.counters.record(route, self.strategy.name if self.strategy else "")
+        return route
+
+    def _decide(self, request: rpb.ChatRequest, result: Classification | None) -> Route:
         if request.model == WORKFLOW_MODEL and self.workflows_enabled:
-            route = Route(pool=WORKFLOW_POOL, model=WORKFLOW_MODEL, reason="explicit workflow")
-            self.counters.record(route)
-            return route
+            return Route(pool=WORKFLOW_POOL, model=WORKFLOW_MODEL, reason="explicit workflow")
         if request.model not in AUTO_MODELS:
             self.replicas.require_model(request.model)
             pool = next(
@@ -455,19 +519,16 @@ class PolicyRouter:
                 ),
                 self.spec.default_pool,
             )
-            route = Route(pool=pool, model=request.model, reason="explicit model")
-            self.counters.record(route)
-            return route
+            return Route(pool=pool, model=request.model, reason="explicit model")
         needs = self._needs(request)
-        if self.classifier is None:
+        if result is None:
             pool, note = self._resolve(self.spec.default_pool, needs)
-            route = Route(pool=pool, model=self._model(pool), reason="default pool" + note)
-            self.counters.record(route)
-            return route
-        result = self.classifier.classify(text_to_classify(request))
+            return Route(pool=pool, model=self._model(pool), reason="default pool" + note)
         category = result.label
         preferred = self.spec.categories.get(category, self.spec.default_pool)
-        reason = f"category {category} ({result.confidence:.2f})"
+        reason = f"category {category} ({result.confidence:.2f}"
+        strategy_note = getattr(result, "note", "")
+        reason += f", {strategy_note})" if strategy_note else ")"
         escalation = self.spec.escalation
         escalated = False
         if escalation.to and preferred != escalation.to:
@@ -477,7 +538,7 @@ class PolicyRouter:
                 escalated = True
                 reason += f"; p_escalate {result.p_escalate:.2f} >= {shown}"
         pool, note = self._resolve(preferred, needs)
-        route = Route(
+        return Route(
             pool=pool,
             model=self._model(pool),
             reason=reason + note,
@@ -487,8 +548,6 @@ class PolicyRouter:
             classify_ms=result.latency_ms,
             escalated=escalated and pool == preferred,
         )
-        self.counters.record(route)
-        return route
 
 
 def load_classifier() -> Classifier | None:

@@ -10,11 +10,14 @@ from prometheus_client import start_http_server
 
 from lalo_router.complex_path import WorkflowChat
 from lalo_router.forwarding import ChatForwarder
+from lalo_router.llm_classifier import LlmClassifier
 from lalo_router.policy import (
     Classifier,
+    EmbeddingStrategy,
     PolicyError,
     PolicyRouter,
     PolicySpec,
+    Strategy,
     load_classifier,
     load_policy,
     merge_backends,
@@ -46,15 +49,35 @@ def load_routing(settings: RouterSettings) -> tuple[PolicySpec, list[tuple[str, 
     return spec, backends
 
 
+def build_strategy(
+    settings: RouterSettings, classifier: Classifier | None, replicas: ReplicaSet
+) -> Strategy | None:
+    """The classification strategy settings ask for; None: "auto" goes to the default
+    pool. The LLM strategy falls back to ``classifier``."""
+    if settings.classifier == "llm":
+        return LlmClassifier(
+            settings.llm_model,
+            target=settings.llm_target,
+            replicas=None if settings.llm_target else replicas,
+            service_token=settings.service_token.get_secret_value(),
+            fallback=classifier,
+            timeout_s=settings.llm_timeout_s,
+            max_tokens=settings.llm_max_tokens,
+        )
+    return EmbeddingStrategy(classifier) if classifier is not None else None
+
+
 def build_server(
     settings: RouterSettings,
     replicas: ReplicaSet,
     classifier: Classifier | None = None,
     *,
     policy: PolicySpec | None = None,
+    strategy: Strategy | None = None,
 ) -> GrpcServer:
     """The router's gRPC server over ``replicas``; ``policy`` defaults to the file in
-    settings, checked against the pools ``replicas`` has."""
+    settings, checked against the pools ``replicas`` has; ``strategy`` to the one settings
+    name (the caller closes a strategy it passes)."""
     token = settings.service_token.get_secret_value()
     server = GrpcServer(
         service_names=[SERVICE_NAME, WORKFLOW_SERVICE_NAME],
@@ -70,10 +93,11 @@ def build_server(
         replicas,
         classifier,
         workflows_enabled=enabled,
+        strategy=strategy or build_strategy(settings, classifier, replicas),
     )
     forwarder = ChatForwarder(
         replicas,
-        router.decide,
+        router.route,
         settings.backend_timeout_s,
         workflows=WorkflowChat(workflows.stub) if enabled else None,
     )
@@ -91,9 +115,11 @@ async def serve(settings: RouterSettings) -> None:
         log.error("%s", exc)  # one readable message, not a traceback
         raise SystemExit(2) from None
     replicas = ReplicaSet(backends, service_token=token, max_outstanding=replica_limits(spec))
-    classifier = load_classifier() if settings.classifier == "embedding" else None
+    # The LLM strategy uses the embedding classifier too: p_escalate, and its fallback.
+    classifier = load_classifier() if settings.classifier != "none" else None
+    strategy = build_strategy(settings, classifier, replicas)
     try:
-        server = build_server(settings, replicas, classifier, policy=spec)
+        server = build_server(settings, replicas, classifier, policy=spec, strategy=strategy)
     except PolicyError as exc:
         log.error("%s", exc)
         await replicas.close()
@@ -105,7 +131,14 @@ async def serve(settings: RouterSettings) -> None:
     try:
         port = await server.start(settings.listen)
         await server.set_serving(True)
-        log.info("router serving on port %d with %d backend(s)", port, len(replicas.replicas))
+        log.info(
+            "router serving on port %d with %d backend(s), classifier %s",
+            port,
+            len(replicas.replicas),
+            strategy.name if strategy is not None else "none",
+        )
         await server.serve_until_signalled()
     finally:
+        if strategy is not None:
+            await strategy.close()
         await replicas.close()

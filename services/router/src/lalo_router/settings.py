@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
 from lalo_common.settings import ServiceSettings
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -21,8 +22,20 @@ class RouterSettings(ServiceSettings):
     # The YAML routing policy (pools and their replicas, categories, thresholds); optional.
     policy_path: Path | None = None
     default_pool: str = "small"
-    # "embedding": the trained category classifier; "none": auto goes to the default pool.
-    classifier: str = "embedding"
+    # How "auto" requests are classified. "embedding": the trained classifier (~1 ms, CPU);
+    # "llm": a small instruction model asked over lalo.inference.v1 Generate, falling back
+    # to the embedding classifier when it is slow or fails (llm_classifier.py); "none":
+    # "auto" goes to the default pool.
+    classifier: Literal["embedding", "llm", "none"] = "embedding"
+    # The LLM strategy: the router model's id as the inference server lists it, e.g.
+    # "lfm2-1.2b-tool"; and where to ask it: one host:port, or empty for the replicas (any
+    # pool) that serve that model, least busy first.
+    llm_model: str = ""
+    llm_target: str = ""
+    # Deadline of one classification call (capped by the caller's own); on expiry the
+    # request is routed by the embedding classifier instead.
+    llm_timeout_s: float = Field(default=2.0, gt=0)
+    llm_max_tokens: int = Field(default=16, ge=1, le=64)
     # Prometheus metrics (routes per pool/category, classification latency); 0 disables.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # How often backends are asked for their models and health.
@@ -38,6 +51,19 @@ class RouterSettings(ServiceSettings):
     def _check_backends(cls, value: str) -> str:
         parse_backends(value)
         return value
+
+    @field_validator("llm_target")
+    @classmethod
+    def _check_llm_target(cls, value: str) -> str:
+        if value and not is_target(value):
+            raise ValueError(f"LALO_ROUTER_LLM_TARGET {value!r} must be host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _llm_needs_a_model(self) -> Self:
+        if self.classifier == "llm" and not self.llm_model:
+            raise ValueError("LALO_ROUTER_LLM_MODEL is required when LALO_ROUTER_CLASSIFIER=llm")
+        return self
 
     def backend_list(self) -> list[tuple[str, str]]:
         return parse_backends(self.backends)

@@ -1,4 +1,5 @@
-"""The router in front of two real inference-small servers serving the tiny model.
+"""The router in front of two real inference-small servers serving the tiny model, and the
+LLM classification strategy asking a real inference-small.
 
 Everything runs in this process on loopback ports (one llama.cpp thread per engine: on a
 busy 2-core machine ggml's spinning thread pool makes more threads much slower).
@@ -7,6 +8,7 @@ busy 2-core machine ggml's spinning thread pool makes more threads much slower).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,9 @@ from lalo_inference_small.engine import BatchEngine
 from lalo_inference_small.server import build_server as build_inference
 from lalo_inference_small.server import load_engine
 from lalo_inference_small.settings import InferenceSmallSettings
+from lalo_router.cli import main as cli_main
+from lalo_router.llm_classifier import DEFAULT_LABELS, LlmClassifier
+from lalo_router.policy import PolicySpec
 from lalo_router.replicas import ReplicaSet
 from lalo_router.server import build_server as build_router
 from lalo_router.settings import RouterSettings
@@ -71,8 +76,8 @@ def chat(
     )
 
 
-async def _start_inference(model_path: Path) -> Inference:
-    spec = ModelSpec(id=MODEL_ID, path=model_path, n_ctx=512, parallel=4, threads=1)
+async def _start_inference(model_path: Path, n_ctx: int = 512) -> Inference:
+    spec = ModelSpec(id=MODEL_ID, path=model_path, n_ctx=n_ctx, parallel=4, threads=1)
     engine = await asyncio.to_thread(load_engine, spec)
     settings = InferenceSmallSettings.model_validate(
         {"LALO_SERVICE_TOKEN": TOKEN, "grace_period_s": 0}
@@ -199,3 +204,108 @@ async def test_stopping_a_replica_under_load(stack: Stack) -> None:
     # The router learns the replica is gone.
     await stack.replicas.refresh(timeout_s=2.0)
     assert [r.healthy for r in stack.replicas.replicas] == [False, True]
+
+
+# ---- the LLM classification strategy on a real llama.cpp server ----
+
+PROMPTS = [
+    "Hello! How are you today?",
+    "What is the capital of France?",
+    "Solve for x: 3x + 7 = 22.",
+    "Write a Python function that reverses a linked list.",
+    "Pull the names and dates out of this email: Anna met Bo on 3 May.",
+    "Summarize the following meeting notes in two sentences: ...",
+    "Write a short poem about the sea.",
+    "If Tom is taller than Ann and Ann is taller than Bo, who is shortest?",
+    "Book a table for two at 7pm and add it to my calendar.",
+    "",
+]
+
+
+@pytest.fixture
+async def llm_server(tiny_model_path: Path) -> AsyncIterator[Inference]:
+    # The prompt lists every label with its meaning: a few hundred tokens of the tiny
+    # tokenizer, so a bigger context than the chat tests need.
+    inference = await _start_inference(tiny_model_path, n_ctx=2048)
+    try:
+        yield inference
+    finally:
+        await inference.stop()
+        await asyncio.to_thread(inference.engine.close)
+
+
+async def test_llm_strategy_answers_only_labels(llm_server: Inference) -> None:
+    """The tiny model is random: the grammar, not the model, makes every answer a label."""
+    classifier = LlmClassifier(
+        MODEL_ID, target=llm_server.target, service_token=TOKEN, timeout_s=60
+    )
+    try:
+        for text in PROMPTS[:-1]:
+            result = await classifier.classify(text)
+            assert result.label in DEFAULT_LABELS, result
+            assert result.fallback == "", result  # the model answered
+            assert result.output.strip() == result.label
+            assert 0.0 < result.confidence <= 1.0
+        empty = await classifier.classify(PROMPTS[-1])
+        assert (empty.label, empty.fallback) == ("other", "empty")
+    finally:
+        await classifier.close()
+
+
+async def test_router_routes_by_the_llm_strategy(llm_server: Inference) -> None:
+    replicas = ReplicaSet([("small", llm_server.target)], service_token=TOKEN)
+    await replicas.refresh()
+    categories = {label: "small" for label in DEFAULT_LABELS}
+    settings = RouterSettings.model_validate(
+        {"LALO_SERVICE_TOKEN": TOKEN, "grace_period_s": 0, "classifier": "none"}
+    )
+    # No target: the strategy asks the router's own replicas that serve the model.
+    strategy = LlmClassifier(MODEL_ID, replicas=replicas, timeout_s=60)
+    router = build_router(
+        settings, replicas, policy=PolicySpec(categories=categories), strategy=strategy
+    )
+    port = await router.start("127.0.0.1:0")
+    await router.set_serving(True)
+    channel = create_channel(f"127.0.0.1:{port}", service_token=TOKEN)
+    try:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        result = await collect(stub.Chat(chat("Write a haiku", max_tokens=8), timeout=60))
+        assert result.route.category in DEFAULT_LABELS
+        assert ", llm)" in result.route.reason
+        assert result.route.classify_ms > 0
+        assert result.complete is not None
+        assert replicas.replicas[0].outstanding == 0
+    finally:
+        await channel.close()
+        await router.stop()
+        await strategy.close()
+        await replicas.close()
+
+
+async def test_cli_eval_runs_the_llm_strategy_end_to_end(
+    llm_server: Inference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LALO_SERVICE_TOKEN", TOKEN)
+    labels = ["chat", "factual_qa", "math", "code", "extraction"] + ["summarization"] * 4
+    rows = [{"text": text, "label": label} for text, label in zip(PROMPTS, labels, strict=False)]
+    src = tmp_path / "labelled.jsonl"
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = ["--strategy", "llm", "--target", llm_server.target, "--model", MODEL_ID]
+    report_path = tmp_path / "report.json"
+    args = ["eval", "categories", str(src), *common, "--timeout", "60", "--json"]
+    # The CLI runs its own event loop: a thread, while this loop serves the model.
+    assert await asyncio.to_thread(cli_main, [*args, "-o", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["n"] == len(rows)
+    assert report["strategy"] == "llm"
+    assert report["llm_fallbacks"] == {}
+    assert set(report["confusion_labels"]) <= {*DEFAULT_LABELS, "other"}
+    assert sum(map(sum, report["confusion"])) == len(rows)
+    assert 0.0 <= report["macro_f1"] <= 1.0
+
+    predictions = tmp_path / "predictions.jsonl"
+    args = ["predict", str(src), *common, "--timeout", "60", "-o", str(predictions)]
+    assert await asyncio.to_thread(cli_main, args) == 0
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(records) == len(rows)
+    assert all(r["label"] in DEFAULT_LABELS and r["strategy"] == "llm" for r in records)

@@ -126,3 +126,29 @@ def test_usage_errors_return_2() -> None:
     assert main([]) == 2
     assert main(["eval"]) == 2
     assert main(["predict"]) == 2
+
+
+def test_llm_strategy_needs_a_target_and_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LALO_ROUTER_LLM_TARGET", raising=False)
+    monkeypatch.delenv("LALO_ROUTER_LLM_MODEL", raising=False)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hi", "label": "chat"}])
+    assert main(["predict", str(src), "--strategy", "llm"]) == 2
+    assert "needs --target and --model" in capsys.readouterr().err
+    assert main(["eval", "categories", str(src), "--strategy", "llm", "--model", "m"]) == 2
+    assert main(["predict", str(src), "--strategy", "gpt"]) == 2
+
+
+def test_llm_eval_against_nothing_says_every_call_fell_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lalo_testing.stack import free_port
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hi", "label": "chat"}])
+    target = f"127.0.0.1:{free_port()}"
+    args = ["eval", "categories", str(src), "--strategy", "llm", "--target", target]
+    assert main([*args, "--model", "m", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["llm_fallbacks"] == {"unavailable": 1}
+    assert "every LLM call fell back" in captured.err

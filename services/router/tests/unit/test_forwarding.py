@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -14,7 +15,13 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
-from lalo_common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from lalo_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from lalo_common.grpc_client import create_channel
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import PolicyRouter, PolicySpec
@@ -65,7 +72,7 @@ async def fleet() -> AsyncIterator[Fleet]:
     await replicas.refresh()
     forwarder = ChatForwarder(
         replicas,
-        PolicyRouter(PolicySpec(default_pool="small"), replicas, None).decide,
+        PolicyRouter(PolicySpec(default_pool="small"), replicas, None).route,
         timeout_s=30,
     )
     yield Fleet(a, b, c, replicas, forwarder)
@@ -228,6 +235,35 @@ async def test_caller_deadline_is_propagated(fleet: Fleet) -> None:
     assert 0 < bounded.time_remaining <= 5.5
     assert default.time_remaining is not None
     assert 10.0 < default.time_remaining <= 31.0
+
+
+class SlowStrategy:
+    """Classifies after ``delay_s``, as an LLM strategy on a busy CPU would."""
+
+    name = "slow"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    async def classify(
+        self, text: str, *, time_remaining: float | None = None, request_id: str = ""
+    ) -> Any:
+        await asyncio.sleep(self.delay_s)
+        return SimpleNamespace(label="chat", confidence=1.0, p_escalate=0.0, latency_ms=1.0)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_classification_time_comes_out_of_the_callers_deadline(fleet: Fleet) -> None:
+    slow = PolicyRouter(PolicySpec(), fleet.replicas, None, strategy=SlowStrategy(0.3))
+    forwarder = ChatForwarder(fleet.replicas, slow.route, timeout_s=30)
+    await collect(forwarder.chat(request("auto"), time_remaining=5.0))
+    (call,) = [*fleet.a.servicer.calls, *fleet.b.servicer.calls]
+    assert call.time_remaining is not None
+    assert call.time_remaining <= 5.0 - 0.3 + 0.1  # the wire rounds deadlines a little
+    with pytest.raises(DeadlineExceeded, match="while it was being routed"):
+        await collect(forwarder.chat(request("auto"), time_remaining=0.1))
 
 
 async def test_caller_deadlines_do_not_open_the_circuit(fleet: Fleet) -> None:

@@ -93,96 +93,141 @@ def chat(text: str, model: str = "auto") -> rpb.ChatRequest:
     return request
 
 
-def test_category_picks_its_pool() -> None:
+async def test_category_picks_its_pool() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(Result("code"))
     )
-    route = router.decide(chat("write a sort in rust"))
+    route = await router.route(chat("write a sort in rust"))
     assert (route.pool, route.model, route.category) == ("large", "l", "code")
     assert route.classify_ms == 1.5
 
 
-def test_escalation_over_threshold_goes_up() -> None:
+async def test_escalation_over_threshold_goes_up() -> None:
     router = PolicyRouter(
         SPEC,
         replicas(small=("s", True), large=("l", True)),
         FakeClassifier(Result("chat", p_escalate=0.7)),
     )
-    route = router.decide(chat("hi"))
+    route = await router.route(chat("hi"))
     assert route.pool == "large"
     assert route.escalated
     assert "p_escalate" in route.reason
 
 
-def test_per_route_threshold() -> None:
-    router = PolicyRouter(
-        SPEC,
-        replicas(small=("s", True), large=("l", True)),
-        FakeClassifier(Result("math", p_escalate=0.45)),
-    )
-    assert router.decide(chat("2+2")).pool == "large"
-    router.classifier = FakeClassifier(Result("chat", p_escalate=0.45))
-    assert router.decide(chat("hi")).pool == "small"
+async def test_per_route_threshold() -> None:
+    classifier = FakeClassifier(Result("math", p_escalate=0.45))
+    router = PolicyRouter(SPEC, replicas(small=("s", True), large=("l", True)), classifier)
+    assert (await router.route(chat("2+2"))).pool == "large"
+    classifier.result = Result("chat", p_escalate=0.45)
+    assert (await router.route(chat("hi"))).pool == "small"
 
 
-def test_unknown_category_goes_to_default_pool() -> None:
+async def test_unknown_category_goes_to_default_pool() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(Result("other"))
     )
-    assert router.decide(chat("???")).pool == "small"
+    assert (await router.route(chat("???"))).pool == "small"
 
 
-def test_fallback_when_pool_down() -> None:
+async def test_fallback_when_pool_down() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", False)), FakeClassifier(Result("code"))
     )
-    route = router.decide(chat("code please"))
+    route = await router.route(chat("code please"))
     assert route.pool == "small"
     assert "large down" in route.reason
 
 
-def test_tools_need_a_capable_pool() -> None:
+async def test_tools_need_a_capable_pool() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(Result("chat"))
     )
     request = chat("call a tool")
     request.chat.tools.add(name="calculator", parameters_json="{}")
-    assert router.decide(request).pool == "large"
+    assert (await router.route(request)).pool == "large"
 
 
-def test_no_capable_healthy_pool_is_unavailable() -> None:
+async def test_no_capable_healthy_pool_is_unavailable() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", False)), FakeClassifier(Result("chat"))
     )
     request = chat("call a tool")
     request.chat.tools.add(name="calculator", parameters_json="{}")
     with pytest.raises(Unavailable, match="tools"):
-        router.decide(request)
+        await router.route(request)
 
 
-def test_explicit_model_bypasses_classification() -> None:
+async def test_explicit_model_bypasses_classification() -> None:
     classifier = FakeClassifier(Result("code"))
     router = PolicyRouter(SPEC, replicas(small=("s", True), large=("l", True)), classifier)
-    route = router.decide(chat("code", model="s"))
+    route = await router.route(chat("code", model="s"))
     assert (route.pool, route.model, route.reason) == ("small", "s", "explicit model")
     assert classifier.seen == []
     with pytest.raises(NotFound):
-        router.decide(chat("x", model="missing"))
+        await router.route(chat("x", model="missing"))
 
 
-def test_without_classifier_auto_is_default_pool() -> None:
+async def test_without_classifier_auto_is_default_pool() -> None:
     router = PolicyRouter(SPEC, replicas(small=("s", True)), None)
-    route = router.decide(chat("anything"))
+    route = await router.route(chat("anything"))
     assert (route.pool, route.model, route.category) == ("small", "s", "")
 
 
-def test_counts_routes() -> None:
+async def test_counts_routes() -> None:
     router = PolicyRouter(
         SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(Result("code"))
     )
     for _ in range(3):
-        router.decide(chat("x"))
+        await router.route(chat("x"))
     assert router.counters.routes == {"large/code": 3}
+
+
+class RecordingStrategy:
+    """A strategy that records what it was asked (text, deadline, request id)."""
+
+    name = "fake"
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        self.calls: list[tuple[str, float | None, str]] = []
+
+    async def classify(
+        self, text: str, *, time_remaining: float | None = None, request_id: str = ""
+    ) -> Result:
+        self.calls.append((text, time_remaining, request_id))
+        return self.result
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_route_asks_the_strategy_only_for_auto_requests() -> None:
+    strategy = RecordingStrategy(Result("code", p_escalate=0.2))
+    router = PolicyRouter(SPEC, both_pools(), None, strategy=strategy)
+    request = chat("write a parser")
+    request.request_id = "req-7"
+    route = await router.route(request, time_remaining=3.0)
+    assert (route.pool, route.category) == ("large", "code")
+    assert strategy.calls == [("write a parser", 3.0, "req-7")]
+    await router.route(chat("x", model="s"))
+    assert len(strategy.calls) == 1  # a named model is not classified
+
+
+def test_decide_is_the_synchronous_core() -> None:
+    router = PolicyRouter(SPEC, both_pools(), None)
+    assert router.decide(chat("x"), Result("code")).pool == "large"
+    assert router.decide(chat("x"), None).reason == "default pool"
+    assert router.decide(chat("x"), Result("code")).reason == "category code (0.90)"
+
+
+def test_a_strategy_note_joins_the_reason() -> None:
+    @dataclass
+    class Noted(Result):
+        note: str = ""
+
+    router = PolicyRouter(SPEC, both_pools(), None)
+    route = router.decide(chat("x"), Noted("code", note="llm fallback: timeout"))
+    assert route.reason == "category code (0.90, llm fallback: timeout)"
 
 
 def test_text_to_classify_uses_the_last_user_turn_and_stays_bounded() -> None:
@@ -338,44 +383,48 @@ SATURATION_SPEC = PolicySpec.model_validate(
 )
 
 
-def test_a_saturated_pool_falls_through_to_its_fallback() -> None:
+async def test_a_saturated_pool_falls_through_to_its_fallback() -> None:
     rs = replica_set(
         replica("small", "s", target="s:1", outstanding=2, limit=2),
         replica("small", "s", target="s:2", outstanding=3, limit=2),
         replica("large", "l"),
     )
-    route = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).decide(chat("hi"))
+    route = await PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).route(
+        chat("hi")
+    )
     assert (route.pool, route.model) == ("large", "l")
     assert "small saturated" in route.reason
 
 
-def test_one_replica_with_room_keeps_the_pool() -> None:
+async def test_one_replica_with_room_keeps_the_pool() -> None:
     rs = replica_set(
         replica("small", "s", target="s:1", outstanding=2, limit=2),
         replica("small", "s", target="s:2", outstanding=1, limit=2),
         replica("large", "l"),
     )
-    route = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).decide(chat("hi"))
+    route = await PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat"))).route(
+        chat("hi")
+    )
     assert route.pool == "small"
     assert "saturated" not in route.reason
 
 
-def test_every_pool_saturated_is_resource_exhausted() -> None:
+async def test_every_pool_saturated_is_resource_exhausted() -> None:
     rs = replica_set(
         replica("small", "s", outstanding=2, limit=2),
         replica("large", "l", outstanding=1, limit=1),
     )
     router = PolicyRouter(SATURATION_SPEC, rs, FakeClassifier(Result("chat")))
     with pytest.raises(ResourceExhausted, match="small saturated; large saturated"):
-        router.decide(chat("hi"))
+        await router.route(chat("hi"))
     # Down everywhere (no saturation) stays UNAVAILABLE.
     for item in rs.replicas:
         item.healthy = False
     with pytest.raises(Unavailable):
-        router.decide(chat("hi"))
+        await router.route(chat("hi"))
 
 
-def test_pool_models_are_a_preference_order() -> None:
+async def test_pool_models_are_a_preference_order() -> None:
     spec = PolicySpec.model_validate(
         {
             "pools": {"small": {"models": ["best", "ok"]}, "large": {}},
@@ -383,29 +432,29 @@ def test_pool_models_are_a_preference_order() -> None:
         }
     )
     both = replica_set(replica("small", "ok", "best", "other"), replica("large", "l"))
-    assert PolicyRouter(spec, both, None).decide(chat("x")).model == "best"
+    assert (await PolicyRouter(spec, both, None).route(chat("x"))).model == "best"
     second = replica_set(replica("small", "other", "ok"), replica("large", "l"))
-    assert PolicyRouter(spec, second, None).decide(chat("x")).model == "ok"
+    assert (await PolicyRouter(spec, second, None).route(chat("x"))).model == "ok"
     # A pool serving none of its listed models is down for "auto" requests.
     neither = replica_set(replica("small", "other"), replica("large", "l"))
-    route = PolicyRouter(spec, neither, None).decide(chat("x"))
+    route = await PolicyRouter(spec, neither, None).route(chat("x"))
     assert (route.pool, route.model) == ("large", "l")
     assert "small down" in route.reason
 
 
-def test_agentic_requests_take_the_complex_path_when_workflows_are_on() -> None:
+async def test_agentic_requests_take_the_complex_path_when_workflows_are_on() -> None:
     spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
     rs = replicas(small=("s", True), large=("l", True))
     router = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=True)
-    route = router.decide(chat("book a flight and email me the receipt"))
+    route = await router.route(chat("book a flight and email me the receipt"))
     assert (route.pool, route.model) == ("workflow", "workflow")
-    explicit = PolicyRouter(spec, rs, None, workflows_enabled=True).decide(
+    explicit = await PolicyRouter(spec, rs, None, workflows_enabled=True).route(
         chat("x", model="workflow")
     )
     assert explicit.pool == "workflow"
     # Without an orchestrator the complex path is not healthy: fall back to the default pool.
     off = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=False)
-    assert off.decide(chat("book a flight")).pool == "small"
+    assert (await off.route(chat("book a flight"))).pool == "small"
 
 
 def test_policies_in_the_deploy_profiles_are_valid(tmp_path: Path) -> None:
@@ -468,26 +517,26 @@ def both_pools() -> ReplicaSet:
     return replicas(small=("s", True), large=("l", True))
 
 
-def test_a_named_operating_point_is_resolved_per_category() -> None:
+async def test_a_named_operating_point_is_resolved_per_category() -> None:
     classifier = PointsClassifier(Result("math", p_escalate=0.25), POINTS)
     router = PolicyRouter(escalating("pgr50"), both_pools(), classifier)
-    route = router.decide(chat("2+2"))
+    route = await router.route(chat("2+2"))
     assert route.pool == "large"
     assert "p_escalate 0.25 >= 0.20 (pgr50)" in route.reason
     assert ("pgr50", "math") in classifier.asked
     classifier.result = Result("chat", p_escalate=0.25)  # chat uses the global 0.3
-    assert router.decide(chat("hi")).pool == "small"
+    assert (await router.route(chat("hi"))).pool == "small"
 
 
-def test_per_category_points_and_numbers_mix() -> None:
+async def test_per_category_points_and_numbers_mix() -> None:
     spec = escalating(0.9, {"math": "pgr80", "code": 0.5})
     classifier = PointsClassifier(Result("math", p_escalate=0.16), POINTS)
     router = PolicyRouter(spec, both_pools(), classifier)
-    assert router.decide(chat("2+2")).pool == "large"  # pgr80 = 0.15
+    assert (await router.route(chat("2+2"))).pool == "large"  # pgr80 = 0.15
     classifier.result = Result("code", p_escalate=0.49)
-    assert router.decide(chat("sort")).pool == "small"  # 0.5
+    assert (await router.route(chat("sort"))).pool == "small"  # 0.5
     classifier.result = Result("chat", p_escalate=0.89)
-    assert router.decide(chat("hi")).pool == "small"  # 0.9
+    assert (await router.route(chat("hi"))).pool == "small"  # 0.9
 
 
 def test_an_unknown_operating_point_is_a_startup_error() -> None:
@@ -508,7 +557,7 @@ def test_policy_categories_must_be_classifier_labels() -> None:
         PolicyRouter(spec, both_pools(), classifier)
 
 
-def test_without_operating_points_named_thresholds_fall_back_and_warn_once(
+async def test_without_operating_points_named_thresholds_fall_back_and_warn_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # FakeClassifier has no escalation_threshold (an artifact from before operating points).
@@ -516,7 +565,7 @@ def test_without_operating_points_named_thresholds_fall_back_and_warn_once(
     with caplog.at_level(logging.WARNING):
         router = PolicyRouter(escalating(0.5, {"math": "pgr80"}), both_pools(), classifier)
         for _ in range(3):
-            route = router.decide(chat("2+2"))
+            route = await router.route(chat("2+2"))
             assert route.pool == "large"  # the numeric default 0.5 applies
             assert ">= 0.50" in route.reason
     assert caplog.text.count("no operating points") == 1
@@ -524,7 +573,7 @@ def test_without_operating_points_named_thresholds_fall_back_and_warn_once(
     never = PolicyRouter(
         escalating("pgr50"), both_pools(), FakeClassifier(Result("math", p_escalate=1.0))
     )
-    assert never.decide(chat("2+2")).pool == "small"
+    assert (await never.route(chat("2+2"))).pool == "small"
 
 
 class GlobalOnlyClassifier(PointsClassifier):
@@ -536,14 +585,14 @@ class GlobalOnlyClassifier(PointsClassifier):
         return super().escalation_threshold(operating_point) if category is None else None
 
 
-def test_a_point_without_a_value_at_decision_time_falls_back_once(
+async def test_a_point_without_a_value_at_decision_time_falls_back_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     classifier = GlobalOnlyClassifier(Result("code", p_escalate=0.95), POINTS)
     router = PolicyRouter(escalating("pgr50"), both_pools(), classifier)  # passes start-up
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            assert router.decide(chat("sort")).pool == "small"  # nothing to fall to: never
+            assert (await router.route(chat("sort"))).pool == "small"  # nothing to fall to: never
     assert caplog.text.count("has no threshold for category code") == 1
 
 

@@ -457,6 +457,17 @@ async def test_agentic_requests_take_the_complex_path_when_workflows_are_on() ->
     assert (await off.route(chat("book a flight"))).pool == "small"
 
 
+def test_the_example_policy_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "policy.example.yaml"
+    spec = load_policy(example, "small")
+    assert merge_backends(spec, []) == [("small", "127.0.0.1:50061"), ("large", "127.0.0.1:50062")]
+    assert spec.escalation.named() == {"escalation.thresholds.math": ("pgr80", "math")}
+    # Its categories are the committed classifier's labels.
+    from lalo_router.classify import load_classifier
+
+    PolicyRouter(spec, ReplicaSet([]), load_classifier())  # type: ignore[arg-type]
+
+
 def test_policies_in_the_deploy_profiles_are_valid(tmp_path: Path) -> None:
     """A Helm profile's router.policy is what the router loads at start-up: keep them valid
     (the chart always sets LALO_ROUTER_BACKENDS for the small and large pools)."""

@@ -188,7 +188,7 @@ class LlmClassifier:
 
     async def classify(
         self, text: str, *, time_remaining: float | None = None, request_id: str = ""
-    ) -> Classification:
+    ) -> LlmClassification:
         start = time.perf_counter()
         base = self.fallback.classify(text) if self.fallback is not None else None
         if not text.strip():
@@ -199,6 +199,9 @@ class LlmClassifier:
             output, logprob = await self._ask(text, timeout, request_id)
         except LlmFailure as failure:
             return self._fall_back(base, failure.reason, failure.detail, start, output)
+        except Exception as exc:  # a routing decision must never fail the request
+            log.exception("LLM classification failed unexpectedly")
+            return self._fall_back(base, "error", repr(exc), start, output)
         label = match_label(output, self.labels)
         if label is None:
             return self._fall_back(
@@ -221,6 +224,8 @@ class LlmClassifier:
         assert self.replicas is not None
         candidates = self.replicas.candidates(model=self.model)
         if not candidates:
+            if self.replicas.candidates(model=self.model, include_saturated=True):
+                raise LlmFailure("saturated", f"every replica serving {self.model!r} is busy")
             raise LlmFailure("no_replica", f"no available replica serves {self.model!r}")
         return candidates[0].stub, candidates[0]
 

@@ -252,6 +252,20 @@ async def test_an_unknown_model_is_an_error_fallback(scripted: Scripted) -> None
     await classifier.close()
 
 
+async def test_an_unexpected_exception_is_a_fallback_too(
+    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = llm(scripted.target)
+
+    def broken(text: str, request_id: str = "") -> ipb.GenerateRequest:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(classifier, "request", broken)
+    result = await classifier.classify("hello")
+    assert (result.label, result.fallback) == ("chat", "error")
+    await classifier.close()
+
+
 async def test_empty_text_is_not_sent(scripted: Scripted) -> None:
     classifier = llm(scripted.target)
     result = await classifier.classify("   ")
@@ -276,7 +290,11 @@ async def test_without_a_target_it_asks_the_replicas_serving_the_model(
         assert len(scripted.servicer.requests) == 1
         assert not other.servicer.requests
         assert all(r.outstanding == 0 for r in replicas.replicas)
-        # Nobody serving the model: the embedding decision, never an error.
+        # Its replica at its cap, then gone: the embedding decision, never an error.
+        replicas.replicas[1].max_outstanding = replicas.replicas[1].outstanding = 1
+        result = await classifier.classify("write a parser")
+        assert result.fallback == "saturated"
+        replicas.replicas[1].outstanding = 0
         replicas.replicas[1].healthy = False
         result = await classifier.classify("write a parser")
         assert result.fallback == "no_replica"

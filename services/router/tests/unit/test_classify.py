@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,81 @@ def test_artifact_is_small_and_versioned(classifier: Classifier) -> None:
     assert classifier.version.count(".") == 2
     assert (DEFAULT_ARTIFACT.parent / "MODEL_CARD.md").is_file()
     assert {"pgr50", "pgr80"} <= set(classifier.escalation_thresholds)
+    # every category has both operating points (its own, or the global ones as fallback)
+    assert set(classifier.escalation_thresholds_by_category) == LABELS
+    for points in classifier.escalation_thresholds_by_category.values():
+        assert set(points) == {"pgr50", "pgr80"}
+        assert 0.0 < points["pgr80"] <= points["pgr50"] < 1.0
+
+
+def test_escalation_threshold_per_category_then_global(classifier: Classifier) -> None:
+    fake = copy.copy(classifier)
+    fake.escalation_thresholds = {"pgr50": 0.3, "pgr80": 0.2}
+    fake.escalation_thresholds_by_category = {"math": {"pgr50": 0.9}}
+    assert fake.escalation_threshold("pgr50", "math") == 0.9
+    assert fake.escalation_threshold("pgr80", "math") == 0.2  # point missing there: global
+    assert fake.escalation_threshold("pgr50", "chat") == 0.3  # category without its own
+    assert fake.escalation_threshold("pgr50", "other") == 0.3
+    assert fake.escalation_threshold("pgr50") == 0.3
+    assert fake.escalation_threshold("pgr99", "math") is None
+    assert fake.escalation_threshold("pgr99") is None
+
+
+def test_escalation_threshold_of_the_artifact(classifier: Classifier) -> None:
+    for label, points in classifier.escalation_thresholds_by_category.items():
+        assert classifier.escalation_threshold("pgr80", label) == points["pgr80"]
+    assert classifier.escalation_threshold("pgr50") == classifier.escalation_thresholds["pgr50"]
+
+
+def _rewrite_artifact(tmp_path: Path, **changes: object) -> Path:
+    """A copy of the committed artifact with some arrays (or meta keys) replaced."""
+    from lalo_router.classify.model import load_arrays
+
+    arrays, meta = load_arrays(DEFAULT_ARTIFACT)
+    for name, value in changes.items():
+        if name in arrays:
+            arrays[name] = np.asarray(value)
+        else:
+            meta[name] = value
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = tmp_path / "variant.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def test_maths_prompts_use_the_gated_escalation_head(
+    classifier: Classifier, tmp_path: Path
+) -> None:
+    from lalo_router.classify.model import load_arrays
+
+    arrays, _ = load_arrays(DEFAULT_ARTIFACT)
+    # Only the general head, as a one-head artifact: it must load and score alone.
+    general_only = load_classifier(
+        _rewrite_artifact(
+            tmp_path,
+            esc_dense_w=arrays["esc_dense_w"][:, 0],
+            esc_sparse_w=arrays["esc_sparse_w"][:, 0],
+            esc_b=arrays["esc_b"][:1],
+        )
+    )
+    word_problem = (
+        "A baker makes 3 batches of 24 cookies, sells 5/6 of them at $2 each and gives away "
+        "the rest. How much money does she make?"
+    )
+    question = "Which of the following is a noble gas? A. Oxygen B. Argon C. Nitrogen D. Iron"
+    mixed, general = classifier.classify(word_problem), general_only.classify(word_problem)
+    assert mixed.label == "math"
+    assert mixed.p_escalate != pytest.approx(general.p_escalate)
+    # a prompt with little maths probability gets (nearly) the general head's answer
+    assert classifier.classify(question).scores["math"] < 0.05
+    assert classifier.classify(question).p_escalate == pytest.approx(
+        general_only.classify(question).p_escalate, abs=0.03
+    )
+
+
+def test_escalation_heads_must_match_the_gate(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="incomplete"):
+        load_classifier(_rewrite_artifact(tmp_path, escalation_gate="no_such_label"))
 
 
 @pytest.mark.parametrize(

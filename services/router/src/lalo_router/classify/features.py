@@ -5,8 +5,9 @@ WordPiece tokens) before any per-token work. Features:
 
 * ``dense``: mean of the prompt tokens' rows in the static MiniLM table (L2-normalised),
   followed by a few cheap lexical signals (length, digits, code and maths symbols...);
-* ``sparse``: sublinear TF-IDF over WordPiece unigrams (their ids) and hashed bigrams,
-  L2-normalised, scaled by ``sparse_weight``.
+* ``sparse``: sublinear TF-IDF over WordPiece unigrams (their ids) and hashed bigrams, the
+  bigrams including a start and an end marker (so "extract" as the first word and "?" as the
+  last are features of their own), L2-normalised, scaled by ``sparse_weight``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
+from lalo_router.classify.encoder import CLS_ID, SEP_ID
+
 HEAD_CHARS = 2000
 TAIL_CHARS = 1000
 HEAD_TOKENS = 192
 TAIL_TOKENS = 64
 BIGRAM_BUCKETS = 1 << 15
 _BIGRAM_MULT = np.uint64(1_000_003)
+# Bigrams (start marker, first token) and (last token, end marker): the opening word of an
+# instruction ("extract", "summarize", "write") says more than the same word inside it.
+# Worth +0.008 grouped macro-F1 in cross-validation (accuracy 0.902 -> 0.910).
+_START = np.array([CLS_ID], dtype=np.int64)
+_END = np.array([SEP_ID], dtype=np.int64)
 
 _CONTEXT_REF = re.compile(
     r"\b(passage|paragraph|reference text|the text|this text|given text|article|"
@@ -130,10 +138,10 @@ class Featurizer:
         """Column indices and TF-IDF values (unigram ids, then hashed bigrams), L2-normalised."""
         if ids.size == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        bigrams = (
-            (ids[:-1].astype(np.uint64) * _BIGRAM_MULT + ids[1:].astype(np.uint64))
-            % np.uint64(BIGRAM_BUCKETS)
-        ).astype(np.int64) + self.vocab_size
+        marked = np.concatenate([_START, ids, _END]).astype(np.uint64)
+        bigrams = ((marked[:-1] * _BIGRAM_MULT + marked[1:]) % np.uint64(BIGRAM_BUCKETS)).astype(
+            np.int64
+        ) + self.vocab_size
         terms, counts = np.unique(np.concatenate([ids, bigrams]), return_counts=True)
         values = (np.float32(1.0) + np.log(counts.astype(np.float32))) * self.idf[terms]
         norm = np.float32(np.sqrt(np.dot(values, values)))

@@ -58,7 +58,13 @@ def _sigmoid(x: float) -> float:
 
 
 class Classifier:
-    """Category + escalation heads over shared features (see ``features.Featurizer``)."""
+    """Category + escalation heads over shared features (see ``features.Featurizer``).
+
+    p_escalate mixes two escalation heads by the category head's probability of the gate
+    label (``meta["escalation_gate"]``, "math"): ``sigmoid((1 - g) * general + g * gated)``,
+    because what makes a word problem hard (its length, how many steps) is not what makes a
+    knowledge question hard. An artifact with one escalation head uses it alone.
+    """
 
     def __init__(
         self, arrays: dict[str, NDArray[Any]], meta: dict[str, Any], featurizer: Featurizer
@@ -70,13 +76,33 @@ class Classifier:
         self.escalation_thresholds: dict[str, float] = {
             k: float(v) for k, v in meta.get("escalation_thresholds", {}).items()
         }
+        self.escalation_thresholds_by_category: dict[str, dict[str, float]] = {
+            category: {k: float(v) for k, v in points.items()}
+            for category, points in meta.get("escalation_thresholds_by_category", {}).items()
+        }
         self.featurizer = featurizer
+        dense_dim = featurizer.dense_dim
+        num_labels = len(self.labels)
         self._cat_dense = arrays["cat_dense_w"].astype(np.float32)  # (dense_dim, K)
-        self._cat_sparse = arrays["cat_sparse_w"].astype(np.float32)  # (sparse_dim, K)
         self._cat_bias = arrays["cat_b"].astype(np.float32)
-        self._esc_dense = arrays["esc_dense_w"].astype(np.float32)  # (dense_dim,)
-        self._esc_sparse = arrays["esc_sparse_w"].astype(np.float32)  # (sparse_dim,)
-        self._esc_bias = float(arrays["esc_b"])
+        self._esc_dense = arrays["esc_dense_w"].astype(np.float32).reshape(dense_dim, -1)
+        self._esc_bias = arrays["esc_b"].astype(np.float32).reshape(-1)
+        heads = self._esc_dense.shape[1]
+        # One gather serves both heads: category columns, then escalation columns.
+        self._sparse = np.ascontiguousarray(
+            np.hstack(
+                [
+                    arrays["cat_sparse_w"].astype(np.float32),
+                    arrays["esc_sparse_w"].astype(np.float32).reshape(-1, heads),
+                ]
+            )
+        )
+        if self._cat_dense.shape != (dense_dim, num_labels) or self._esc_bias.shape != (heads,):
+            raise ValueError("head shapes do not match the labels and features")
+        gate = meta.get("escalation_gate")
+        self._gate = self.labels.index(gate) if heads == 2 and gate in self.labels else None
+        if heads not in (1, 2) or (heads == 2 and self._gate is None):
+            raise ValueError(f"{heads} escalation heads with gate {gate!r}")
         self._fallback = self._decide("")
 
     # ------------------------------------------------------------------ public API
@@ -100,12 +126,32 @@ class Classifier:
     def probabilities(self, text: str) -> tuple[NDArray[np.float32], float]:
         """Category probabilities (in ``labels`` order) and p_escalate for a cleaned text."""
         dense, terms, values = self.featurizer.features(text)
-        logits = dense @ self._cat_dense + values @ self._cat_sparse[terms] + self._cat_bias
+        sparse = values @ self._sparse[terms]
+        num_labels = len(self.labels)
+        logits = dense @ self._cat_dense + sparse[:num_labels] + self._cat_bias
         logits = logits - logits.max()
         probs = np.exp(logits)
         probs /= probs.sum()
-        esc = float(dense @ self._esc_dense + values @ self._esc_sparse[terms]) + self._esc_bias
+        heads = dense @ self._esc_dense + sparse[num_labels:] + self._esc_bias
+        if self._gate is None:
+            esc = float(heads[0])
+        else:
+            gate = float(probs[self._gate])
+            esc = (1.0 - gate) * float(heads[0]) + gate * float(heads[1])
         return probs.astype(np.float32), _sigmoid(esc)
+
+    def escalation_threshold(
+        self, operating_point: str, category: str | None = None
+    ) -> float | None:
+        """The p_escalate threshold of a named operating point ("pgr50": escalating above it
+        recovers about half of the small→large quality gap on validation prompts; "pgr80"),
+        measured on the prompts of ``category`` when the artifact has it, else the global one;
+        None for an operating point the artifact does not know."""
+        if category is not None:
+            value = self.escalation_thresholds_by_category.get(category, {}).get(operating_point)
+            if value is not None:
+                return value
+        return self.escalation_thresholds.get(operating_point)
 
     # ------------------------------------------------------------------ internals
     def _decide(self, text: str) -> tuple[str, float, float, dict[str, float]]:

@@ -14,6 +14,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,34 @@ from numpy.typing import NDArray
 from lalo_router.classify.encoder import MiniLM, model_dir
 from lalo_router.classify.features import (
     BIGRAM_BUCKETS,
+    LEXICAL_NAMES,
     Featurizer,
     clean_text,
+    head_tail,
     load_tokenizer,
 )
 from lalo_router.classify.metrics import classification_report, dataset_family, routing_curve
 
 log = logging.getLogger(__name__)
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
 CATEGORY_C = 4.0
-ESCALATION_C = 0.5
 FOLDS = 5
 SEED = 0
-ESCALATION_VALIDATION_SHARE = 0.2
+# Escalation (values chosen by cross-validation, see MODEL_CARD.md): ridge strengths of the
+# quality-gain and difficulty heads, the weight of the standardised lexical signals, the
+# length prior of the maths head, the label that gates the maths head.
+ESCALATION_FOLDS = 5
+GAIN_ALPHA = 10.0
+DIFFICULTY_ALPHA = 3.0
+ESC_LEXICAL_SCALE = 0.15
+LENGTH_PRIOR = 1.0
+ESCALATION_GATE = "math"
+THRESHOLD_DATASETS = ("mmlu", "gsm8k")
+MIN_CATEGORY_ROWS = 200
+SHARED_OPENING = 20  # more prompts than this with one opening: a few-shot template
 
 
 @dataclass
@@ -192,72 +205,323 @@ def train_categories(
     return arrays, metrics, other_threshold
 
 
-def train_escalation(
-    featurizer: Featurizer, rows: list[dict[str, Any]]
-) -> tuple[dict[str, NDArray[np.float32]], dict[str, Any], dict[str, float]]:
-    """p_escalate = P(the large model does better than the small one), RouteLLM's "strong win"
-    label, learned from rows that name their small and large model."""
-    from sklearn.linear_model import LogisticRegression
+@dataclass
+class Outcomes:
+    """Outcome rows as arrays. ``weak``/``strong`` are the named small/large models' scores
+    (NaN where a row names no pair); ``difficulty`` is the mean failure over the row's models
+    where it scores models beyond its pair (RouterDC's seven, RouterBench's eleven,
+    RouterArena's two), else NaN."""
 
-    usable = [
-        r
-        for r in rows
-        if r.get("small_model") in r["scores"] and r.get("large_model") in r["scores"]
+    texts: list[str]
+    keys: list[str]  # normalised prompt: duplicates across sources share a key
+    family: NDArray[np.str_]  # dataset family (mmlu, gsm8k, ...)
+    subject: list[str]  # MMLU subject when the dataset name carries it ("mmlu/anatomy")
+    weak: NDArray[np.float64]
+    strong: NDArray[np.float64]
+    difficulty: NDArray[np.float64]
+    math: NDArray[np.bool_]  # maths datasets: GSM8K, MATH, maths MMLU subjects, ...
+
+    @property
+    def pair(self) -> NDArray[np.bool_]:
+        return ~np.isnan(self.weak)
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def prompt_keys(texts: list[str]) -> list[str]:
+    """What makes two prompts "the same" for validation: their normalised first 160
+    characters (so a question and its copy in another source with other answer formatting
+    match), extended by their last 300 where many prompts share that opening (few-shot
+    prompts such as RouterBench's ARC and Winogrande rows, whose question is at the end)."""
+    heads = [_normalise(t)[:160] for t in texts]
+    shared = {k for k, n in Counter(heads).items() if n > SHARED_OPENING}
+    return [
+        k + "|" + _normalise(t)[-300:] if k in shared else k
+        for k, t in zip(heads, texts, strict=True)
     ]
-    texts = [clean_text(r["prompt"]) for r in usable]
-    weak = np.array([float(r["scores"][r["small_model"]]) for r in usable])
-    strong = np.array([float(r["scores"][r["large_model"]]) for r in usable])
-    y = (strong > weak).astype(np.int64)
-    datasets = np.array([dataset_family(r.get("dataset")) for r in usable])
-    key = [re.sub(r"[^a-z0-9]", "", t.lower())[:160] for t in texts]
-    in_val = np.array(
+
+
+def read_outcomes(rows: list[dict[str, Any]]) -> Outcomes:
+    texts = [clean_text(r["prompt"]) for r in rows]
+    weak, strong, difficulty = [], [], []
+    for r in rows:
+        scores = {k: float(v) for k, v in r["scores"].items()}
+        pair = r.get("small_model") in scores and r.get("large_model") in scores
+        weak.append(scores[r["small_model"]] if pair else np.nan)
+        strong.append(scores[r["large_model"]] if pair else np.nan)
+        others = set(scores) - {r.get("small_model"), r.get("large_model")}
+        difficulty.append(1.0 - float(np.mean(list(scores.values()))) if others else np.nan)
+    names = [str(r.get("dataset") or "") for r in rows]
+    family = np.array([dataset_family(r.get("dataset")) for r in rows])
+    return Outcomes(
+        texts=texts,
+        keys=prompt_keys(texts),
+        family=family,
+        subject=[n.split("/", 1)[1] if n.lower().startswith("mmlu/") else "" for n in names],
+        weak=np.array(weak),
+        strong=np.array(strong),
+        difficulty=np.array(difficulty),
+        math=np.array(
+            [
+                f in ("gsm8k", "math") or "math" in n.lower()
+                for f, n in zip(family, names, strict=True)
+            ]
+        ),
+    )
+
+
+def hash_folds(keys: list[str], folds: int) -> NDArray[np.int64]:
+    """Fold of each row by a hash of its normalised prompt: no prompt on both sides."""
+    return np.array([int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) % folds for k in keys])
+
+
+def subject_folds(data: Outcomes, folds: int) -> NDArray[np.int64]:
+    """MMLU subjects held out whole (largest first into the emptiest fold); rows sharing a
+    prompt with an MMLU row follow its subject, the others keep their hash fold."""
+    subject_of = {k: s for k, s in zip(data.keys, data.subject, strict=True) if s}
+    sizes = Counter(subject_of.values())
+    fold_of: dict[str, int] = {}
+    load = [0] * folds
+    for subject, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        fold_of[subject] = int(np.argmin(load))
+        load[fold_of[subject]] += size
+    by_hash = hash_folds(data.keys, folds)
+    return np.array(
         [
-            int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-            < ESCALATION_VALIDATION_SHARE
-            for k in key
+            fold_of[subject_of[k]] if k in subject_of else h
+            for k, h in zip(data.keys, by_hash, strict=True)
         ]
     )
-    dense, matrix = featurize(featurizer, texts)
-    x = _stack(dense, matrix)
-    model = LogisticRegression(C=ESCALATION_C, max_iter=2000).fit(x[~in_val], y[~in_val])
-    p_val = model.predict_proba(x[in_val])[:, 1]
+
+
+@dataclass
+class EscalationHeads:
+    """Two linear scores over the raw features: column 0 for every prompt, column 1 for the
+    gate label's prompts (maths); ``score`` mixes them by the gate probability."""
+
+    dense_w: NDArray[np.float64]  # (dense_dim, 2)
+    sparse_w: NDArray[np.float64]  # (sparse_dim, 2)
+    bias: NDArray[np.float64]  # (2,)
+
+    def heads(self, dense: NDArray[np.float32], matrix: Any) -> NDArray[np.float64]:
+        out: NDArray[np.float64] = dense @ self.dense_w + matrix @ self.sparse_w + self.bias
+        return out
+
+    def score(
+        self, dense: NDArray[np.float32], matrix: Any, gate: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        h = self.heads(dense, matrix)
+        out: NDArray[np.float64] = (1.0 - gate) * h[:, 0] + gate * h[:, 1]
+        return out
+
+
+def fit_escalation(
+    featurizer: Featurizer,
+    dense: NDArray[np.float32],
+    matrix: Any,
+    data: Outcomes,
+    train_rows: NDArray[np.bool_],
+) -> EscalationHeads:
+    """Ridge heads, each z-scored on the training prompts of the named pairs and summed:
+
+    * general (column 0): the quality gain of the large model over the small one
+      (``strong - weak``, the pairs' rows) + the mean failure of other models on the prompt
+      (``difficulty``: a less noisy "how hard is it" from RouterDC/RouterBench/RouterArena);
+    * maths (column 1): the same two targets on maths rows only, plus a length prior (longer
+      word problems take more steps; prompt length alone gives GSM8K APGR ~0.60).
+
+    The lexical signals are standardised (scaled by ESC_LEXICAL_SCALE) for the fit and the
+    transformation is folded back into the weights, so run time uses the raw features."""
+    from scipy import sparse
+    from sklearn.linear_model import Ridge
+
+    table_dims = featurizer.table.shape[1]
+    pair = data.pair & train_rows
+    lex = slice(table_dims, featurizer.dense_dim)
+    mean = dense[pair].mean(0).astype(np.float64)
+    std = dense[pair].std(0).astype(np.float64) + 1e-6
+    scale = np.ones(featurizer.dense_dim)
+    shift = np.zeros(featurizer.dense_dim)
+    scale[lex] = ESC_LEXICAL_SCALE / std[lex]
+    shift[lex] = -mean[lex] * scale[lex]
+    x = sparse.hstack([sparse.csr_matrix(dense * scale + shift), matrix]).tocsr()
+    gain = data.strong - data.weak
+    has_difficulty = ~np.isnan(data.difficulty)
+    weights = np.zeros((x.shape[1], 2))
+    bias = np.zeros(2)
+    specs = (
+        (0, data.pair, gain, GAIN_ALPHA),
+        (0, has_difficulty, data.difficulty, DIFFICULTY_ALPHA),
+        (1, data.pair & data.math, gain, GAIN_ALPHA),
+        (1, has_difficulty & data.math, data.difficulty, DIFFICULTY_ALPHA),
+    )
+    for column, rows, target, alpha in specs:
+        fit_rows = rows & train_rows
+        model = Ridge(alpha=alpha).fit(x[fit_rows], target[fit_rows])
+        predicted = x[pair] @ model.coef_ + model.intercept_
+        weights[:, column] += model.coef_ / predicted.std()
+        bias[column] += (model.intercept_ - predicted.mean()) / predicted.std()
+    # In the standardised space the length column is z-scored log length times the scale.
+    weights[table_dims + LEXICAL_NAMES.index("log_chars"), 1] += LENGTH_PRIOR / ESC_LEXICAL_SCALE
+    # Align the maths score with the general one on the maths prompts (same mean and spread):
+    # the gate then changes how maths prompts rank among themselves, not their overall level
+    # against other prompts.
+    on_maths = x[pair & data.math] @ weights + bias
+    spread = on_maths.std(0)
+    weights[:, 1] *= spread[0] / spread[1]
+    bias[1] = (bias[1] - on_maths[:, 1].mean()) * spread[0] / spread[1] + on_maths[:, 0].mean()
+    dense_w = weights[: featurizer.dense_dim]
+    return EscalationHeads(
+        dense_w=dense_w * scale[:, None],
+        sparse_w=weights[featurizer.dense_dim :],
+        bias=bias + shift @ dense_w,
+    )
+
+
+def _curve_metrics(
+    p: NDArray[np.float64], data: Outcomes, rows: NDArray[np.bool_]
+) -> dict[str, Any]:
+    curve = routing_curve(p[rows], data.weak[rows], data.strong[rows])
+    return {
+        "n": int(rows.sum()),
+        "apgr": curve.apgr,
+        "cpt50": curve.cpt50,
+        "cpt80": curve.cpt80,
+        "weak_quality": curve.weak_quality,
+        "strong_quality": curve.strong_quality,
+    }
+
+
+def _operating_points(
+    p: NDArray[np.float64], data: Outcomes, rows: NDArray[np.bool_]
+) -> dict[str, float]:
+    """p_escalate above which escalating recovers ~50 % / ~80 % of the quality gap on
+    ``rows`` (the strong-call share RouteLLM's curve needs, read as a quantile of p)."""
+    curve = routing_curve(p[rows], data.weak[rows], data.strong[rows])
+    return {
+        "pgr50": float(np.quantile(p[rows], 1.0 - curve.cpt50 / 100.0)),
+        "pgr80": float(np.quantile(p[rows], 1.0 - curve.cpt80 / 100.0)),
+    }
+
+
+def category_probabilities(
+    arrays: dict[str, NDArray[Any]], dense: NDArray[np.float32], matrix: Any
+) -> NDArray[np.float64]:
+    """The category head's probabilities, from the weights as the artifact stores them."""
+    logits = (
+        dense @ arrays["cat_dense_w"].astype(np.float64)
+        + matrix @ arrays["cat_sparse_w"].astype(np.float64)
+        + arrays["cat_b"]
+    )
+    logits -= logits.max(1, keepdims=True)
+    probs: NDArray[np.float64] = np.exp(logits)
+    probs /= probs.sum(1, keepdims=True)
+    return probs
+
+
+def train_escalation(
+    featurizer: Featurizer,
+    rows: list[dict[str, Any]],
+    category_probs: Any,
+    labels: list[str],
+) -> tuple[dict[str, NDArray[Any]], dict[str, Any], dict[str, Any]]:
+    """p_escalate for every prompt; validated by 5-fold cross-validation with folds by
+    prompt (and, for MMLU, by subject). Returns arrays, metrics and the threshold meta.
+
+    ``category_probs(dense, matrix)`` is the trained category head: its probability of the
+    gate label mixes the two escalation heads, and its label groups the per-category
+    thresholds."""
+    from sklearn.linear_model import LogisticRegression
+
+    data = read_outcomes(rows)
+    dense, matrix = featurize(featurizer, data.texts)
+    probs = category_probs(dense, matrix)
+    gate = probs[:, labels.index(ESCALATION_GATE)].astype(np.float64)
+    category = np.array([labels[i] for i in probs.argmax(1)])
+    pair = data.pair
+    splits = {
+        "prompt": hash_folds(data.keys, ESCALATION_FOLDS),
+        "subject": subject_folds(data, ESCALATION_FOLDS),
+    }
+    oof = {name: np.full((len(data.texts), 2), np.nan) for name in splits}
+    for name, folds in splits.items():
+        for fold in range(ESCALATION_FOLDS):
+            heads = fit_escalation(featurizer, dense, matrix, data, folds != fold)
+            test = (folds == fold) & pair
+            oof[name][test] = heads.heads(dense[test], matrix[test])
+            log.info("escalation %s fold %d/%d done", name, fold + 1, ESCALATION_FOLDS)
+    # Platt scaling of the mixed score on the out-of-fold prompts: p_escalate = P(the small
+    # model answers wrong) = sigmoid(a * ((1 - g) h0 + g h1) + b), and since the gate weights
+    # sum to one, a and b fold into both heads.
+    mixed = {name: (1.0 - gate) * h[:, 0] + gate * h[:, 1] for name, h in oof.items()}
+    platt = LogisticRegression(C=100.0).fit(
+        mixed["prompt"][pair][:, None], (data.weak[pair] < 0.5).astype(np.int64)
+    )
+    slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    p_oof = {name: 1.0 / (1.0 + np.exp(-(slope * m + intercept))) for name, m in mixed.items()}
+
+    p = p_oof["prompt"]
+    folds = splits["prompt"]
     per_dataset: dict[str, Any] = {}
-    for name in sorted(set(datasets[in_val])):
-        sel = datasets[in_val] == name
-        curve = routing_curve(p_val[sel], weak[in_val][sel], strong[in_val][sel])
-        per_dataset[name] = {
-            "n": int(sel.sum()),
-            "apgr": curve.apgr,
-            "cpt50": curve.cpt50,
-            "cpt80": curve.cpt80,
-            "weak_quality": curve.weak_quality,
-            "strong_quality": curve.strong_quality,
-        }
-    # Thresholds for routes: the p_escalate above which a request goes to the large pool to
-    # recover 50 % / 80 % of the quality gap on MMLU + GSM8K validation prompts.
-    sel = np.isin(datasets[in_val], ["mmlu", "gsm8k"])
-    pooled = routing_curve(p_val[sel], weak[in_val][sel], strong[in_val][sel])
-    thresholds = {
-        "pgr50": float(np.quantile(p_val[sel], 1.0 - pooled.cpt50 / 100.0)),
-        "pgr80": float(np.quantile(p_val[sel], 1.0 - pooled.cpt80 / 100.0)),
+    for name in sorted(set(data.family[pair])):
+        sel = pair & (data.family == name)
+        per_dataset[name] = _curve_metrics(p, data, sel)
+        # The spread over folds shows how much a held-out set of a fifth of the size may vary.
+        per_fold = [
+            _curve_metrics(p, data, sel & (folds == f))["apgr"]
+            for f in range(ESCALATION_FOLDS)
+            if (sel & (folds == f)).sum() >= 10
+        ]
+        per_dataset[name]["apgr_fold_min"] = float(min(per_fold, default=np.nan))
+        per_dataset[name]["apgr_fold_max"] = float(max(per_fold, default=np.nan))
+    by_subject = {
+        name: _curve_metrics(p_oof["subject"], data, pair & (data.family == name))
+        for name in sorted(set(data.family[pair]))
     }
+    # Operating points on the RouteLLM pair's MMLU + GSM8K validation prompts, globally and
+    # for each category the classifier gives enough of them (others use the global ones).
+    usable = pair & np.isin(data.family, THRESHOLD_DATASETS)
+    thresholds = _operating_points(p, data, usable)
+    by_category: dict[str, dict[str, float]] = {}
+    category_rows: dict[str, int] = {}
+    for label in labels:
+        sel = usable & (category == label)
+        category_rows[label] = int(sel.sum())
+        enough = sel.sum() >= MIN_CATEGORY_ROWS
+        by_category[label] = _operating_points(p, data, sel) if enough else dict(thresholds)
     metrics = {
-        "label": "strong model scores higher than the small model (RouteLLM strong-win)",
-        "n_train": int((~in_val).sum()),
-        "n_validation": int(in_val.sum()),
-        "validation": "20% of prompts by hash of the normalised prompt",
+        "label": "p_escalate = P(the small model's answer is wrong), Platt-scaled; ranked by "
+        "the expected quality gain of the large model",
+        "n_train": int(pair.sum()),
+        "n_difficulty_rows": int((~np.isnan(data.difficulty)).sum()),
+        "n_validation": int(pair.sum()),
+        "validation": f"{ESCALATION_FOLDS}-fold cross-validation, folds by hash of the "
+        "normalised prompt (a prompt and its copies in other sources share a fold)",
         "per_dataset": per_dataset,
-        "mmlu_gsm8k_pooled": {"apgr": pooled.apgr, "cpt50": pooled.cpt50, "cpt80": pooled.cpt80},
+        "subject_split": {
+            "validation": f"{ESCALATION_FOLDS}-fold cross-validation with MMLU subjects held "
+            "out whole",
+            "per_dataset": by_subject,
+        },
+        "mmlu_gsm8k_pooled": _curve_metrics(p, data, usable),
         "thresholds": thresholds,
+        "thresholds_by_category_rows": category_rows,
+        "min_category_rows": MIN_CATEGORY_ROWS,
     }
-    final = LogisticRegression(C=ESCALATION_C, max_iter=2000).fit(x, y)
-    coef = final.coef_[0].astype(np.float32)
-    arrays = {
-        "esc_dense_w": coef[: featurizer.dense_dim].copy(),
-        "esc_sparse_w": coef[featurizer.dense_dim :].astype(np.float16),
-        "esc_b": np.float32(final.intercept_[0]),
+    final = fit_escalation(featurizer, dense, matrix, data, np.ones(len(data.texts), bool))
+    arrays: dict[str, NDArray[Any]] = {
+        "esc_dense_w": (final.dense_w * slope).astype(np.float32),
+        "esc_sparse_w": (final.sparse_w * slope).astype(np.float16),
+        "esc_b": (final.bias * slope + intercept).astype(np.float32),
     }
-    return arrays, metrics, thresholds
+    threshold_meta = {
+        "escalation_thresholds": thresholds,
+        "escalation_thresholds_by_category": by_category,
+        "escalation_gate": ESCALATION_GATE,
+    }
+    return arrays, metrics, threshold_meta
 
 
 def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str, Any]:
@@ -280,14 +544,14 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
         tokenizer, table, np.ones(table.shape[0] + BIGRAM_BUCKETS, np.float32), SPARSE_WEIGHT
     )
     corpus = data.texts + [clean_text(r["prompt"]) for r in out_rows]
-    from lalo_router.classify.features import head_tail
-
     idf = compute_idf(probe, [probe.token_ids(head_tail(t)) for t in corpus])
     idf = idf.astype(np.float16).astype(np.float32)  # exactly what the artifact stores
     featurizer = Featurizer(tokenizer, table, idf, SPARSE_WEIGHT)
 
     cat_arrays, cat_metrics, other_threshold = train_categories(featurizer, data, labels)
-    esc_arrays, esc_metrics, thresholds = train_escalation(featurizer, out_rows)
+    esc_arrays, esc_metrics, threshold_meta = train_escalation(
+        featurizer, out_rows, partial(category_probabilities, cat_arrays), labels
+    )
 
     meta = {
         "version": VERSION,
@@ -296,7 +560,7 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
         "other_threshold": other_threshold,
         "sparse_weight": SPARSE_WEIGHT,
         "table_dims": TABLE_DIMS,
-        "escalation_thresholds": thresholds,
+        **threshold_meta,
         "tokenizer_sha256": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),
         "training_data": {
             "categories": {"rows": len(cat_rows), "labels": dict(Counter(data.labels))},

@@ -1,0 +1,108 @@
+"""Training helpers of the escalation head (``classify/train.py``) on hand-made data: what
+counts as the same prompt, how folds are drawn, what the heads learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lalo_router.classify.features import LEXICAL_NAMES, Featurizer
+from lalo_router.classify.train import (
+    SHARED_OPENING,
+    Outcomes,
+    fit_escalation,
+    hash_folds,
+    prompt_keys,
+    read_outcomes,
+    subject_folds,
+)
+from scipy import sparse
+
+pytest.importorskip("sklearn")
+
+
+def test_prompt_keys_match_reformatted_copies_and_split_few_shot_prompts() -> None:
+    question = "What is the capital of France? " * 8
+    keys = prompt_keys([question + "\nA. Paris\nAnswer:", question.upper()])
+    assert keys[0] == keys[1]  # same opening, other answer formatting: the same prompt
+    demos = "Q: 2+2?\nA: 4\n\n" * 20
+    few_shot = [demos + f"Q: what is {i} + {i}?\nA:" for i in range(SHARED_OPENING + 1)]
+    assert len(set(prompt_keys(few_shot))) == len(few_shot)  # told apart by their end
+
+
+def test_read_outcomes_pairs_and_difficulty() -> None:
+    rows = [
+        {"prompt": "a", "dataset": "mmlu/anatomy", "scores": {"s": 0, "l": 1},
+         "small_model": "s", "large_model": "l"},
+        {"prompt": "b", "dataset": "gsm8k-test", "scores": {"m1": 1, "m2": 0, "m3": 0}},
+        {"prompt": "c", "dataset": "mbpp", "scores": {"s": 1, "l": 1, "x": 0},
+         "small_model": "s", "large_model": "l"},
+    ]  # fmt: skip
+    data = read_outcomes(rows)
+    assert data.pair.tolist() == [True, False, True]
+    assert data.weak[0] == 0
+    assert data.strong[0] == 1
+    assert np.isnan(data.difficulty[0])  # only its pair: the gain target, not a difficulty
+    assert data.difficulty[1] == pytest.approx(2 / 3)
+    assert data.difficulty[2] == pytest.approx(1 / 3)
+    assert data.subject == ["anatomy", "", ""]
+    assert data.math.tolist() == [False, True, False]
+
+
+def test_subject_folds_hold_subjects_out_whole() -> None:
+    texts = [f"question {i}" for i in range(60)]
+    subjects = [("law", "maths", "history")[i % 3] for i in range(50)] + [""] * 10
+    data = Outcomes(
+        texts=texts,
+        keys=prompt_keys(texts),
+        family=np.array(["mmlu"] * 60),
+        subject=subjects,
+        weak=np.zeros(60),
+        strong=np.ones(60),
+        difficulty=np.full(60, np.nan),
+        math=np.zeros(60, bool),
+    )
+    folds = subject_folds(data, 5)
+    for subject in ("law", "maths", "history"):
+        assert len({f for f, s in zip(folds, subjects, strict=True) if s == subject}) == 1
+    assert len({folds[subjects.index(s)] for s in ("law", "maths", "history")}) == 3
+    rest = np.array(subjects) == ""
+    assert folds[rest].tolist() == hash_folds(data.keys, 5)[rest].tolist()
+
+
+def test_fit_escalation_learns_gain_and_length() -> None:
+    rng = np.random.default_rng(0)
+    n, table_dims, vocab = 400, 4, 20
+    featurizer = Featurizer(
+        tokenizer=None,  # type: ignore[arg-type]  # fit_escalation only reads dimensions
+        table=np.zeros((vocab, table_dims), np.float32),
+        idf=np.ones(vocab, np.float32),
+        sparse_weight=1.0,
+    )
+    dense = rng.normal(size=(n, featurizer.dense_dim)).astype(np.float32)
+    hard = rng.random(n) < 0.3  # prompts containing term 7: only the large model solves them
+    terms = rng.integers(0, vocab, size=(n, 3))
+    terms[hard, 0] = 7
+    terms[~hard] = np.where(terms[~hard] == 7, 8, terms[~hard])
+    matrix = sparse.csr_matrix(
+        (np.ones(terms.size), (np.repeat(np.arange(n), 3), terms.ravel())), shape=(n, vocab)
+    )
+    math = np.arange(n) % 2 == 0
+    data = Outcomes(
+        texts=[str(i) for i in range(n)],
+        keys=[str(i) for i in range(n)],
+        family=np.where(math, "gsm8k", "mmlu"),
+        subject=[""] * n,
+        weak=np.where(hard, 0.0, 1.0),
+        strong=np.ones(n),
+        difficulty=np.where(hard, 0.8, 0.1),
+        math=math,
+    )
+    heads = fit_escalation(featurizer, dense, matrix, data, np.ones(n, bool))
+    general = heads.score(dense, matrix, np.zeros(n))
+    assert general[hard].min() > general[~hard].max()
+    # The maths head adds the length prior: same prompt, longer text, higher score.
+    longer = dense.copy()
+    longer[:, table_dims + LEXICAL_NAMES.index("log_chars")] += 1.0
+    gated = np.ones(n)
+    assert np.all(heads.score(longer, matrix, gated) > heads.score(dense, matrix, gated))
+    assert np.allclose(heads.score(longer, matrix, np.zeros(n)), general, atol=0.5)

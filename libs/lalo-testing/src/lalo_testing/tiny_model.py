@@ -179,6 +179,21 @@ def _q4_0_random(rng: np.random.Generator, rows: int, cols: int, scale: float) -
     return out.reshape(rows, (cols // 32) * 18)
 
 
+def _q8_0(values: np.ndarray) -> np.ndarray:
+    """Q8_0 blocks (fp16 scale + 32 int8 per 32 values), quantised as llama.cpp does."""
+    rows, cols = values.shape
+    if cols % 32:
+        raise ValueError(f"Q8_0 needs a multiple of 32 columns, got {cols}")
+    blocks = values.reshape(rows * (cols // 32), 32)
+    scale = np.abs(blocks).max(axis=1) / 127.0
+    safe = np.where(scale == 0, 1.0, scale)[:, None]
+    quants = np.rint(blocks / safe).clip(-127, 127).astype(np.int8)
+    out = np.empty((blocks.shape[0], 34), dtype=np.uint8)
+    out[:, :2] = scale.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = quants.view(np.uint8)
+    return out.reshape(rows, (cols // 32) * 34)
+
+
 def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     """Writes the model; the same preset and seed always give the same bytes."""
     import gguf  # imported here: only this tool needs it
@@ -234,11 +249,13 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     head_dim = shape.n_embd // shape.n_head
     kv_dim = shape.n_head_kv * head_dim
 
-    # Suppression (f16 models only): residual dimension 0 carries a constant that no layer
-    # writes to, so after the final RMSNorm it is always positive; suppressed tokens get a
-    # large negative weight on it (and zero elsewhere), which puts their logits far below
-    # every other token's whatever the input. Q4_0 presets are speed benchmarks and skip it.
-    suppress = shape.quant != "q4_0"
+    # Suppression: residual dimension 0 carries a constant that no layer writes to, so after
+    # the final RMSNorm it is always positive; suppressed tokens get a large negative weight
+    # on it (and zero elsewhere), which puts their logits far below every other token's
+    # whatever the input. Q4_0 presets do the same with the layout real Q4_0 files have: the
+    # embedding table (a row lookup, no compute) in f16 and the output layer in 8 bits, so a
+    # benchmark streams real text instead of the padding tokens of a 32K vocabulary.
+    quantised = shape.quant == "q4_0"
 
     def matrix(
         name: str,
@@ -250,20 +267,25 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
         zero_row0: bool = False,
     ) -> None:
         std = 1.0 / np.sqrt(cols)
-        if shape.quant == "q4_0":
+        if quantised and constant_col0 is None and not suppressed_rows:
             data = _q4_0_random(rng, rows, cols, scale=float(std) / 4.0)
+            if zero_row0:
+                data[0, :] = 0  # zero scales: the row is exactly zero
             writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
             return
         values = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)
-        if suppress and constant_col0 is not None:
+        if constant_col0 is not None:
             values[:, 0] = np.float32(constant_col0)
-        if suppress and zero_row0:
+        if zero_row0:
             values[0, :] = 0
-        if suppress and suppressed_rows:
+        if suppressed_rows:
             rows_index = sorted(suppressed_rows)
             values[rows_index, :] = 0
             values[rows_index, 0] = np.float32(-8.0)
             values[tok.eos_id, :] = 0
+        if quantised and suppressed_rows:
+            writer.add_tensor(name, _q8_0(values), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            return
         writer.add_tensor(name, values.astype(np.float16))
 
     def norm(name: str) -> None:

@@ -91,28 +91,24 @@ def test_maths_prompts_use_the_gated_escalation_head(
     from lalo_router.classify.model import load_arrays
 
     arrays, _ = load_arrays(DEFAULT_ARTIFACT)
-    # Only the general head, as a one-head artifact: it must load and score alone.
-    general_only = load_classifier(
-        _rewrite_artifact(
-            tmp_path,
-            esc_dense_w=arrays["esc_dense_w"][:, 0],
-            esc_sparse_w=arrays["esc_sparse_w"][:, 0],
-            esc_b=arrays["esc_b"][:1],
-        )
+    dense, sparse_w, bias = arrays["esc_dense_w"], arrays["esc_sparse_w"], arrays["esc_b"]
+    # The same artifact with the maths column (3) shifted up by 2 logits.
+    shifted = load_classifier(
+        _rewrite_artifact(tmp_path, esc_b=bias + np.array([0, 0, 0, 2], dtype=bias.dtype))
     )
     word_problem = (
         "A baker makes 3 batches of 24 cookies, sells 5/6 of them at $2 each and gives away "
         "the rest. How much money does she make?"
     )
     question = "Which of the following is a noble gas? A. Oxygen B. Argon C. Nitrogen D. Iron"
-    mixed, general = classifier.classify(word_problem), general_only.classify(word_problem)
-    assert mixed.label == "math"
-    assert mixed.p_escalate != pytest.approx(general.p_escalate)
-    # a prompt with little maths probability gets (nearly) the general head's answer
-    assert classifier.classify(question).scores["math"] < 0.05
-    assert classifier.classify(question).p_escalate == pytest.approx(
-        general_only.classify(question).p_escalate, abs=0.03
-    )
+    maths = classifier.classify(word_problem)
+    assert maths.label == "math"
+    assert shifted.classify(word_problem).p_escalate > maths.p_escalate + 0.1
+    # a prompt with little maths probability keeps (nearly) the general head's answer
+    other = classifier.classify(question)
+    assert other.scores["math"] < 0.05
+    assert shifted.classify(question).p_escalate == pytest.approx(other.p_escalate, abs=0.02)
+    assert dense.shape[1] == sparse_w.shape[1] == bias.shape[0] == 4
 
 
 def test_escalation_heads_must_match_the_gate(tmp_path: Path) -> None:
@@ -161,12 +157,22 @@ def test_result_shape(classifier: Classifier) -> None:
 
 
 def test_harder_prompts_escalate_more(classifier: Classifier) -> None:
-    easy = classifier.classify("hello!").p_escalate
+    easy = classifier.classify("what is 2+2").p_escalate
     hard = classifier.classify(
         "Let f(x) = x^3 - 6x^2 + 11x - 6. Find all real x such that f(f(x)) = 0 and prove "
         "that there are no others. Options: (A) 3 (B) 5 (C) 7 (D) 9"
     ).p_escalate
     assert hard > easy
+
+
+def test_greetings_stay_below_the_escalation_thresholds(classifier: Classifier) -> None:
+    # p_escalate is learned from benchmark questions; for small talk it is an extrapolation,
+    # which must still not send greetings to the large model at either operating point.
+    for text in ("hello!", "thanks!", "hi there, how are you doing today?"):
+        result = classifier.classify(text)
+        threshold = classifier.escalation_threshold("pgr80", result.label)
+        assert threshold is not None
+        assert result.p_escalate < threshold, (text, result.p_escalate, threshold)
 
 
 @pytest.mark.parametrize(

@@ -87,22 +87,58 @@ def test_fit_escalation_learns_gain_and_length() -> None:
         (np.ones(terms.size), (np.repeat(np.arange(n), 3), terms.ravel())), shape=(n, vocab)
     )
     math = np.arange(n) % 2 == 0
+    both_wrong = ~hard & (rng.random(n) < 0.15)  # no gain from escalating these
     data = Outcomes(
         texts=[str(i) for i in range(n)],
         keys=[str(i) for i in range(n)],
         family=np.where(math, "gsm8k", "mmlu"),
         subject=[""] * n,
-        weak=np.where(hard, 0.0, 1.0),
-        strong=np.ones(n),
+        weak=np.where(hard | both_wrong, 0.0, 1.0),
+        strong=np.where(both_wrong, 0.0, 1.0),
         difficulty=np.where(hard, 0.8, 0.1),
         math=math,
     )
     heads = fit_escalation(featurizer, dense, matrix, data, np.ones(n, bool))
     general = heads.score(dense, matrix, np.zeros(n))
     assert general[hard].min() > general[~hard].max()
+    assert heads.dense_w.shape[1] == heads.sparse_w.shape[1] == heads.bias.shape[0] == 4
     # The maths head adds the length prior: same prompt, longer text, higher score.
     longer = dense.copy()
     longer[:, table_dims + LEXICAL_NAMES.index("log_chars")] += 1.0
     gated = np.ones(n)
     assert np.all(heads.score(longer, matrix, gated) > heads.score(dense, matrix, gated))
     assert np.allclose(heads.score(longer, matrix, np.zeros(n)), general, atol=0.5)
+
+
+def test_run_time_escalation_is_the_trained_formula() -> None:
+    """``model.Classifier`` and ``train.EscalationHeads`` compute p_escalate the same way."""
+    from lalo_router.classify import DEFAULT_ARTIFACT, load_classifier
+    from lalo_router.classify.model import load_arrays
+    from lalo_router.classify.train import (
+        EscalationHeads,
+        category_probabilities,
+        featurize,
+    )
+
+    classifier = load_classifier()
+    arrays, meta = load_arrays(DEFAULT_ARTIFACT)
+    texts = [
+        "hello!",
+        "What is 17 * 23?",
+        "A train leaves at 3 pm at 60 mph; a second one leaves at 4 pm at 80 mph. When does "
+        "the second catch up?",
+        "Which of the following is a noble gas?\nA. Oxygen\nB. Argon\nC. Iron\nD. Tin\nAnswer:",
+        "Write a python function that merges two sorted lists.",
+    ]
+    dense, matrix = featurize(classifier.featurizer, texts)
+    gate = category_probabilities(arrays, dense, matrix)[:, classifier.labels.index("math")]
+    heads = EscalationHeads(
+        dense_w=arrays["esc_dense_w"].astype(np.float64),
+        sparse_w=arrays["esc_sparse_w"].astype(np.float64),
+        bias=arrays["esc_b"].astype(np.float64),
+        gain_weight=float(arrays["esc_gain_weight"]),
+    )
+    expected = 1.0 / (1.0 + np.exp(-heads.score(dense, matrix, gate)))
+    got = [classifier.classify(t).p_escalate for t in texts]
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert meta["escalation_gate"] == "math"

@@ -29,6 +29,7 @@ ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifacts"
 ARTIFACT_NAME = "router-classifier.npz"
 DEFAULT_ARTIFACT = ARTIFACT_DIR / ARTIFACT_NAME
 OTHER = "other"
+ESCALATION_COLUMNS = 4  # general linear part, large right, small right, maths
 
 
 class ArtifactError(RuntimeError):
@@ -60,10 +61,12 @@ def _sigmoid(x: float) -> float:
 class Classifier:
     """Category + escalation heads over shared features (see ``features.Featurizer``).
 
-    p_escalate mixes two escalation heads by the category head's probability of the gate
-    label (``meta["escalation_gate"]``, "math"): ``sigmoid((1 - g) * general + g * gated)``,
-    because what makes a word problem hard (its length, how many steps) is not what makes a
-    knowledge question hard. An artifact with one escalation head uses it alone.
+    p_escalate = sigmoid((1 - g) * general + g * maths), g the category head's probability of
+    the gate label (``meta["escalation_gate"]``, "math"), because what makes a word problem
+    hard (its length, how many steps) is not what makes a knowledge question hard. The
+    escalation columns c0..c3 are linear; general = c0 + gain_weight * (sigmoid(c1) -
+    sigmoid(c2)) (the large and the small model's chance of answering right), maths = c3.
+    See ``train.EscalationHeads``, which computes the same at training time.
     """
 
     def __init__(
@@ -85,24 +88,36 @@ class Classifier:
         num_labels = len(self.labels)
         self._cat_dense = arrays["cat_dense_w"].astype(np.float32)  # (dense_dim, K)
         self._cat_bias = arrays["cat_b"].astype(np.float32)
-        self._esc_dense = arrays["esc_dense_w"].astype(np.float32).reshape(dense_dim, -1)
-        self._esc_bias = arrays["esc_b"].astype(np.float32).reshape(-1)
-        heads = self._esc_dense.shape[1]
+        self._esc_dense = arrays["esc_dense_w"].astype(np.float32)  # (dense_dim, 4)
+        self._esc_bias = arrays["esc_b"].astype(np.float32)
+        self._gain_weight = float(arrays["esc_gain_weight"])
         # One gather serves both heads: category columns, then escalation columns.
         self._sparse = np.ascontiguousarray(
             np.hstack(
                 [
                     arrays["cat_sparse_w"].astype(np.float32),
-                    arrays["esc_sparse_w"].astype(np.float32).reshape(-1, heads),
+                    arrays["esc_sparse_w"].astype(np.float32),
                 ]
             )
         )
-        if self._cat_dense.shape != (dense_dim, num_labels) or self._esc_bias.shape != (heads,):
+        expected = (
+            (dense_dim, num_labels),
+            (dense_dim, ESCALATION_COLUMNS),
+            (featurizer.sparse_dim, num_labels + ESCALATION_COLUMNS),
+            (ESCALATION_COLUMNS,),
+        )
+        shapes = (
+            self._cat_dense.shape,
+            self._esc_dense.shape,
+            self._sparse.shape,
+            self._esc_bias.shape,
+        )
+        if shapes != expected:
             raise ValueError("head shapes do not match the labels and features")
         gate = meta.get("escalation_gate")
-        self._gate = self.labels.index(gate) if heads == 2 and gate in self.labels else None
-        if heads not in (1, 2) or (heads == 2 and self._gate is None):
-            raise ValueError(f"{heads} escalation heads with gate {gate!r}")
+        if gate not in self.labels:
+            raise ValueError(f"escalation gate {gate!r} is not a label")
+        self._gate = self.labels.index(gate)
         self._fallback = self._decide("")
 
     # ------------------------------------------------------------------ public API
@@ -132,13 +147,10 @@ class Classifier:
         logits = logits - logits.max()
         probs = np.exp(logits)
         probs /= probs.sum()
-        heads = dense @ self._esc_dense + sparse[num_labels:] + self._esc_bias
-        if self._gate is None:
-            esc = float(heads[0])
-        else:
-            gate = float(probs[self._gate])
-            esc = (1.0 - gate) * float(heads[0]) + gate * float(heads[1])
-        return probs.astype(np.float32), _sigmoid(esc)
+        c = dense @ self._esc_dense + sparse[num_labels:] + self._esc_bias
+        general = float(c[0]) + self._gain_weight * (_sigmoid(float(c[1])) - _sigmoid(float(c[2])))
+        gate = float(probs[self._gate])
+        return probs.astype(np.float32), _sigmoid((1.0 - gate) * general + gate * float(c[3]))
 
     def escalation_threshold(
         self, operating_point: str, category: str | None = None

@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from lalo_router.classify.features import LEXICAL_NAMES
+
 SOURCES = """\
 Category data (`categories-train.jsonl`, 13,283 prompts). Each source keeps its licence:
 CLINC150 (CC BY 3.0), HWU64 NLU data (CC BY 4.0), Natural Questions open / EfficientQA
@@ -39,10 +41,13 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
   prompts: no gain even transductively. The full MiniLM itself (+1.5 % accuracy) costs
   ~7 ms per prompt, over the latency budget.
 - An MLP over the dense features, alone (0.79) or averaged with the linear head (0.82-0.83).
-- Escalation: logistic regression on the strong-win label (RouteLLM's) or on small-model
-  failure instead of the gain regression; a mixture of experts over all categories (worse on
-  MMLU than the general + maths pair); gradient-boosted trees on length/number-count
-  features for GSM8K (0.57-0.60 alone, no gain in the sum)."""
+- Escalation, instead of the expected gain P(large right) - P(small right): one logistic
+  regression on the strong-win label (RouteLLM's: MMLU 0.64) or on small-model failure
+  (0.59), a ridge regression of the gain (-0.01 to -0.02), the difference of the two
+  log-odds (0.65). Added to it: a mixture of experts over all categories (worse on MMLU than
+  the general + maths pair), a topic prior from k-means clusters of the static embeddings
+  (+0.003), gradient-boosted trees on length/number-count features for GSM8K (0.57-0.60
+  alone, no gain in the sum)."""
 
 
 def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
@@ -67,19 +72,22 @@ def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
         "64 WordPiece tokens (cost is flat in prompt length).",
         "- Features: mean of the tokens' rows in a static all-MiniLM-L6-v2 table (every vocabulary "
         f"token encoded alone by the real model in numpy, PCA to {meta['table_dims']} dims, int8), "
-        "13 lexical signals, and TF-IDF over WordPiece unigrams and hashed bigrams (with start "
+        f"{len(LEXICAL_NAMES)} lexical signals, and TF-IDF over WordPiece unigrams and hashed "
+        "bigrams (with start "
         'and end markers, so an opening "extract" or "summarize" is a feature of its own).',
-        "- Categories: multinomial logistic regression with balanced class weights.",
-        "- Escalation: two linear scores mixed by the category head's probability of "
+        "- Categories: multinomial logistic regression with balanced class weights (the two "
+        "number-count signals are left to the escalation head).",
+        "- Escalation: a general and a maths score mixed by the category head's probability of "
         f"`{meta['escalation_gate']}`, `(1 - g) * general + g * maths`, Platt-scaled so that "
-        "p_escalate is the probability that the small model answers wrong. Each score is a sum "
-        "of z-scored ridge regressions: the large model's quality gain over the small one "
-        "(RouteLLM's Mixtral/GPT-4 pair, RouterBench's Mistral-7B/GPT-4 pair) and an auxiliary "
-        "difficulty target, the mean failure of the other models scored on the prompt "
-        "(RouterDC's seven 7B models, RouterBench's eleven, RouterArena's two: a less noisy "
-        '"how hard is this" than one pair\'s outcome). The maths score is fitted on maths '
-        "rows only and adds a prior on prompt length (on GSM8K, length alone reaches APGR "
-        "~0.60).",
+        "p_escalate is the probability that the small model answers wrong. General: the "
+        "expected quality gain P(large right) - P(small right), from two logistic regressions "
+        "on the prompts of the named pairs (RouteLLM's Mixtral/GPT-4, RouterBench's "
+        "Mistral-7B/GPT-4), plus half of a ridge regression of an auxiliary difficulty target, "
+        "the mean failure of the other models scored on the prompt (RouterDC's seven 7B "
+        "models, RouterBench's eleven, RouterArena's two: a less noisy \"how hard is this\" "
+        "than one pair's outcome). Maths: ridge regressions of the gain and the difficulty on "
+        "maths rows only plus a prior on prompt length (on GSM8K, length alone reaches APGR "
+        "~0.60), given the general score's mean and spread on maths prompts.",
         "- Run time: numpy + tokenizers only, ~1 ms on one core; no torch.",
         "",
         "## Validation",

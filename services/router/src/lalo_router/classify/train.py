@@ -38,14 +38,14 @@ VERSION = "1.1.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
 CATEGORY_C = 4.0
+ESCALATION_ONLY_LEXICAL = ("distinct_numbers", "longest_number")
 FOLDS = 5
 SEED = 0
-# Escalation (values chosen by cross-validation, see MODEL_CARD.md): ridge strengths of the
-# quality-gain and difficulty heads, the weight of the standardised lexical signals, the
-# length prior of the maths head, the label that gates the maths head.
+# Escalation (values chosen by cross-validation, see MODEL_CARD.md and fit_escalation).
 ESCALATION_FOLDS = 5
-GAIN_ALPHA = 10.0
-DIFFICULTY_ALPHA = 3.0
+CORRECT_C = 0.3  # logistic regressions of "the large / small model answers right"
+RIDGE_ALPHA = 3.0
+DIFFICULTY_WEIGHT = 0.5
 ESC_LEXICAL_SCALE = 0.15
 LENGTH_PRIOR = 1.0
 ESCALATION_GATE = "math"
@@ -161,6 +161,10 @@ def train_categories(
 
     y = np.array([labels.index(label) for label in data.labels])
     dense, matrix = featurize(featurizer, data.texts)
+    # Signals meant for escalation only get no category weight (with them the maths and
+    # reasoning F1 fall by 0.015-0.02: number counts separate GSM8K from BBH by template).
+    for name in ESCALATION_ONLY_LEXICAL:
+        dense[:, featurizer.table.shape[1] + LEXICAL_NAMES.index(name)] = 0.0
     x = _stack(dense, matrix)
     groups = [category_group(s, t) for s, t in zip(data.sources, data.texts, strict=True)]
     oof = np.zeros((len(y), len(labels)), dtype=np.float64)
@@ -296,25 +300,53 @@ def subject_folds(data: Outcomes, folds: int) -> NDArray[np.int64]:
     )
 
 
+def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+    return out
+
+
 @dataclass
 class EscalationHeads:
-    """Two linear scores over the raw features: column 0 for every prompt, column 1 for the
-    gate label's prompts (maths); ``score`` mixes them by the gate probability."""
+    """Four linear columns over the raw features and how they make one score:
 
-    dense_w: NDArray[np.float64]  # (dense_dim, 2)
-    sparse_w: NDArray[np.float64]  # (sparse_dim, 2)
-    bias: NDArray[np.float64]  # (2,)
+    * general = c0 + gain_weight * (sigmoid(c1) - sigmoid(c2)), c1/c2 the log-odds that the
+      large/small model answers right;
+    * maths = c3;
+    * score = (1 - g) * general + g * maths, g = the category head's P(maths).
 
-    def heads(self, dense: NDArray[np.float32], matrix: Any) -> NDArray[np.float64]:
+    ``model.Classifier`` computes exactly this at run time."""
+
+    dense_w: NDArray[np.float64]  # (dense_dim, 4)
+    sparse_w: NDArray[np.float64]  # (sparse_dim, 4)
+    bias: NDArray[np.float64]  # (4,)
+    gain_weight: float
+
+    def columns(self, dense: NDArray[np.float32], matrix: Any) -> NDArray[np.float64]:
         out: NDArray[np.float64] = dense @ self.dense_w + matrix @ self.sparse_w + self.bias
         return out
+
+    def general(self, columns: NDArray[np.float64]) -> NDArray[np.float64]:
+        return columns[:, 0] + self.gain_weight * (
+            _sigmoid(columns[:, 1]) - _sigmoid(columns[:, 2])
+        )
 
     def score(
         self, dense: NDArray[np.float32], matrix: Any, gate: NDArray[np.float64]
     ) -> NDArray[np.float64]:
-        h = self.heads(dense, matrix)
-        out: NDArray[np.float64] = (1.0 - gate) * h[:, 0] + gate * h[:, 1]
+        columns = self.columns(dense, matrix)
+        out: NDArray[np.float64] = (1.0 - gate) * self.general(columns) + gate * columns[:, 3]
         return out
+
+    def scaled(self, slope: float, intercept: float) -> EscalationHeads:
+        """The heads of ``slope * score + intercept`` (the gate weights sum to one)."""
+        factor = np.array([slope, 1.0, 1.0, slope])
+        shift = np.array([intercept, 0.0, 0.0, intercept])
+        return EscalationHeads(
+            dense_w=self.dense_w * factor,
+            sparse_w=self.sparse_w * factor,
+            bias=self.bias * factor + shift,
+            gain_weight=self.gain_weight * slope,
+        )
 
 
 def fit_escalation(
@@ -324,18 +356,23 @@ def fit_escalation(
     data: Outcomes,
     train_rows: NDArray[np.bool_],
 ) -> EscalationHeads:
-    """Ridge heads, each z-scored on the training prompts of the named pairs and summed:
+    """Fit the escalation heads on ``train_rows``:
 
-    * general (column 0): the quality gain of the large model over the small one
-      (``strong - weak``, the pairs' rows) + the mean failure of other models on the prompt
-      (``difficulty``: a less noisy "how hard is it" from RouterDC/RouterBench/RouterArena);
-    * maths (column 1): the same two targets on maths rows only, plus a length prior (longer
-      word problems take more steps; prompt length alone gives GSM8K APGR ~0.60).
+    * general: the expected quality gain, P(large right) - P(small right), from two logistic
+      regressions on the pairs' rows (the difference saturates where both models are sure,
+      which a linear regression of the gain cannot: MMLU APGR +0.01 to +0.02), plus
+      DIFFICULTY_WEIGHT x a ridge regression of the mean failure of the other models scored
+      on the prompt (``difficulty``: a less noisy "how hard is it", from RouterDC, RouterBench
+      and RouterArena), each z-scored on the training pairs' prompts;
+    * maths: ridge regressions of the gain and of the difficulty on maths rows only, plus a
+      length prior (longer word problems take more steps; on GSM8K, prompt length alone gives
+      APGR ~0.60), then given the general score's mean and spread on the maths prompts, so
+      that the gate reorders maths prompts among themselves without moving them as a whole.
 
-    The lexical signals are standardised (scaled by ESC_LEXICAL_SCALE) for the fit and the
+    The lexical signals are standardised (scaled by ESC_LEXICAL_SCALE) for the fits and the
     transformation is folded back into the weights, so run time uses the raw features."""
     from scipy import sparse
-    from sklearn.linear_model import Ridge
+    from sklearn.linear_model import LogisticRegression, Ridge
 
     table_dims = featurizer.table.shape[1]
     pair = data.pair & train_rows
@@ -347,36 +384,44 @@ def fit_escalation(
     scale[lex] = ESC_LEXICAL_SCALE / std[lex]
     shift[lex] = -mean[lex] * scale[lex]
     x = sparse.hstack([sparse.csr_matrix(dense * scale + shift), matrix]).tocsr()
-    gain = data.strong - data.weak
-    has_difficulty = ~np.isnan(data.difficulty)
-    weights = np.zeros((x.shape[1], 2))
-    bias = np.zeros(2)
-    specs = (
-        (0, data.pair, gain, GAIN_ALPHA),
-        (0, has_difficulty, data.difficulty, DIFFICULTY_ALPHA),
-        (1, data.pair & data.math, gain, GAIN_ALPHA),
-        (1, has_difficulty & data.math, data.difficulty, DIFFICULTY_ALPHA),
-    )
-    for column, rows, target, alpha in specs:
+    weights = np.zeros((x.shape[1], 4))
+    bias = np.zeros(4)
+
+    def add_ridge(column: int, rows: NDArray[np.bool_], target: NDArray[np.float64]) -> None:
+        """Add the ridge fit of ``target`` on ``rows``, z-scored on the training pairs."""
         fit_rows = rows & train_rows
-        model = Ridge(alpha=alpha).fit(x[fit_rows], target[fit_rows])
+        model = Ridge(alpha=RIDGE_ALPHA).fit(x[fit_rows], target[fit_rows])
         predicted = x[pair] @ model.coef_ + model.intercept_
-        weights[:, column] += model.coef_ / predicted.std()
-        bias[column] += (model.intercept_ - predicted.mean()) / predicted.std()
+        factor = (DIFFICULTY_WEIGHT if column == 0 else 1.0) / predicted.std()
+        weights[:, column] += model.coef_ * factor
+        bias[column] += (model.intercept_ - predicted.mean()) * factor
+
+    for column, scores in ((1, data.strong), (2, data.weak)):
+        model = LogisticRegression(C=CORRECT_C, max_iter=3000)
+        model.fit(x[pair], (scores[pair] >= 0.5).astype(np.int64))
+        weights[:, column] = model.coef_[0]
+        bias[column] = model.intercept_[0]
+    columns = x[pair] @ weights + bias
+    expected_gain = _sigmoid(columns[:, 1]) - _sigmoid(columns[:, 2])
+    gain_weight = 1.0 / float(expected_gain.std())
+    bias[0] -= float(expected_gain.mean()) * gain_weight
+    has_difficulty = ~np.isnan(data.difficulty)
+    add_ridge(0, has_difficulty, data.difficulty)
+    add_ridge(3, data.pair & data.math, data.strong - data.weak)
+    add_ridge(3, has_difficulty & data.math, data.difficulty)
     # In the standardised space the length column is z-scored log length times the scale.
-    weights[table_dims + LEXICAL_NAMES.index("log_chars"), 1] += LENGTH_PRIOR / ESC_LEXICAL_SCALE
-    # Align the maths score with the general one on the maths prompts (same mean and spread):
-    # the gate then changes how maths prompts rank among themselves, not their overall level
-    # against other prompts.
+    weights[table_dims + LEXICAL_NAMES.index("log_chars"), 3] += LENGTH_PRIOR / ESC_LEXICAL_SCALE
     on_maths = x[pair & data.math] @ weights + bias
-    spread = on_maths.std(0)
-    weights[:, 1] *= spread[0] / spread[1]
-    bias[1] = (bias[1] - on_maths[:, 1].mean()) * spread[0] / spread[1] + on_maths[:, 0].mean()
+    general = on_maths[:, 0] + gain_weight * (_sigmoid(on_maths[:, 1]) - _sigmoid(on_maths[:, 2]))
+    factor = general.std() / on_maths[:, 3].std()
+    weights[:, 3] *= factor
+    bias[3] = (bias[3] - on_maths[:, 3].mean()) * factor + general.mean()
     dense_w = weights[: featurizer.dense_dim]
     return EscalationHeads(
         dense_w=dense_w * scale[:, None],
         sparse_w=weights[featurizer.dense_dim :],
         bias=bias + shift @ dense_w,
+        gain_weight=gain_weight,
     )
 
 
@@ -445,22 +490,19 @@ def train_escalation(
         "prompt": hash_folds(data.keys, ESCALATION_FOLDS),
         "subject": subject_folds(data, ESCALATION_FOLDS),
     }
-    oof = {name: np.full((len(data.texts), 2), np.nan) for name in splits}
+    mixed = {name: np.full(len(data.texts), np.nan) for name in splits}
     for name, folds in splits.items():
         for fold in range(ESCALATION_FOLDS):
             heads = fit_escalation(featurizer, dense, matrix, data, folds != fold)
             test = (folds == fold) & pair
-            oof[name][test] = heads.heads(dense[test], matrix[test])
+            mixed[name][test] = heads.score(dense[test], matrix[test], gate[test])
             log.info("escalation %s fold %d/%d done", name, fold + 1, ESCALATION_FOLDS)
-    # Platt scaling of the mixed score on the out-of-fold prompts: p_escalate = P(the small
-    # model answers wrong) = sigmoid(a * ((1 - g) h0 + g h1) + b), and since the gate weights
-    # sum to one, a and b fold into both heads.
-    mixed = {name: (1.0 - gate) * h[:, 0] + gate * h[:, 1] for name, h in oof.items()}
+    # Platt scaling on the out-of-fold scores: p_escalate = P(the small model answers wrong).
     platt = LogisticRegression(C=100.0).fit(
         mixed["prompt"][pair][:, None], (data.weak[pair] < 0.5).astype(np.int64)
     )
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-    p_oof = {name: 1.0 / (1.0 + np.exp(-(slope * m + intercept))) for name, m in mixed.items()}
+    p_oof = {name: _sigmoid(slope * m + intercept) for name, m in mixed.items()}
 
     p = p_oof["prompt"]
     folds = splits["prompt"]
@@ -511,10 +553,12 @@ def train_escalation(
         "min_category_rows": MIN_CATEGORY_ROWS,
     }
     final = fit_escalation(featurizer, dense, matrix, data, np.ones(len(data.texts), bool))
+    final = final.scaled(slope, intercept)
     arrays: dict[str, NDArray[Any]] = {
-        "esc_dense_w": (final.dense_w * slope).astype(np.float32),
-        "esc_sparse_w": (final.sparse_w * slope).astype(np.float16),
-        "esc_b": (final.bias * slope + intercept).astype(np.float32),
+        "esc_dense_w": final.dense_w.astype(np.float32),
+        "esc_sparse_w": final.sparse_w.astype(np.float16),
+        "esc_b": final.bias.astype(np.float32),
+        "esc_gain_weight": np.array(final.gain_weight, dtype=np.float32),
     }
     threshold_meta = {
         "escalation_thresholds": thresholds,

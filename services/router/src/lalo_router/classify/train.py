@@ -45,6 +45,7 @@ SEED = 0
 ESCALATION_FOLDS = 5
 CORRECT_C = 0.3  # logistic regressions of "the large / small model answers right"
 RIDGE_ALPHA = 3.0
+MATHS_RIDGE_ALPHA = 30.0  # fewer maths rows: stronger shrinkage (GSM8K APGR +0.01 in CV)
 DIFFICULTY_WEIGHT = 0.5
 ESC_LEXICAL_SCALE = 0.15
 LENGTH_PRIOR = 1.0
@@ -390,7 +391,8 @@ def fit_escalation(
     def add_ridge(column: int, rows: NDArray[np.bool_], target: NDArray[np.float64]) -> None:
         """Add the ridge fit of ``target`` on ``rows``, z-scored on the training pairs."""
         fit_rows = rows & train_rows
-        model = Ridge(alpha=RIDGE_ALPHA).fit(x[fit_rows], target[fit_rows])
+        alpha = RIDGE_ALPHA if column == 0 else MATHS_RIDGE_ALPHA
+        model = Ridge(alpha=alpha).fit(x[fit_rows], target[fit_rows])
         predicted = x[pair] @ model.coef_ + model.intercept_
         factor = (DIFFICULTY_WEIGHT if column == 0 else 1.0) / predicted.std()
         weights[:, column] += model.coef_ * factor

@@ -205,13 +205,19 @@ def test_empty_input_is_other(classifier: Classifier) -> None:
 
 
 def test_long_prompts_are_truncated_head_and_tail(classifier: Classifier) -> None:
-    head = "Write a python function to merge two sorted lists. "
-    padding = "lorem ipsum dolor sit amet " * 40_000
-    result = classifier.classify(head + padding)
+    head = "Write a python function to merge two sorted lists. " + "lorem ipsum " * 200
+    tail = " dolor sit amet" * 100
+    result = classifier.classify(head + "zzz " * 250_000 + tail)
     assert result.label in LABELS | {OTHER}
-    # Only head and tail count: the same head with different long middles decides the same.
-    other = classifier.classify(head + "zzz qqq " * 50_000 + padding[-2000:])
-    assert other.label == result.label
+    # Only the first 2,000 and last 1,000 characters are read (and the length): a middle of
+    # the same size with other words decides exactly the same.
+    other = classifier.classify(head + "qqq " * 250_000 + tail)
+    assert other.scores == result.scores
+    assert other.p_escalate == result.p_escalate
+    # ...while a change inside the head does count.
+    assert classifier.classify("Summarize " + head + "zzz " * 250_000 + tail).scores != (
+        result.scores
+    )
 
 
 def test_thread_safe_and_deterministic(classifier: Classifier) -> None:

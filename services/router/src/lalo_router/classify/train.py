@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 VERSION = "1.1.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
-CATEGORY_C = 4.0
+CATEGORY_C = 2.0
+# The TF-IDF block weighs 1.5x the dense one in the category fit (less shrinkage on word
+# evidence): grouped accuracy 0.905 -> 0.910, macro-F1 +0.003 in CV over C 1-8, 0.5-3x.
+CATEGORY_SPARSE_SCALE = 1.5
 ESCALATION_ONLY_LEXICAL = ("distinct_numbers", "longest_number")
 FOLDS = 5
 SEED = 0
@@ -166,7 +169,7 @@ def train_categories(
     # reasoning F1 fall by 0.015-0.02: number counts separate GSM8K from BBH by template).
     for name in ESCALATION_ONLY_LEXICAL:
         dense[:, featurizer.table.shape[1] + LEXICAL_NAMES.index(name)] = 0.0
-    x = _stack(dense, matrix)
+    x = _stack(dense, matrix * CATEGORY_SPARSE_SCALE)
     groups = [category_group(s, t) for s, t in zip(data.sources, data.texts, strict=True)]
     oof = np.zeros((len(y), len(labels)), dtype=np.float64)
     for fold, (tr, te) in enumerate(GroupKFold(n_splits=FOLDS).split(x, y, groups)):
@@ -204,7 +207,9 @@ def train_categories(
     coef = final.coef_.astype(np.float32)  # (K, dense + sparse)
     arrays = {
         "cat_dense_w": coef[:, : featurizer.dense_dim].T.copy(),
-        "cat_sparse_w": coef[:, featurizer.dense_dim :].T.astype(np.float16),
+        "cat_sparse_w": (coef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE).astype(
+            np.float16
+        ),
         "cat_b": final.intercept_.astype(np.float32),
     }
     return arrays, metrics, other_threshold

@@ -4,8 +4,9 @@ Model hubs are out of reach on the build machines, so the project makes its own 
 real byte-level BPE tokenizer (learned deterministically from a built-in corpus), a ChatML
 chat template, and random weights of a chosen shape. The ``tiny`` preset (about 1 MiB) is
 what tests and ``make up`` use; the ``tinyllama`` and ``qwen2.5-0.5b`` presets have the
-shapes of the real models in Q4_0, which costs the same compute as the real weights and so
-is a fair speed benchmark.
+shapes of the real models in Q4_0 (f16 embeddings and an 8-bit output layer, as real Q4_0
+files keep them), which costs the same compute as the real weights and so is a fair speed
+benchmark.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
+from lalo_common import aio
 from lalo_common.logging import configure_logging
 
 from lalo_inference_large.server import build_server
@@ -37,7 +37,7 @@ def main() -> int:
     if settings.backend == "vllm" and not vllm_available():
         print(f"inference-large: {ENGINE_MISSING}", file=sys.stderr)
         return 3
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
     return 0
 
 

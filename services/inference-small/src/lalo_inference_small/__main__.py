@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
+from lalo_common import aio
 from lalo_common.logging import configure_logging
 
 from lalo_inference_small.catalog import CatalogError
@@ -16,7 +16,7 @@ def main() -> int:
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json, service="inference-small")
     try:
-        asyncio.run(serve(settings))
+        aio.run(serve(settings))
     except CatalogError as exc:
         print(f"lalo-inference-small: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import socket
@@ -11,6 +10,7 @@ import sys
 import uuid
 from typing import Any
 
+from lalo_common import aio
 from lalo_common.logging import configure_logging
 
 from lalo_orchestrator.settings import OrchestratorSettings, get_settings
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "worker":
         worker(settings, extra)
     elif args.command == "api":
-        asyncio.run(serve(settings))
+        aio.run(serve(settings))
     else:  # pragma: no cover - argparse refuses unknown commands
         sys.exit(2)
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
+
+from lalo_common import aio
 
 CLASSIFIER_COMMANDS = frozenset({"predict", "eval", "train"})
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json, service="router")
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
     return 0
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from lalo_common import aio
 from lalo_common.logging import configure_logging
 
 from lalo_tools.server import build_server
@@ -25,7 +25,7 @@ async def serve() -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json, service="tools")
-    asyncio.run(serve())
+    aio.run(serve())
 
 
 if __name__ == "__main__":

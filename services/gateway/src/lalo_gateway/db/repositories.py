@@ -7,9 +7,10 @@ import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from lalo_common.errors import InvalidArgument
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -185,7 +186,11 @@ class SqlAuditStore:
 
     @staticmethod
     def _row(record: AuditRecord) -> AuditEventRow:
-        return AuditEventRow(
+        return AuditEventRow(**SqlAuditStore._values(record))
+
+    @staticmethod
+    def _values(record: AuditRecord) -> dict[str, Any]:
+        return dict(
             id=record.id,
             ts=record.ts,
             request_id=record.request_id[:128],
@@ -209,8 +214,10 @@ class SqlAuditStore:
 
     def write(self, records: Sequence[AuditRecord]) -> None:
         try:
+            # One executemany, not ORM unit-of-work objects: a batch is written in a worker
+            # thread that shares the GIL with the event loop serving requests.
             with self._sessions.begin() as session:
-                session.add_all([self._row(r) for r in records])
+                session.execute(insert(AuditEventRow), [self._values(r) for r in records])
         except IntegrityError:
             # A retried batch that had in fact been committed: insert what is missing.
             for record in records:

@@ -28,15 +28,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import httpx
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.grpc_client import create_channel
 from lalo_testing.stack import start_stack
 from lalo_testing.tiny_model import write_model
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 ROOT = Path(__file__).resolve().parents[1]
+# Internal calls carry a service credential, as under `make up` and in production.
+SERVICE_TOKEN = secrets.token_hex(16)
 
 
 @dataclass
@@ -196,7 +198,7 @@ async def grpc_stream(
 
 
 async def bench_grpc(target: str, model_id: str, max_tokens: int, samples: int) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with create_channel(target, service_token=SERVICE_TOKEN) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         await grpc_stream(stub, model_id, 8)
         runs = [await grpc_stream(stub, model_id, max_tokens) for _ in range(samples)]
@@ -359,7 +361,7 @@ async def added_latency(
     direct: list[float] = []
     full: list[float] = []
     async with (
-        grpc.aio.insecure_channel(target) as channel,
+        create_channel(target, service_token=SERVICE_TOKEN) as channel,
         httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http_client,
         MinimalHttp(base_url, api_key) as minimal,
     ):
@@ -419,7 +421,10 @@ async def added_latency_minimal(
             pass
         return time.perf_counter() - start
 
-    async with grpc.aio.insecure_channel(target) as channel, MinimalHttp(base_url, api_key) as http:
+    async with (
+        create_channel(target, service_token=SERVICE_TOKEN) as channel,
+        MinimalHttp(base_url, api_key) as http,
+    ):
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         for _ in range(20):
             await one_direct(stub)
@@ -467,6 +472,7 @@ def main() -> int:
     stack = start_stack(
         model,
         api_key=key,
+        service_token=SERVICE_TOKEN,
         model_id="bench",
         threads=args.threads,
         parallel=4,
@@ -490,6 +496,7 @@ def main() -> int:
     stack = start_stack(
         tiny,
         api_key=key,
+        service_token=SERVICE_TOKEN,
         model_id="tiny-chat",
         threads=1,
         parallel=2,

@@ -18,37 +18,71 @@ CLIENT_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-class _CredentialDetails:
-    def __init__(self, token: str) -> None:
+def _with_token(metadata: Any, token: str) -> tuple[tuple[str, Any], ...]:
+    """``metadata`` (pairs or a grpc.aio.Metadata) plus the service credential."""
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(metadata, grpc.aio.Metadata):
+        # A Metadata iterates over its keys; copy every value of every key.
+        for key in dict.fromkeys(metadata.keys()):
+            pairs.extend((key, value) for value in metadata.get_all(key))
+    elif metadata:
+        pairs.extend(metadata)
+    pairs.append((SERVICE_TOKEN_METADATA, token))
+    return tuple(pairs)
+
+
+class _WithToken:
+    """A multi-callable that adds the service credential to each call's metadata."""
+
+    def __init__(self, inner: Any, token: str) -> None:
+        self._inner = inner
         self._token = token
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata()
-        given = details.metadata
-        if isinstance(given, grpc.aio.Metadata):
-            # A Metadata iterates over its keys; copy every value of every key.
-            for key in dict.fromkeys(given.keys()):
-                for value in given.get_all(key):
-                    metadata.add(key, value)
-        elif given:
-            for key, value in given:
-                metadata.add(key, value)
-        metadata.add(SERVICE_TOKEN_METADATA, self._token)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
+    def __call__(self, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        return self._inner(*args, metadata=_with_token(metadata, self._token), **kwargs)
 
 
-# grpc.aio files an interceptor under its first matching kind only, so each call kind gets
-# its own class.
-class _UnaryUnaryCredential(_CredentialDetails, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+class _TokenChannel(grpc.aio.Channel):
+    """A channel whose every call carries the service credential.
 
+    Not a grpc.aio client interceptor: an intercepted streaming call relays each message
+    through an extra wrapper, which measured ~25-40 us more CPU per received message (the
+    router relays every token through two such calls)."""
 
-class _UnaryStreamCredential(_CredentialDetails, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+        self._channel = channel
+        self._token = token
+
+    async def __aenter__(self) -> _TokenChannel:
+        await self._channel.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._channel.__aexit__(*exc_info)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _WithToken(self._channel.unary_unary(*args, **kwargs), self._token)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _WithToken(self._channel.unary_stream(*args, **kwargs), self._token)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _WithToken(self._channel.stream_unary(*args, **kwargs), self._token)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _WithToken(self._channel.stream_stream(*args, **kwargs), self._token)
 
 
 def create_channel(
@@ -57,14 +91,8 @@ def create_channel(
     service_token: str = "",
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    interceptors: list[grpc.aio.ClientInterceptor] | None = (
-        [_UnaryUnaryCredential(service_token), _UnaryStreamCredential(service_token)]
-        if service_token
-        else None
-    )
-    return grpc.aio.insecure_channel(
-        target, options=[*CLIENT_OPTIONS, *options], interceptors=interceptors
-    )
+    channel = grpc.aio.insecure_channel(target, options=[*CLIENT_OPTIONS, *options])
+    return _TokenChannel(channel, service_token) if service_token else channel
 
 
 def request_metadata(request_id: str) -> tuple[tuple[str, str], ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -31,6 +32,14 @@ async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIte
     yield repr(sorted(seen.items())).encode()
 
 
+async def _bidi(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    seen = repr(sorted(_metadata(context).items())).encode()
+    async for request in requests:
+        yield request + b" " + seen
+
+
 @pytest.fixture(scope="module")
 async def target() -> AsyncIterator[str]:
     server = GrpcServer(service_names=[SERVICE], service_token=TOKEN, grace_period_s=0.1)
@@ -41,6 +50,7 @@ async def target() -> AsyncIterator[str]:
                 {
                     "Unary": grpc.unary_unary_rpc_method_handler(_unary),
                     "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+                    "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
                 },
             ),
         )
@@ -77,6 +87,26 @@ async def test_caller_metadata_is_kept_next_to_the_token(
     for seen in (reply, unary):
         assert f"('{REQUEST_ID_METADATA}', ['req-123'])".encode() in seen
         assert f"('{SERVICE_TOKEN_METADATA}', ['{TOKEN}'])".encode() in seen
+
+
+async def test_token_sent_on_stream_stream_calls(target: str) -> None:
+    async def requests() -> AsyncIterator[bytes]:
+        for word in (b"one", b"two"):
+            yield word
+
+    async with create_channel(target, service_token=TOKEN) as channel:
+        call = channel.stream_stream(f"/{SERVICE}/Bidi")(requests(), timeout=5)
+        replies = [item async for item in call]
+    assert [reply.split(b" ", 1)[0] for reply in replies] == [b"one", b"two"]
+    assert all(f"('{SERVICE_TOKEN_METADATA}', ['{TOKEN}'])".encode() in r for r in replies)
+
+
+async def test_token_channel_reports_connectivity_and_closes(target: str) -> None:
+    channel = create_channel(target, service_token=TOKEN)
+    await asyncio.wait_for(channel.channel_ready(), timeout=5)
+    assert channel.get_state() is grpc.ChannelConnectivity.READY
+    await channel.close()
+    assert channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
 
 
 async def test_channel_without_token_is_refused(target: str) -> None:

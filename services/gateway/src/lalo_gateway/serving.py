@@ -234,9 +234,16 @@ class Serving:
             finish_reason = "stop"
             usage: ipb.Usage | None = None
             try:
-                if opening is not None:
-                    # Built when the body is sent, after the routed model is known.
-                    yield sse(opening())
+                # The opening chunk (built now that the routed model is known) and the
+                # output already read go out in one write: each write is a trip through
+                # every middleware's send and a syscall.
+                head = [sse(opening())] if opening is not None else []
+                while pending and pending[0].WhichOneof("event") in ("chunk", "progress"):
+                    payload = render(pending.pop(0))
+                    if payload is not None:
+                        head.append(sse(payload))
+                if head:
+                    yield "".join(head)
                 async for event in _prepend(pending, events):
                     kind = event.WhichOneof("event")
                     if kind == "complete":

@@ -189,3 +189,45 @@ def test_route_headers() -> None:
         "x-lalo-escalated": "true",
     }
     assert route_headers(None, "rid") == {"x-request-id": "rid"}
+
+
+class ScriptedRouter:
+    """Stands in for RouterClient: replays a fixed list of router events."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    async def chat(self, request: Any) -> Any:
+        for event in self.events:
+            yield event
+
+
+async def test_stream_sends_the_role_chunk_and_first_output_in_one_write() -> None:
+    from lalo.router.v1 import router_pb2 as rpb
+    from lalo_gateway.serving import ServingChat
+
+    events = [
+        rpb.ChatResponse(route=rpb.RouteDecision(pool="small", model="tiny")),
+        rpb.ChatResponse(chunk=ipb.GenerateChunk(text="Hel")),
+        rpb.ChatResponse(chunk=ipb.GenerateChunk(text="lo")),
+        rpb.ChatResponse(
+            complete=ipb.GenerateComplete(
+                finish_reason=ipb.FINISH_REASON_STOP,
+                usage=ipb.Usage(prompt_tokens=3, completion_tokens=2),
+            )
+        ),
+    ]
+    serving = ServingChat(ScriptedRouter(events))
+    response = await serving.create(chat(stream=True), "req-1")
+    writes = [w async for w in response.body_iterator]
+    first = [json.loads(line[6:]) for line in str(writes[0]).split("\n\n") if line]
+    assert [c["choices"][0]["delta"] for c in first] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+    ]
+    rest = "".join(str(w) for w in writes[1:])
+    assert rest.endswith("data: [DONE]\n\n")
+    later = [json.loads(e[6:]) for e in rest.split("\n\n") if e.startswith("data: {")]
+    assert [c["choices"][0]["delta"] for c in later] == [{"content": "lo"}, {}]
+    assert later[-1]["choices"][0]["finish_reason"] == "stop"
+    assert response.headers["x-lalo-model"] == "tiny"

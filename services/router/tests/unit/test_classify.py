@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -220,9 +221,80 @@ def test_long_prompts_are_truncated_head_and_tail(classifier: Classifier) -> Non
     )
 
 
+def _fast_only(classifier: Classifier) -> Classifier:
+    fast = copy.copy(classifier)
+    fast.slow = None
+    return fast
+
+
+def test_slow_path_only_on_uncertain_prompts(classifier: Classifier) -> None:
+    from lalo_router.classify.model import top2_margin
+
+    slow = classifier.slow
+    assert slow is not None
+    assert 0.0 < slow.margin <= 1.0
+    fast = _fast_only(classifier)
+    texts = [
+        "hi there, how are you doing today?",
+        "set an alarm for 7 am tomorrow",
+        "Write a python function to check whether a number is prime.",
+        "what's the weather like",
+        "tell me about the history of rome",
+        "can you list the key points",
+        "why is the sky blue",
+        "I need help",
+    ]
+    taken = []
+    for text in texts:
+        result = classifier.classify(text)
+        probs, p_escalate = fast.probabilities(text)
+        uncertain = float(top2_margin(probs)) < slow.margin
+        assert result.slow_path == uncertain
+        if not uncertain:  # the fast head's answer, untouched
+            assert result.scores == fast.classify(text).scores
+        # escalation keeps the fast head's gate either way
+        assert result.p_escalate == pytest.approx(p_escalate, abs=1e-6)
+        taken.append(result.slow_path)
+    assert taken[:3] == [False, False, False]  # clear prompts stay on the fast path
+    assert any(taken)
+
+
+def test_slow_path_cost_is_bounded(classifier: Classifier) -> None:
+    """A megabyte prompt on the slow path: the transformer reads at most ``tokens`` ids."""
+    slow = classifier.slow
+    assert slow is not None
+    seen: list[int] = []
+    real = slow.encoder.embed
+
+    class Spy:
+        def embed(self, ids: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+            seen.append(int(ids.size))
+            return real(ids)
+
+    spied = copy.copy(classifier)
+    spied.slow = dataclasses.replace(slow, margin=1.01)  # every prompt takes the slow path
+    spied.slow = dataclasses.replace(spied.slow, encoder=Spy())  # type: ignore[arg-type]
+    text = "tell me about the history of rome. " * 30_000  # ~1 MB
+    result = spied.classify(text)
+    assert result.slow_path
+    assert seen == [slow.tokens]
+    assert result.label in LABELS | {OTHER}
+    timings = [spied.classify(text).latency_ms for _ in range(3)]
+    assert min(timings) < 500  # bounded: the transformer never sees the whole prompt
+
+
 def test_thread_safe_and_deterministic(classifier: Classifier) -> None:
-    texts = ["hello", "what is 2+2", "write a haiku about rain", "book a taxi to the airport"] * 25
+    texts = [
+        "hello",
+        "what is 2+2",
+        "write a haiku about rain",
+        "book a taxi to the airport",
+        "what's the weather like",
+        "I need help",
+        "why is the sky blue",
+    ] * 15
     expected = [classifier.classify(t).scores for t in texts]
+    assert any(classifier.classify(t).slow_path for t in texts)  # both paths, concurrently
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda t: classifier.classify(t).scores, texts))
     assert got == expected

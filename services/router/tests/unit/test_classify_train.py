@@ -142,3 +142,43 @@ def test_run_time_escalation_is_the_trained_formula() -> None:
     got = [classifier.classify(t).p_escalate for t in texts]
     assert got == pytest.approx(expected, abs=1e-5)
     assert meta["escalation_gate"] == "math"
+
+
+def test_run_time_cascade_is_the_trained_formula() -> None:
+    """``model.Classifier`` and ``train.cascade_probabilities`` give the same category scores,
+    on prompts that stay on the fast path and on prompts that take the slow one."""
+    from lalo_router.classify import DEFAULT_ARTIFACT, load_classifier
+    from lalo_router.classify.model import load_arrays
+    from lalo_router.classify.train import (
+        cascade_probabilities,
+        category_probabilities,
+        featurize,
+        slow_embeddings,
+        slow_probabilities,
+    )
+
+    classifier = load_classifier()
+    assert classifier.slow is not None
+    arrays, meta = load_arrays(DEFAULT_ARTIFACT)
+    texts = [
+        "hello!",
+        "set an alarm for 7 am tomorrow",
+        "What is 17 * 23?",
+        "what's the weather like",
+        "tell me about the history of rome",
+        "can you list the key points",
+        "How many days are there in a leap year?",
+        "From the passage provided, extract the names of the rivers.",
+        "why is the sky blue",
+        "I need help",
+    ]
+    dense, matrix = featurize(classifier.featurizer, texts)
+    fast = category_probabilities(arrays, dense, matrix)
+    slow = slow_probabilities(arrays, slow_embeddings(texts, classifier.featurizer), dense, matrix)
+    expected, taken = cascade_probabilities(fast, slow, meta["slow_path"]["margin"])
+    results = [classifier.classify(t) for t in texts]
+    assert [r.slow_path for r in results] == taken.tolist()
+    assert 0 < taken.sum() < len(texts)  # both paths are exercised
+    for result, row in zip(results, expected, strict=True):
+        got = [result.scores[label] for label in classifier.labels]
+        assert got == pytest.approx(row, abs=1e-4)

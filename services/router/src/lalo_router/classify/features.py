@@ -162,6 +162,13 @@ class Featurizer:
         self, text: str
     ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
         """(dense vector, sparse indices, sparse values) for one cleaned text."""
+        dense, terms, values, _ = self.features_and_ids(text)
+        return dense, terms, values
+
+    def features_and_ids(
+        self, text: str
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+        """``features`` and the token ids they were computed from (head and tail, cut)."""
         short = head_tail(text)
         ids = self.token_ids(short)
         dense = np.zeros(self.dense_dim, dtype=np.float32)
@@ -172,7 +179,7 @@ class Featurizer:
                 dense[: self.table.shape[1]] = mean / norm
         dense[self.table.shape[1] :] = lexical_features(text, short)
         terms, values = self.sparse_terms(ids)
-        return dense, terms, values
+        return dense, terms, values, ids
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

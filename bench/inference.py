@@ -1,14 +1,20 @@
 """Inference benchmark: raw llama-cpp-python vs inference-small over gRPC vs the full stack.
 
-All three run in one process tree, one after another, on the same GGUF file with the same
-thread count, so their figures can be read side by side:
+All three run in one process tree on the same GGUF file with the same thread count, so
+their figures can be read side by side:
 
-- generation tok/s at 1 and 4 concurrent streams (decode rate: tokens after the first,
-  over the time from the first token to the last; aggregate over streams for 4);
+- generation tok/s at 1 stream (decode rate: tokens after the first, over the time from the
+  first token to the last), the three paths interleaved run by run so the VM's drift hits
+  them alike, and at 4 concurrent streams (aggregate while all four generate);
 - time to first token p50/p99;
 - the latency that gateway + router add per request, measured on the tiny model (where
   model time is smallest) as the difference between time to first token through the
   gateway and directly against inference-small over gRPC.
+
+The gateway is read with a bare HTTP/1.1 client (``MinimalHttp``): the client shares the
+machine's cores with the stack, and a client library's own per-request and per-token work
+would be charged to the server. The same figures read with httpx are printed beside them.
+Internal calls carry a service token, as under ``make up`` and in production.
 
 Usage: python bench/inference.py [--model PATH] [--threads N] [--tokens N] [--samples N]
 Without --model it writes the TinyLlama-1.1B-shaped random Q4_0 model (~590 MiB) once.

@@ -327,7 +327,8 @@ class MinimalHttp:
         assert self.writer is not None
         self.writer.close()
 
-    async def post(self, path: str, body: bytes) -> float:
+    async def _send(self, path: str, body: bytes) -> tuple[float, bytes]:
+        """POST ``body``: the time it was sent and the response's header block."""
         assert self.reader is not None
         assert self.writer is not None
         head = (
@@ -336,7 +337,11 @@ class MinimalHttp:
         ).encode()
         start = time.perf_counter()
         self.writer.write(head + body)
-        headers = await self.reader.readuntil(b"\r\n\r\n")
+        return start, await self.reader.readuntil(b"\r\n\r\n")
+
+    async def post(self, path: str, body: bytes) -> float:
+        assert self.reader is not None
+        start, headers = await self._send(path, body)
         length = 0
         for line in headers.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
@@ -354,14 +359,7 @@ class MinimalHttp:
         the time it arrived (the chunked body is read to its end, so the connection can be
         reused)."""
         assert self.reader is not None
-        assert self.writer is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.api_key}"
-            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        start = time.perf_counter()
-        self.writer.write(head + body)
-        headers = await self.reader.readuntil(b"\r\n\r\n")
+        start, headers = await self._send(path, body)
         if not headers.startswith(b"HTTP/1.1 200") or b"chunked" not in headers.lower():
             raise RuntimeError(f"gateway answered {headers[:200]!r}")
         events: list[tuple[float, dict[str, Any]]] = []

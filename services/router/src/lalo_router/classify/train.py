@@ -206,10 +206,7 @@ def slow_probabilities(
         + matrix[:, cols] @ arrays["slow_sparse_w"].astype(np.float64)
         + arrays["slow_b"]
     )
-    logits -= logits.max(1, keepdims=True)
-    probs: NDArray[np.float64] = np.exp(logits)
-    probs /= probs.sum(1, keepdims=True)
-    return probs
+    return softmax_rows(logits)
 
 
 def choose_margin(
@@ -608,8 +605,12 @@ def category_probabilities(
         + matrix @ arrays["cat_sparse_w"].astype(np.float64)
         + arrays["cat_b"]
     )
-    logits -= logits.max(1, keepdims=True)
-    probs: NDArray[np.float64] = np.exp(logits)
+    return softmax_rows(logits)
+
+
+def softmax_rows(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    shifted = logits - logits.max(1, keepdims=True)
+    probs: NDArray[np.float64] = np.exp(shifted)
     probs /= probs.sum(1, keepdims=True)
     return probs
 

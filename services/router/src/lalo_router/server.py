@@ -8,6 +8,7 @@ from lalo.router.v1 import router_pb2, router_pb2_grpc
 from lalo_common.grpc_server import GrpcServer
 from prometheus_client import start_http_server
 
+from lalo_router.classify.model import ArtifactError
 from lalo_router.complex_path import WorkflowChat
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.llm_classifier import LlmClassifier
@@ -116,7 +117,16 @@ async def serve(settings: RouterSettings) -> None:
         raise SystemExit(2) from None
     replicas = ReplicaSet(backends, service_token=token, max_outstanding=replica_limits(spec))
     # The LLM strategy uses the embedding classifier too: p_escalate, and its fallback.
-    classifier = load_classifier() if settings.classifier != "none" else None
+    try:
+        classifier = load_classifier() if settings.classifier != "none" else None
+    except ArtifactError as exc:
+        log.error(
+            "%s (LALO_ROUTER_CLASSIFIER=none runs the router without classification: "
+            "'auto' requests then go to the default pool)",
+            exc,
+        )
+        await replicas.close()
+        raise SystemExit(2) from None
     strategy = build_strategy(settings, classifier, replicas)
     try:
         server = build_server(settings, replicas, classifier, policy=spec, strategy=strategy)

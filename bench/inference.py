@@ -214,9 +214,8 @@ async def grpc_rounds(target: str, model_id: str, max_tokens: int) -> dict[str, 
 # ---- full stack through the gateway ----
 
 
-async def http_stream(
-    client: httpx.AsyncClient, model_id: str, max_tokens: int, chat: bool = False
-) -> Run:
+def stream_request(model_id: str, max_tokens: int, chat: bool) -> tuple[str, dict[str, object]]:
+    """Path and body of a greedy streamed request on a fresh prompt."""
     if chat:
         path = "/v1/chat/completions"
         body: dict[str, object] = {"messages": [{"role": "user", "content": fresh_prompt()}]}
@@ -224,6 +223,13 @@ async def http_stream(
         path = "/v1/completions"
         body = {"prompt": fresh_prompt()}
     body.update({"model": model_id, "max_tokens": max_tokens, "temperature": 0, "stream": True})
+    return path, body
+
+
+async def http_stream(
+    client: httpx.AsyncClient, model_id: str, max_tokens: int, chat: bool = False
+) -> Run:
+    path, body = stream_request(model_id, max_tokens, chat)
     start = time.perf_counter()
     first = last = start
     count = 0
@@ -388,13 +394,7 @@ async def minimal_stream(
     http: MinimalHttp, model_id: str, max_tokens: int, chat: bool = False
 ) -> Run:
     """``http_stream`` read with the bare client."""
-    if chat:
-        path = "/v1/chat/completions"
-        body: dict[str, object] = {"messages": [{"role": "user", "content": fresh_prompt()}]}
-    else:
-        path = "/v1/completions"
-        body = {"prompt": fresh_prompt()}
-    body.update({"model": model_id, "max_tokens": max_tokens, "temperature": 0, "stream": True})
+    path, body = stream_request(model_id, max_tokens, chat)
     start, events = await http.stream_events(path, json.dumps(body).encode())
     times = [at for at, payload in events if piece_of(payload)]
     first, last = (times[0], times[-1]) if times else (start, start)
@@ -421,17 +421,7 @@ async def added_latency(
         async def through_gateway() -> float:
             if client == "httpx":
                 return (await http_stream(http_client, model_id, 1, chat=True)).ttft_s
-            body = {
-                "model": model_id,
-                "max_tokens": 1,
-                "temperature": 0,
-                "stream": True,
-                "messages": [{"role": "user", "content": fresh_prompt()}],
-            }
-            start, events = await minimal.stream_events(
-                "/v1/chat/completions", json.dumps(body).encode()
-            )
-            return next(at for at, payload in events if piece_of(payload)) - start
+            return (await minimal_stream(minimal, model_id, 1, chat=True)).ttft_s
 
         for _ in range(20):  # warm-up both paths
             await grpc_stream(stub, model_id, 1, chat=True)

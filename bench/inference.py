@@ -222,8 +222,49 @@ def stream_request(model_id: str, max_tokens: int, chat: bool) -> tuple[str, dic
     else:
         path = "/v1/completions"
         body = {"prompt": fresh_prompt()}
-    body.update({"model": model_id, "max_tokens": max_tokens, "temperature": 0, "stream": True})
+    body.update(
+        {
+            "model": model_id,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            # The token count comes from usage: a chunk may carry several tokens.
+            "stream_options": {"include_usage": True},
+        }
+    )
     return path, body
+
+
+def token_times(pieces: list[tuple[float, str]], total_tokens: int) -> list[float]:
+    """One arrival time per token from the text chunks of a stream and its usage count.
+
+    inference-small sends tokens that come faster than its stream hold two or three to a
+    message, so chunks are not tokens; each chunk's share of the tokens is its share of the
+    text (the first chunk, always one token, and the totals are exact)."""
+    if not pieces or total_tokens <= 0:
+        return []
+    times = [pieces[0][0]]
+    rest = pieces[1:]
+    chars = sum(len(text) for _, text in rest)
+    if not rest or chars == 0:
+        return times + [pieces[-1][0]] * (total_tokens - 1)
+    given, seen = 0, 0
+    for at, text in rest:
+        seen += len(text)
+        upto = round((total_tokens - 1) * seen / chars)
+        times.extend([at] * (upto - given))
+        given = upto
+    return times
+
+
+def run_from_times(start: float, times: list[float]) -> Run:
+    first, last = (times[0], times[-1]) if times else (start, start)
+    return checked(Run(len(times), first - start, last - first, last - start, first, last, times))
+
+
+def usage_tokens(payload: dict[str, Any]) -> int | None:
+    usage = payload.get("usage")
+    return int(usage["completion_tokens"]) if usage else None
 
 
 async def http_stream(
@@ -231,27 +272,20 @@ async def http_stream(
 ) -> Run:
     path, body = stream_request(model_id, max_tokens, chat)
     start = time.perf_counter()
-    first = last = start
-    count = 0
-    times: list[float] = []
+    pieces: list[tuple[float, str]] = []
+    total = 0
     async with client.stream("POST", path, json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
+            now = time.perf_counter()
             payload = json.loads(line[6:])
-            choices = payload.get("choices") or []
-            if not choices:
-                continue
-            piece = choices[0].get("text") if not chat else choices[0]["delta"].get("content")
+            total = usage_tokens(payload) or total
+            piece = piece_of(payload)
             if piece:
-                now = time.perf_counter()
-                if count == 0:
-                    first = now
-                last = now
-                count += 1
-                times.append(now)
-    return checked(Run(count, first - start, last - first, last - start, first, last, times))
+                pieces.append((now, piece))
+    return run_from_times(start, token_times(pieces, total))
 
 
 async def gateway_rounds(
@@ -396,9 +430,9 @@ async def minimal_stream(
     """``http_stream`` read with the bare client."""
     path, body = stream_request(model_id, max_tokens, chat)
     start, events = await http.stream_events(path, json.dumps(body).encode())
-    times = [at for at, payload in events if piece_of(payload)]
-    first, last = (times[0], times[-1]) if times else (start, start)
-    return checked(Run(len(times), first - start, last - first, last - start, first, last, times))
+    pieces = [(at, piece) for at, payload in events if (piece := piece_of(payload))]
+    total = max((usage_tokens(payload) or 0 for _, payload in events), default=0)
+    return run_from_times(start, token_times(pieces, total))
 
 
 async def added_latency(

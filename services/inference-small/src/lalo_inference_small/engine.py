@@ -17,6 +17,7 @@ import contextlib
 import heapq
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,17 @@ class Failed:
 Event = TextDelta | Finished | Failed
 
 
+def send_now(now: float, gap: float, oldest: float, hold: float, *, first: bool) -> bool:
+    """Whether released output goes out now or waits for the next token.
+
+    It waits only while the next token is expected soon enough that the oldest waiting one
+    still leaves within ``hold`` of being made: the gap since the previous token predicts the
+    next, so a step slower than predicted delays output by the difference only. The first
+    output always goes at once (time to first token is not traded for anything).
+    """
+    return first or hold <= 0 or now + gap - oldest > hold
+
+
 @dataclass(frozen=True)
 class PreparedRequest:
     request_id: str
@@ -84,22 +96,60 @@ class EngineConfig:
     n_batch: int = 512  # tokens per decode step (prefill chunk budget)
     threads: int = 2
     max_waiting: int = 256
+    # The longest a generated token may wait to go out together with the next ones. Every
+    # message costs each hop (this server's send, the router, the gateway) CPU that llama.cpp
+    # would otherwise use; when tokens come faster than this, sending two or three per message
+    # keeps that cost from slowing generation. The first token and the last always go at once;
+    # tokens slower than this go one by one. 0 sends every token as soon as it is made.
+    stream_hold_s: float = 0.0
 
 
 class RequestHandle:
-    """The consumer's side of one request; lives on the event loop."""
+    """The consumer's side of one request; lives on the event loop.
+
+    The engine thread appends events to a deque and wakes the loop only when no wake-up is
+    already on its way: a consumer that falls behind takes several events per wake-up (and
+    sends them as one message) instead of costing the loop one wake-up per token.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._events: collections.deque[Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self._wake_scheduled = False
         self.cancelled = False
 
     def push(self, event: Event) -> None:
-        # Called from the engine thread.
+        # Called from the engine thread. deque.append is atomic; the flag may be read stale
+        # only as True while the scheduled _wake has not cleared it yet, and that _wake runs
+        # after this append, so the consumer always sees the event.
+        self._events.append(event)
+        if self._wake_scheduled:
+            return
+        self._wake_scheduled = True
         try:
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # loop closed: nobody is listening any more
             self.cancelled = True
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        self._ready.set()
+
+    async def take(self) -> list[Event]:
+        """Waits for events, then returns all that have arrived, consecutive deltas merged."""
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        events: list[Event] = []
+        while self._events:
+            event = self._events.popleft()
+            last = events[-1] if events else None
+            if isinstance(event, TextDelta) and isinstance(last, TextDelta):
+                events[-1] = TextDelta(last.text + event.text, last.tokens + event.tokens)
+            else:
+                events.append(event)
+        return events
 
 
 @dataclass
@@ -117,6 +167,12 @@ class _Sequence:
     held_tokens: list[TokenOut] = field(default_factory=list)
     max_stop: int = 0
     freed: bool = False
+    # Released text waiting to be sent (see EngineConfig.stream_hold_s).
+    out_text: str = ""
+    out_tokens: list[TokenOut] = field(default_factory=list)
+    out_since: float = 0.0  # when the oldest unsent token was made
+    last_token_at: float = 0.0
+    sent_any: bool = False
 
     @property
     def prefilling(self) -> bool:
@@ -246,10 +302,10 @@ class BatchEngine:
             self._cond.notify()
         try:
             while True:
-                event = await handle.queue.get()
-                yield event
-                if isinstance(event, Finished | Failed):
-                    return
+                for event in await handle.take():
+                    yield event
+                    if isinstance(event, Finished | Failed):
+                        return
         finally:
             # Consumer gone (finished, cancelled, or deadline): the engine frees the
             # sequence at its next step.
@@ -373,6 +429,7 @@ class BatchEngine:
                 outputs.append((seq, n - 1))
                 seq.n_past += 1
         # Then prompt chunks within what is left of the batch.
+        generating = n
         for seq in self._active:
             if not seq.prefilling or n >= self.n_batch:
                 continue
@@ -387,10 +444,16 @@ class BatchEngine:
             seq.prefill_done += take
             seq.n_past = seq.prefill_done
         batch.n_tokens = n
+        if n > generating:
+            # A prompt chunk makes this step many times slower than the last: output held
+            # for the next token (stream_hold_s) would wait for the whole chunk, so it goes now.
+            for seq in self._active:
+                self._send(seq)
         status = llama_cpp.llama_decode(self.ctx, batch)
         if status != 0:
             log.error("llama_decode returned %d for %d tokens", status, n)
             for seq, _ in outputs:
+                self._send(seq)  # what was generated before the failure still arrives
                 seq.handle.push(Failed(f"decoding failed (llama.cpp status {status})"))
                 self._free(seq)
             return
@@ -465,11 +528,27 @@ class BatchEngine:
         text = seq.held_text[:upto]
         if not text and not (seq.request.config.logprobs and seq.held_tokens):
             return
-        tokens = tuple(seq.held_tokens)
+        now = time.monotonic()
+        if not seq.out_text and not seq.out_tokens:
+            seq.out_since = now
+        seq.out_text += text
+        seq.out_tokens.extend(seq.held_tokens)
         seq.held_tokens.clear()
         seq.held_text = seq.held_text[upto:]
-        seq.handle.push(TextDelta(text, tokens))
+        gap = now - seq.last_token_at
+        seq.last_token_at = now
+        if send_now(now, gap, seq.out_since, self.config.stream_hold_s, first=not seq.sent_any):
+            self._send(seq)
+
+    def _send(self, seq: _Sequence) -> None:
+        if not seq.out_text and not seq.out_tokens:
+            return
+        seq.handle.push(TextDelta(seq.out_text, tuple(seq.out_tokens)))
+        seq.out_text = ""
+        seq.out_tokens = []
+        seq.sent_any = True
 
     def _finish(self, seq: _Sequence, reason: str) -> None:
+        self._send(seq)
         seq.handle.push(Finished(reason, len(seq.request.prompt_ids), seq.generated))
         self._free(seq)

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
 
-def load_engine(spec: ModelSpec, max_waiting: int = 256) -> BatchEngine:
+def load_engine(
+    spec: ModelSpec, max_waiting: int = 256, stream_hold_ms: float = 0.0
+) -> BatchEngine:
     model = LlamaModel(spec.path, use_mmap=spec.use_mmap)
     config = EngineConfig(
         n_ctx=spec.n_ctx,
@@ -26,6 +28,7 @@ def load_engine(spec: ModelSpec, max_waiting: int = 256) -> BatchEngine:
         n_batch=spec.n_batch,
         threads=spec.threads,
         max_waiting=max_waiting,
+        stream_hold_s=stream_hold_ms / 1000.0,
     )
     return BatchEngine(model, config, spec.id)
 
@@ -41,7 +44,7 @@ def load_engines(settings: InferenceSmallSettings) -> dict[str, BatchEngine]:
             spec.parallel,
             spec.threads,
         )
-        engines[spec.id] = load_engine(spec, settings.max_waiting)
+        engines[spec.id] = load_engine(spec, settings.max_waiting, settings.stream_hold_ms)
     return engines
 
 

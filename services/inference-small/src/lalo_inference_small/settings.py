@@ -25,6 +25,9 @@ class InferenceSmallSettings(ServiceSettings):
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     use_mmap: bool = False
     max_waiting: int = Field(default=256, ge=1)
+    # Longest a generated token may wait to be sent with the next ones (engine.EngineConfig
+    # says why); 0 sends each token alone.
+    stream_hold_ms: float = Field(default=40.0, ge=0.0, le=1000.0)
     service_token: SecretStr = Field(
         default=SecretStr(""), validation_alias=AliasChoices("LALO_SERVICE_TOKEN")
     )

@@ -131,7 +131,12 @@ async def test_tokens_pass_through_unchanged(stack: Stack) -> None:
                 timeout=60,
             )
         )
-    assert [c.text for c in routed.chunks] == [c.text for c in direct.chunks]
+    # Chunk boundaries follow timing (inference-small sends fast tokens a few to a message);
+    # the text and every token must be the same.
+    assert "".join(c.text for c in routed.chunks) == "".join(c.text for c in direct.chunks)
+    assert [(t.token, t.logprob) for t in routed.tokens] == [
+        (t.token, t.logprob) for t in direct.tokens
+    ]
     assert [t.token_id for t in routed.tokens] == [t.token_id for t in direct.tokens]
     assert routed.complete == direct.complete
 

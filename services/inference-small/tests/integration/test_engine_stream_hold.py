@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from lalo_inference_small.catalog import ModelSpec
-from lalo_inference_small.engine import BatchEngine, Event, Finished, TextDelta
+from lalo_inference_small.engine import BatchEngine, Event, Finished, RequestHandle, TextDelta
 from lalo_inference_small.sampling import SamplingConfig
 from lalo_inference_small.server import load_engine
 
@@ -42,19 +42,38 @@ def deltas(events: list[Event]) -> list[TextDelta]:
     return [e for e in events if isinstance(e, TextDelta)]
 
 
-async def test_without_a_hold_every_token_is_its_own_message(make_engine) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def pushed(monkeypatch: pytest.MonkeyPatch) -> dict[RequestHandle, list[Event]]:
+    """What the engine thread hands over, message by message (the consumer merges whatever
+    piled up while it was busy, so what it yields depends on the machine's load)."""
+    events: dict[RequestHandle, list[Event]] = {}
+    push = RequestHandle.push
+
+    def recording(self: RequestHandle, event: Event) -> None:
+        events.setdefault(self, []).append(event)
+        push(self, event)
+
+    monkeypatch.setattr(RequestHandle, "push", recording)
+    return events
+
+
+async def test_without_a_hold_every_token_is_its_own_message(make_engine, pushed) -> None:  # type: ignore[no-untyped-def]
     events = await run(make_engine(0.0))
-    assert all(len(d.tokens) == 1 for d in deltas(events))
+    (sent,) = pushed.values()
+    assert [len(d.tokens) for d in deltas(sent)] == [1] * 48
     assert isinstance(events[-1], Finished)
-    assert len(deltas(events)) == events[-1].completion_tokens == 48
+    assert sum(len(d.tokens) for d in deltas(events)) == events[-1].completion_tokens == 48
 
 
-async def test_a_hold_groups_tokens_and_loses_none(make_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_a_hold_groups_tokens_and_loses_none(make_engine, pushed) -> None:  # type: ignore[no-untyped-def]
     alone = await run(make_engine(0.0))
+    pushed.clear()
     # A hold far longer than the whole answer: the first token goes at once, the rest wait
     # for the end and go out before Finished.
     grouped = await run(make_engine(60_000.0))
-    assert [len(d.tokens) for d in deltas(grouped)] == [1, 47]
+    (sent,) = pushed.values()
+    assert [len(d.tokens) for d in deltas(sent)] == [1, 47]
+    assert isinstance(sent[-1], Finished)
     assert isinstance(grouped[-1], Finished)
     assert grouped[-1] == alone[-1]
     assert "".join(d.text for d in deltas(grouped)) == "".join(d.text for d in deltas(alone))
@@ -63,16 +82,18 @@ async def test_a_hold_groups_tokens_and_loses_none(make_engine) -> None:  # type
     ]
 
 
-async def test_held_output_goes_out_before_a_prompt_chunk_is_processed(make_engine) -> None:  # type: ignore[no-untyped-def]
+async def test_held_output_goes_out_before_a_prompt_chunk_is_processed(make_engine, pushed) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(60_000.0)
-    config = SamplingConfig(max_tokens=300, temperature=0.0, logprobs=True)
+    config = SamplingConfig(max_tokens=400, temperature=0.0, logprobs=True)
     first = await asyncio.to_thread(engine.prepare, "a", config, prompt=PROMPT)
     stream = engine.generate(first)
     received = [await anext(stream)]  # generating now
+    await asyncio.sleep(0.02)  # a few more tokens made and held
     # Another request's long prompt joins the batch: that step is slow, so what the first
     # request holds is sent before it rather than after.
     second = asyncio.create_task(run(engine, prompt="word " * 80, max_tokens=4))
     received += [event async for event in stream]
     await second
-    assert len(deltas(received)) >= 3  # first token, flushed before the prompt chunk, the rest
-    assert sum(len(d.tokens) for d in deltas(received)) == 300
+    long_answer = max(pushed.values(), key=lambda sent: len(deltas(sent)))
+    assert len(deltas(long_answer)) >= 3  # first token, flushed before the prompt chunk, the rest
+    assert sum(len(d.tokens) for d in deltas(received)) == 400

@@ -82,7 +82,20 @@ Measured with the same grouped cross-validation (categories) or prompt-grouped f
   folds): 0.581-0.630. The final question sentence alone: its static-table mean (scale
   0.5/1/2) 0.615/0.606/0.588, its TF-IDF (0.25/0.5/1) 0.620/0.617/0.615, both with the step
   features 0.619/0.608; MMLU 0.675-0.676. Each correlates less with the GSM8K gain than
-  prompt length (r 0.09-0.12 against 0.14)."""
+  prompt length (r 0.09-0.12 against 0.14).
+- Other objectives and regularisation for the maths escalation head (one prompt-fold
+  harness reproducing the shipped 0.622 exactly): ridge alpha 10/100/300 (0.616-0.612),
+  rank-transformed targets (0.623), a logistic "large right, small wrong" head instead of
+  the gain ridge (0.598-0.615), bagging 20 bootstrap fits (0.620), shrinking toward the
+  general score (0.607-0.617), one soft target of all nine models' mean failure (0.591-0.616),
+  per-dataset difficulty fits (0.617-0.622), a hard or reshaped maths gate (0.615-0.623; the
+  gate is already ~1 on GSM8K), nearest-neighbour difficulty or gain (0.575-0.621, and
+  ~300 KB the artifact has no room for), difficulty weight 0.5 (0.6245, picked on the test
+  folds). Why GSM8K 0.65 is out of reach from the prompt text: a bootstrap over GSM8K
+  prompts puts the standard error of its APGR at 0.025 (90 % interval 0.583-0.663), and
+  ranking by the other seven RouterDC models' actual failures on the very same prompts
+  (an oracle, not a feature) reaches only 0.682; the difficulty head's out-of-fold
+  prediction correlates 0.39 with that oracle and 0.61 with prompt length."""
 
 
 def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:

@@ -207,8 +207,17 @@ def cmd_eval_outcomes(args: argparse.Namespace, out: TextIO) -> int:
         bucket[2].append(pair[1])
     if not by_dataset:
         raise InputError(f"{args.file}: no rows with scores for their small_model and large_model")
+    groups = dict(sorted(by_dataset.items()))
+    if len(groups) > 1:
+        # A mixed workload as one router sees it: every row on one curve (RouteLLM reports
+        # per benchmark; both are printed).
+        groups["all"] = (
+            [p for bucket in by_dataset.values() for p in bucket[0]],
+            [w for bucket in by_dataset.values() for w in bucket[1]],
+            [s for bucket in by_dataset.values() for s in bucket[2]],
+        )
     results = {}
-    for name, (p, weak, strong) in sorted(by_dataset.items()):
+    for name, (p, weak, strong) in groups.items():
         curve = routing_curve(p, weak, strong)
         results[name] = {
             "n": len(p),
@@ -303,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_strategy(cats)
     cats.add_argument("--json", action="store_true", help="machine-readable output")
     cats.set_defaults(func=cmd_eval_categories)
-    outcomes = eval_sub.add_parser("outcomes", help="APGR and CPT(50%%/80%%) per dataset")
+    outcomes = eval_sub.add_parser(
+        "outcomes", help="APGR and CPT(50%%/80%%) per dataset, and pooled ('all') over several"
+    )
     add_common(outcomes)
     outcomes.add_argument("--json", action="store_true", help="machine-readable output")
     outcomes.set_defaults(func=cmd_eval_outcomes)

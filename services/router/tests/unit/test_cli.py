@@ -75,12 +75,18 @@ def test_eval_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     src = write_jsonl(tmp_path / "outcomes.jsonl", rows)
     assert main(["eval", "outcomes", str(src), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["datasets"]) == {"gsm8k", "mmlu"}
+    assert set(result["datasets"]) == {"gsm8k", "mmlu", "all"}
+    assert result["datasets"]["all"]["n"] == 30  # every scored row, pooled
+    assert result["datasets"]["gsm8k"]["n"] == result["datasets"]["mmlu"]["n"] == 15
     assert result["skipped_rows"] == 1
     for r in result["datasets"].values():
         assert {"apgr", "cpt50_pct", "cpt80_pct"} <= set(r)
     assert main(["eval", "outcomes", str(src)]) == 0
     assert "APGR" in capsys.readouterr().out
+    # One dataset: no pooled row repeating it.
+    only_gsm8k = write_jsonl(tmp_path / "gsm8k.jsonl", [r for r in rows if r["dataset"] == "gsm8k"])
+    assert main(["eval", "outcomes", str(only_gsm8k), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["datasets"]) == {"gsm8k"}
 
 
 @pytest.mark.parametrize(

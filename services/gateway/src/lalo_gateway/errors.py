@@ -73,10 +73,49 @@ def from_grpc(code: grpc.StatusCode, details: str) -> APIError:
             code="internal_error",
         )
     param = "model" if error_code == "model_not_found" else None
-    if code == grpc.StatusCode.INVALID_ARGUMENT and "context length" in details:
-        error_code = "context_length_exceeded"
-        param = "messages"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        param = _param_named_in(details)
+        if "context length" in details:
+            error_code = "context_length_exceeded"
+            param = "messages"
     return APIError(status, details or code.name, type_=type_, param=param, code=error_code)
+
+
+# Request parameters a backend's INVALID_ARGUMENT message can start with (the inference
+# services name the field first: "logit_bias names token ...", "top_p must be ...").
+_PARAMS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "top_logprobs",
+        "response_format",
+        "seed",
+        "messages",
+        "tools",
+    }
+)
+
+
+def _param_named_in(details: str) -> str | None:
+    """The request field a backend's validation message is about, so clients get OpenAI's
+    ``param`` for errors found past the gateway too."""
+    first = details.split(" ", 1)[0]
+    if first in _PARAMS:
+        return first
+    lowered = details.lower()
+    if "json schema" in lowered or "grammar" in lowered:
+        return "response_format"
+    if "stop sequence" in lowered:
+        return "stop"
+    if lowered.startswith("tool "):
+        return "tools"
+    return None
 
 
 def from_lalo_error(exc: LaloError) -> APIError:
@@ -160,6 +199,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if error.get("type") == "json_invalid":
             message = "We could not parse the JSON body of your request."
             param = None
+        elif error.get("type") == "missing" and param is None:
+            message = (
+                "The request body is empty: send a JSON object with the request's parameters "
+                "(Content-Type: application/json)."
+            )
         elif error.get("type") == "missing":
             message = f"Missing required parameter: '{param}'."
         elif param is None and error.get("type") == "model_attributes_type":

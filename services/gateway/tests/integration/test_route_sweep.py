@@ -44,6 +44,7 @@ def settings(
         redis_url=redis_url,
         key_pepper="sweep-pepper-0123456789abcdef",
         router_target="127.0.0.1:9",  # nothing listens: only the edge is under test
+        grpc_port=0,  # no fixed port: a running `make up` must not fail the suite
         LALO_API_KEYS=",".join(
             f"{key}:{role.value}:sweep-{role.value}" for role, key in KEYS.items()
         ),

@@ -62,6 +62,23 @@ def test_context_length() -> None:
     assert (error.status, error.code, error.param) == (400, "context_length_exceeded", "messages")
 
 
+@pytest.mark.parametrize(
+    ("details", "param"),
+    [
+        ("logit_bias names token 99999999, outside the vocabulary (0..1023)", "logit_bias"),
+        ("top_p must be in (0, 1]", "top_p"),
+        ("unsupported JSON schema: Unrecognized schema: {'type': 'nonsense'}", "response_format"),
+        ("the grammar could not be parsed", "response_format"),
+        ("at most 4 stop sequences are allowed", "stop"),
+        ("tool 'f' parameters are not valid JSON", "tools"),
+        ("the prompt is empty", None),
+    ],
+)
+def test_backend_validation_errors_name_their_param(details: str, param: str | None) -> None:
+    error = from_grpc(grpc.StatusCode.INVALID_ARGUMENT, details)
+    assert (error.status, error.param, error.message) == (400, param, details)
+
+
 def test_empty_details_fall_back_to_the_status_name() -> None:
     assert from_grpc(grpc.StatusCode.INVALID_ARGUMENT, "").message == "INVALID_ARGUMENT"
 

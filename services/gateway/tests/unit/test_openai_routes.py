@@ -112,6 +112,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]
         "LALO_GATEWAY_REDIS_URL": "",
         "LALO_GATEWAY_ROUTER_TARGET": "127.0.0.1:9",  # never dialled: replaced below
         "LALO_ENVIRONMENT": "development",
+        "LALO_GATEWAY_GRPC_PORT": "0",  # no fixed port: a running `make up` must not fail this
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
@@ -477,6 +478,15 @@ def test_body_must_be_an_object(app_client: TestClient, router: FakeRouter) -> N
     )
     error = assert_openai_error(response, 400, param=None)
     assert "JSON object" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_empty_body_says_so(app_client: TestClient, router: FakeRouter, path: str) -> None:
+    response = app_client.post(path, headers={"Authorization": f"Bearer {API_KEY}"})
+    error = assert_openai_error(response, 400, param=None)
+    assert "body is empty" in error["message"]
+    assert "None" not in error["message"]
+    assert router.requests == []
 
 
 def test_missing_key(app_client: TestClient, router: FakeRouter) -> None:

@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-import uvicorn
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
 from lalo_inference_large.server import InferenceLargeServer, build_server
 from lalo_inference_large.settings import InferenceLargeSettings
+from lalo_testing.asgi import serve_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -124,16 +124,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 async def fake_openai() -> AsyncIterator[tuple[FakeOpenAI, int]]:
     fake = FakeOpenAI()
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
-    yield fake, port
-    server.should_exit = True
-    await task
+    async with serve_app(fake.app) as port:
+        yield fake, port
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +12,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from lalo_gateway.app import create_app
 from lalo_gateway.settings import GatewaySettings
 from lalo_orchestrator.service import build_server
 from lalo_router.replicas import ReplicaSet
 from lalo_router.server import build_server as build_router
 from lalo_router.settings import RouterSettings
+from lalo_testing.asgi import serve_app
 from pydantic import SecretStr
 
 pytestmark = pytest.mark.integration
@@ -56,19 +54,10 @@ async def gateway(orch_env: Any, tmp_path_factory: pytest.TempPathFactory) -> As
         LALO_API_KEYS=f"{KEY}:developer:dana",
         LALO_SERVICE_TOKEN=TOKEN,
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(gateway_settings), log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-        await asyncio.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        async with serve_app(create_app(gateway_settings)) as port:
+            yield f"http://127.0.0.1:{port}/v1"
     finally:
-        server.should_exit = True
-        await serving
-        sock.close()
         await router.stop()
         await orchestrator.stop()
         api.store.engine.dispose()

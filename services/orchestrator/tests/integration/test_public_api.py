@@ -10,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from lalo_common.grpc_server import GrpcServer
 from lalo_gateway.app import create_app
 from lalo_gateway.settings import GatewaySettings
 from lalo_orchestrator.service import build_server
 from lalo_router.workflows import WORKFLOW_SERVICE_NAME, add_workflow_service
+from lalo_testing.asgi import serve_app
 from pydantic import SecretStr
 
 pytestmark = pytest.mark.integration
@@ -63,20 +62,12 @@ async def gateway(orch_env: Any, tmp_path_factory: pytest.TempPathFactory) -> As
             ]
         ),
         LALO_SERVICE_TOKEN=TOKEN,
+        grpc_port=0,  # no fixed port: a running `make up` must not fail the suite
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(gateway_settings), log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-        await asyncio.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with serve_app(create_app(gateway_settings)) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        await serving
-        sock.close()
         await forwarder.close()
         await router.stop()
         await orchestrator.stop()

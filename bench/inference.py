@@ -602,25 +602,18 @@ def main() -> int:
         log_dir=ROOT / ".lalo" / "bench-logs",
     )
     try:
-        latency = asyncio.run(
-            added_latency(
-                stack.gateway_url,
-                key,
-                stack.inference_target,
-                "tiny-chat",
-                args.latency_samples,
-                client="minimal",
+        latency, latency_httpx = (
+            asyncio.run(
+                added_latency(
+                    stack.gateway_url,
+                    key,
+                    stack.inference_target,
+                    "tiny-chat",
+                    args.latency_samples,
+                    client=client,
+                )
             )
-        )
-        latency_httpx = asyncio.run(
-            added_latency(
-                stack.gateway_url,
-                key,
-                stack.inference_target,
-                "tiny-chat",
-                args.latency_samples,
-                client="httpx",
-            )
+            for client in ("minimal", "httpx")
         )
         server_side = asyncio.run(
             added_latency_minimal(

@@ -20,6 +20,48 @@ from lalo_testing.tiny_model import write_model
 STATE = Path(".lalo")
 
 
+def _caught_signals(pid: int) -> int | None:
+    """The mask of signals ``pid`` has handlers for (Linux /proc), or None if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class MakeWatch:
+    """Notices when the ``make`` that launched us was interrupted.
+
+    GNU make passes SIGTERM on to its children but not SIGINT: it expects the terminal to
+    deliver SIGINT to the whole process group, resets its handler and waits for the children
+    to exit. So ``kill -INT <make>`` alone would leave make waiting on a platform that never
+    heard of it. The reset handler is visible in /proc: when the parent stops catching SIGINT
+    (or is gone), we stop too.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.initial = _caught_signals(pid)
+
+    @classmethod
+    def of_parent(cls) -> MakeWatch | None:
+        ppid = os.getppid()
+        try:
+            name = Path(f"/proc/{ppid}/comm").read_text().strip()
+        except OSError:
+            return None
+        return cls(ppid) if name in ("make", "gmake") else None
+
+    def interrupted(self) -> bool:
+        sigint = 1 << (signal.SIGINT - 1)
+        if self.initial is None or not self.initial & sigint:
+            return False  # make ignores SIGINT (started in the background): nothing to see
+        now = _caught_signals(self.pid)
+        return now is None or not now & sigint or os.getppid() != self.pid
+
+
 def _model() -> tuple[Path, str]:
     configured = os.environ.get("LALO_INFERENCE_SMALL_MODEL_PATH")
     if configured:
@@ -64,6 +106,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    make = MakeWatch.of_parent()
     print(f"Starting LALO (model {model_id}) ... logs in {STATE / 'logs'}/")
     try:
         stack = start_stack(
@@ -129,6 +172,9 @@ Press Ctrl-C to stop.""",
                         file=sys.stderr,
                     )
                     return 1
+            if make is not None and make.interrupted():
+                print("\nmake was interrupted; stopping LALO ...")
+                return 0
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping LALO ...")

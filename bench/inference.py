@@ -92,6 +92,15 @@ def decode_rate(runs: list[Run]) -> float:
     return statistics.median(rates) if rates else float("nan")
 
 
+def paired_ratios(runs: list[Run], reference: list[Run]) -> list[float]:
+    """Each run's decode rate over the reference run of the same round (they ran back to
+    back, so the VM's drift mostly cancels), sorted."""
+    return sorted(
+        ((r.tokens - 1) / r.first_to_last_s) / ((ref.tokens - 1) / ref.first_to_last_s)
+        for r, ref in zip(runs, reference, strict=True)
+    )
+
+
 def decode_aggregate(runs: list[Run]) -> float:
     """Generation aggregate (as the single-stream figure): tokens after each stream's first,
     over the time from the earliest first token to the last token."""
@@ -586,6 +595,7 @@ def main() -> int:
         "gateway+router+inference": {
             **single_figures(single["gateway"]),
             "tok_s_1_httpx": decode_rate(single["gateway_httpx"]),
+            "paired_1": paired_ratios(single["gateway"], single["raw"]),
             **gateway4,
         },
     }
@@ -644,6 +654,11 @@ def main() -> int:
     print(
         f"full stack 1 stream / raw 1 stream:  {full['tok_s_1'] / raw1:.2f}x (target >= 0.95; "
         f"read with httpx instead of the bare client: {full['tok_s_1_httpx'] / raw1:.2f}x)"
+    )
+    paired = full["paired_1"]
+    print(
+        f"  the same, round by round (each full-stack run over the raw run before it): median "
+        f"{statistics.median(paired):.2f}x, range {paired[0]:.2f}-{paired[-1]:.2f}x"
     )
     print(
         f"full stack 4 streams / raw 1 stream: {full['tok_s_4_steady'] / raw1:.2f}x "

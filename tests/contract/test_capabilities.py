@@ -27,3 +27,4 @@ def test_tools_on_a_model_without_tool_support_is_400(lalo_stack: Stack) -> None
     body = caught.value.response.json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert "does not support tools" in body["error"]["message"]
+    assert body["error"]["param"] == "tools"

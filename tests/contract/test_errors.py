@@ -279,13 +279,27 @@ def test_invalid_json_schema(http: httpx.Client) -> None:
             "json_schema": {"name": "bad", "schema": {"type": "no-such-type"}},
         }
     )
-    assert_openai_error(http.post("/v1/chat/completions", json=body), 400)
+    # Found by inference-small, two hops away; the field still reaches the caller.
+    assert_openai_error(http.post("/v1/chat/completions", json=body), 400, param="response_format")
 
 
 def test_logit_bias_outside_the_vocabulary(http: httpx.Client) -> None:
-    assert_openai_error(
-        http.post("/v1/chat/completions", json=chat(logit_bias={"99999999": 5})), 400
+    error = assert_openai_error(
+        http.post("/v1/chat/completions", json=chat(logit_bias={"99999999": 5})),
+        400,
+        param="logit_bias",
     )
+    assert "outside the vocabulary" in error["message"]
+
+
+def test_sdk_bad_request_names_the_field_found_by_the_model_server(
+    client: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=4, logit_bias={"99999999": 5}
+        )
+    assert caught.value.param == "logit_bias"
 
 
 # --- routing of the HTTP surface ----------------------------------------------------------

@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lalo_common.auth import REQUEST_ID_METADATA, SERVICE_TOKEN_METADATA, constant_time_equals
-from lalo_common.errors import LaloError
+from lalo_common.errors import PARAM_METADATA, LaloError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, LaloError):
-        await context.abort(exc.code, exc.message)
+        trailing = ((PARAM_METADATA, exc.param),) if exc.param else ()
+        await context.abort(exc.code, exc.message, trailing_metadata=trailing)
     log.exception("unhandled error in %s (request %s)", method, request_id_of(context))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

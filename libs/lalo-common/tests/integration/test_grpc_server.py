@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lalo_common.auth import SERVICE_TOKEN_METADATA
-from lalo_common.errors import InvalidArgument, NotFound
+from lalo_common.errors import InvalidArgument, NotFound, error_param
 from lalo_common.grpc_server import GrpcServer
 
 SERVICE = "lalo.test.Echo"
@@ -25,6 +25,8 @@ async def _unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise InvalidArgument("the request is invalid")
     if request == b"missing":
         raise NotFound("no such thing")
+    if request == b"bad-top-p":
+        raise InvalidArgument("top_p must be in (0, 1]", param="top_p")
     if request == b"crash":
         raise RuntimeError(SECRET_DETAIL)
     return b"echo:" + request
@@ -106,6 +108,18 @@ async def test_lalo_errors_map_to_their_status(
         await _unary_call(open_server, payload)
     assert info.value.code() is code
     assert info.value.details() == message
+
+
+async def test_the_field_at_fault_travels_in_trailing_metadata(open_server: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as named:
+        await _unary_call(open_server, b"bad-top-p")
+    assert (named.value.code(), error_param(named.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_p",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as unnamed:
+        await _unary_call(open_server, b"invalid")
+    assert error_param(unnamed.value) is None
 
 
 async def test_unexpected_exception_is_internal_without_its_message(

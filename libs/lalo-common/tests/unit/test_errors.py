@@ -5,11 +5,13 @@ from __future__ import annotations
 import grpc
 import pytest
 from lalo_common.errors import (
+    PARAM_METADATA,
     InvalidArgument,
     LaloError,
     NotFound,
     Unavailable,
     error_for_code,
+    error_param,
     status_code_from_int,
 )
 
@@ -44,3 +46,27 @@ def test_errors_carry_code_and_message() -> None:
     error = InvalidArgument("temperature must be between 0 and 2")
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert str(error) == error.message == "temperature must be between 0 and 2"
+
+
+def test_error_for_code_keeps_the_param() -> None:
+    error = error_for_code(grpc.StatusCode.INVALID_ARGUMENT, "top_p must be in (0, 1]", "top_p")
+    assert isinstance(error, InvalidArgument)
+    assert error.param == "top_p"
+    assert error_for_code(grpc.StatusCode.NOT_FOUND, "no model").param is None
+
+
+class _Call:
+    def __init__(self, metadata: object = None, broken: bool = False) -> None:
+        self.metadata, self.broken = metadata, broken
+
+    def trailing_metadata(self) -> object:
+        if self.broken:
+            raise RuntimeError("the call never reached a server")
+        return self.metadata
+
+
+def test_error_param_reads_trailing_metadata() -> None:
+    assert error_param(_Call(((PARAM_METADATA, "stop"), ("other", "x")))) == "stop"
+    assert error_param(_Call((("other", "x"),))) is None
+    assert error_param(_Call(None)) is None
+    assert error_param(_Call(broken=True)) is None

@@ -61,7 +61,9 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str, str | None]] = {
 }
 
 
-def from_grpc(code: grpc.StatusCode, details: str) -> APIError:
+def from_grpc(code: grpc.StatusCode, details: str, param: str | None = None) -> APIError:
+    """``param``: the request field at fault, as the service that found it named it
+    (``lalo_common.errors.error_param`` reads it from a failed call)."""
     status, type_, error_code = _GRPC_TO_HTTP.get(code, (500, "server_error", "internal_error"))
     if status == 500 or code == grpc.StatusCode.UNAUTHENTICATED:
         # Internal credential problems and bugs are the operator's business, not the caller's.
@@ -72,50 +74,12 @@ def from_grpc(code: grpc.StatusCode, details: str) -> APIError:
             type_="server_error",
             code="internal_error",
         )
-    param = "model" if error_code == "model_not_found" else None
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        param = _param_named_in(details)
-        if "context length" in details:
-            error_code = "context_length_exceeded"
-            param = "messages"
+    if error_code == "model_not_found":
+        param = "model"
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "context length" in details:
+        error_code = "context_length_exceeded"
+        param = "messages"
     return APIError(status, details or code.name, type_=type_, param=param, code=error_code)
-
-
-# Request parameters a backend's INVALID_ARGUMENT message can start with (the inference
-# services name the field first: "logit_bias names token ...", "top_p must be ...").
-_PARAMS = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "min_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "logit_bias",
-        "top_logprobs",
-        "response_format",
-        "seed",
-        "messages",
-        "tools",
-    }
-)
-
-
-def _param_named_in(details: str) -> str | None:
-    """The request field a backend's validation message is about, so clients get OpenAI's
-    ``param`` for errors found past the gateway too."""
-    first = details.split(" ", 1)[0]
-    if first in _PARAMS:
-        return first
-    lowered = details.lower()
-    if "json schema" in lowered or "grammar" in lowered:
-        return "response_format"
-    if "stop sequence" in lowered:
-        return "stop"
-    if lowered.startswith("tool "):
-        return "tools"
-    return None
 
 
 def from_lalo_error(exc: LaloError) -> APIError:
@@ -130,7 +94,7 @@ def from_lalo_error(exc: LaloError) -> APIError:
         )
     if exc.code == grpc.StatusCode.PERMISSION_DENIED:
         return APIError(403, exc.message, type_="permission_error", code="permission_denied")
-    return from_grpc(exc.code, exc.message)
+    return from_grpc(exc.code, exc.message, exc.param)
 
 
 _LOCATIONS = ("body", "query", "path", "header")

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
+from lalo_common.errors import error_param
 from lalo_common.grpc_client import create_channel, request_metadata
 
 from lalo_gateway.errors import from_grpc
@@ -33,7 +34,7 @@ class RouterClient:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as exc:
-            raise from_grpc(exc.code(), exc.details() or "") from None
+            raise from_grpc(exc.code(), exc.details() or "", error_param(exc)) from None
         finally:
             call.cancel()
 
@@ -41,7 +42,7 @@ class RouterClient:
         try:
             reply = await self.stub.ListModels(ipb.ListModelsRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise from_grpc(exc.code(), exc.details() or "") from None
+            raise from_grpc(exc.code(), exc.details() or "", error_param(exc)) from None
         return list(reply.models)
 
     async def ready(self, timeout_s: float) -> tuple[bool, str]:

@@ -29,13 +29,13 @@ _FINISH = {
 }
 
 
-def _json_object(text: str, what: str) -> dict[str, object]:
+def _json_object(text: str, what: str, param: str) -> dict[str, object]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from exc
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}", param=param) from exc
     if not isinstance(value, dict):
-        raise InvalidArgument(f"{what} must be a JSON object")
+        raise InvalidArgument(f"{what} must be a JSON object", param=param)
     return value
 
 
@@ -47,15 +47,20 @@ def response_format(message: pb.ResponseFormat) -> ResponseFormat:
         return ResponseFormat("json_object")
     if kind == pb.ResponseFormat.JSON_SCHEMA:
         if not message.json_schema:
-            raise InvalidArgument("response_format JSON_SCHEMA needs json_schema")
+            raise InvalidArgument(
+                "response_format JSON_SCHEMA needs json_schema", param="response_format"
+            )
         return ResponseFormat(
-            "json_schema", json_schema=_json_object(message.json_schema, "json_schema")
+            "json_schema",
+            json_schema=_json_object(message.json_schema, "json_schema", "response_format"),
         )
     if kind == pb.ResponseFormat.GRAMMAR:
         if not message.grammar.strip():
-            raise InvalidArgument("response_format GRAMMAR needs a grammar")
+            raise InvalidArgument(
+                "response_format GRAMMAR needs a grammar", param="response_format"
+            )
         return ResponseFormat("grammar", grammar=message.grammar)
-    raise InvalidArgument(f"unknown response_format type {kind}")
+    raise InvalidArgument(f"unknown response_format type {kind}", param="response_format")
 
 
 def sampling_options(message: pb.SamplingParams) -> SamplingOptions:
@@ -82,7 +87,7 @@ def _chat(chat: pb.ChatInput) -> tuple[tuple[ChatMessage, ...], tuple[ToolDefini
         ToolDefinition(
             t.name,
             t.description,
-            _json_object(t.parameters_json, f"parameters of tool {t.name!r}")
+            _json_object(t.parameters_json, f"parameters of tool {t.name!r}", "tools")
             if t.parameters_json
             else {"type": "object", "properties": {}},
         )

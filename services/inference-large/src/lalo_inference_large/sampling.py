@@ -21,7 +21,7 @@ LOGIT_BIAS_RANGE = (-100.0, 100.0)
 
 def _check_finite(name: str, value: float | None) -> None:
     if value is not None and not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value}")
+        raise InvalidArgument(f"{name} must be a finite number, got {value}", param=name)
 
 
 def validate(options: SamplingOptions, *, vocab_size: int, max_logprobs: int) -> None:
@@ -29,34 +29,44 @@ def validate(options: SamplingOptions, *, vocab_size: int, max_logprobs: int) ->
     for name in ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty"):
         _check_finite(name, getattr(options, name))
     if options.temperature is not None and options.temperature < 0:
-        raise InvalidArgument(f"temperature must be >= 0, got {options.temperature}")
+        raise InvalidArgument(
+            f"temperature must be >= 0, got {options.temperature}", param="temperature"
+        )
     if options.top_p is not None and not 0 < options.top_p <= 1:
-        raise InvalidArgument(f"top_p must be in (0, 1], got {options.top_p}")
+        raise InvalidArgument(f"top_p must be in (0, 1], got {options.top_p}", param="top_p")
     if options.min_p is not None and not 0 <= options.min_p <= 1:
-        raise InvalidArgument(f"min_p must be in [0, 1], got {options.min_p}")
+        raise InvalidArgument(f"min_p must be in [0, 1], got {options.min_p}", param="min_p")
     if options.top_k is not None and options.top_k < 0:
-        raise InvalidArgument(f"top_k must be >= 0 (0 disables it), got {options.top_k}")
+        raise InvalidArgument(
+            f"top_k must be >= 0 (0 disables it), got {options.top_k}", param="top_k"
+        )
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(options, name)
         if not PENALTY_RANGE[0] <= value <= PENALTY_RANGE[1]:
-            raise InvalidArgument(f"{name} must be in [-2, 2], got {value}")
+            raise InvalidArgument(f"{name} must be in [-2, 2], got {value}", param=name)
     if options.max_tokens is not None and options.max_tokens < 1:
-        raise InvalidArgument(f"max_tokens must be >= 1, got {options.max_tokens}")
+        raise InvalidArgument(
+            f"max_tokens must be >= 1, got {options.max_tokens}", param="max_tokens"
+        )
     if options.top_logprobs and not options.logprobs:
-        raise InvalidArgument("top_logprobs needs logprobs to be true")
+        raise InvalidArgument("top_logprobs needs logprobs to be true", param="top_logprobs")
     if options.top_logprobs > max_logprobs:
         raise InvalidArgument(
-            f"top_logprobs is {options.top_logprobs}; this server returns at most {max_logprobs}"
+            f"top_logprobs is {options.top_logprobs}; this server returns at most {max_logprobs}",
+            param="top_logprobs",
         )
     for token_id, bias in options.logit_bias.items():
         if not 0 <= token_id < vocab_size:
             raise InvalidArgument(
-                f"logit_bias names token {token_id}, outside the vocabulary (0..{vocab_size - 1})"
+                f"logit_bias names token {token_id}, outside the vocabulary (0..{vocab_size - 1})",
+                param="logit_bias",
             )
         if not math.isfinite(bias) or not LOGIT_BIAS_RANGE[0] <= bias <= LOGIT_BIAS_RANGE[1]:
-            raise InvalidArgument(f"logit_bias for token {token_id} must be in [-100, 100]")
+            raise InvalidArgument(
+                f"logit_bias for token {token_id} must be in [-100, 100]", param="logit_bias"
+            )
     if any(not stop for stop in options.stop):
-        raise InvalidArgument("stop strings must not be empty")
+        raise InvalidArgument("stop strings must not be empty", param="stop")
 
 
 def sampling_kwargs(

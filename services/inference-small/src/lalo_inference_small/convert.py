@@ -30,11 +30,13 @@ def sampling_from_pb(params: pb.SamplingParams) -> SamplingConfig:
         grammar = grammar_for_json_object()
     elif fmt.type == pb.ResponseFormat.JSON_SCHEMA:
         if not fmt.json_schema:
-            raise InvalidArgument("response_format json_schema needs a schema")
+            raise InvalidArgument(
+                "response_format json_schema needs a schema", param="response_format"
+            )
         grammar = grammar_for_json_schema(fmt.json_schema)
     elif fmt.type == pb.ResponseFormat.GRAMMAR:
         if not fmt.grammar.strip():
-            raise InvalidArgument("response_format grammar is empty")
+            raise InvalidArgument("response_format grammar is empty", param="response_format")
         grammar = fmt.grammar
     return SamplingConfig(
         max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
@@ -60,7 +62,9 @@ def chat_from_pb(chat: pb.ChatInput) -> tuple[list[ChatTurn], list[dict[str, Any
         try:
             parameters = json.loads(tool.parameters_json) if tool.parameters_json else {}
         except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"tool {tool.name!r} parameters are not valid JSON") from exc
+            raise InvalidArgument(
+                f"tool {tool.name!r} parameters are not valid JSON", param="tools"
+            ) from exc
         tools.append(
             {
                 "type": "function",

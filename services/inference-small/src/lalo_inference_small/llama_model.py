@@ -161,5 +161,5 @@ class LlamaModel:
             )
         except jinja2.exceptions.TemplateError as exc:
             raise InvalidArgument(
-                f"the model's chat template rejected the messages: {exc}"
+                f"the model's chat template rejected the messages: {exc}", param="messages"
             ) from exc

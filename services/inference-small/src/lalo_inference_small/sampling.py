@@ -33,34 +33,39 @@ class SamplingConfig:
 
     def validate(self, n_vocab: int) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise InvalidArgument("max_tokens must be at least 1")
+            raise InvalidArgument("max_tokens must be at least 1", param="max_tokens")
         if not 0.0 <= self.temperature <= 2.0:
-            raise InvalidArgument("temperature must be between 0 and 2")
+            raise InvalidArgument("temperature must be between 0 and 2", param="temperature")
         if not 0.0 < self.top_p <= 1.0:
-            raise InvalidArgument("top_p must be in (0, 1]")
+            raise InvalidArgument("top_p must be in (0, 1]", param="top_p")
         if self.top_k < 0:
-            raise InvalidArgument("top_k must be 0 (disabled) or positive")
+            raise InvalidArgument("top_k must be 0 (disabled) or positive", param="top_k")
         if not 0.0 <= self.min_p <= 1.0:
-            raise InvalidArgument("min_p must be between 0 and 1")
+            raise InvalidArgument("min_p must be between 0 and 1", param="min_p")
         for name, value in (
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
         ):
             if not -2.0 <= value <= 2.0:
-                raise InvalidArgument(f"{name} must be between -2 and 2")
+                raise InvalidArgument(f"{name} must be between -2 and 2", param=name)
         if len(self.stop) > MAX_STOP_SEQUENCES:
-            raise InvalidArgument(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+            raise InvalidArgument(
+                f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed", param="stop"
+            )
         if any(not s for s in self.stop):
-            raise InvalidArgument("stop sequences must not be empty")
+            raise InvalidArgument("stop sequences must not be empty", param="stop")
         for token, bias in self.logit_bias.items():
             if not 0 <= token < n_vocab:
                 raise InvalidArgument(
-                    f"logit_bias names token {token}, outside the vocabulary (0..{n_vocab - 1})"
+                    f"logit_bias names token {token}, outside the vocabulary (0..{n_vocab - 1})",
+                    param="logit_bias",
                 )
             if not -100.0 <= bias <= 100.0:
-                raise InvalidArgument("logit_bias values must be between -100 and 100")
+                raise InvalidArgument(
+                    "logit_bias values must be between -100 and 100", param="logit_bias"
+                )
         if not 0 <= self.top_logprobs <= 20:
-            raise InvalidArgument("top_logprobs must be between 0 and 20")
+            raise InvalidArgument("top_logprobs must be between 0 and 20", param="top_logprobs")
 
 
 # The converter in llama-cpp-python lets raw control characters into JSON strings; JSON
@@ -73,13 +78,17 @@ def grammar_for_json_schema(schema_text: str) -> str:
     try:
         schema = json.loads(schema_text)
     except json.JSONDecodeError as exc:
-        raise InvalidArgument(f"response_format json_schema is not valid JSON: {exc.msg}") from exc
+        raise InvalidArgument(
+            f"response_format json_schema is not valid JSON: {exc.msg}", param="response_format"
+        ) from exc
     if not isinstance(schema, dict):
-        raise InvalidArgument("response_format json_schema must be a JSON object")
+        raise InvalidArgument(
+            "response_format json_schema must be a JSON object", param="response_format"
+        )
     try:
         grammar = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter raises bare exceptions on unsupported schemas
-        raise InvalidArgument(f"unsupported JSON schema: {exc}") from exc
+        raise InvalidArgument(f"unsupported JSON schema: {exc}", param="response_format") from exc
     return _CHAR_RULE.sub(lambda _match: _STRICT_CHAR_RULE, grammar)
 
 
@@ -96,7 +105,9 @@ def check_grammar(vocab: Any, grammar: str) -> None:
     """
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
     if not sampler:
-        raise InvalidArgument("the grammar could not be parsed (it needs a 'root' rule)")
+        raise InvalidArgument(
+            "the grammar could not be parsed (it needs a 'root' rule)", param="response_format"
+        )
     llama_cpp.llama_sampler_free(sampler)
 
 
@@ -147,7 +158,7 @@ class SamplerChain:
             )
             if not grammar:
                 llama_cpp.llama_sampler_free(chain)
-                raise InvalidArgument("the grammar could not be parsed")
+                raise InvalidArgument("the grammar could not be parsed", param="response_format")
             add(grammar)
         if config.temperature == 0.0:
             add(llama_cpp.llama_sampler_init_greedy())

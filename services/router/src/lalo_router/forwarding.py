@@ -22,6 +22,7 @@ from lalo_common.errors import (
     ResourceExhausted,
     Unavailable,
     error_for_code,
+    error_param,
 )
 from lalo_common.grpc_client import request_metadata
 
@@ -143,7 +144,7 @@ class ChatForwarder:
                     )
                     last_error = error_for_code(code, exc.details() or code.name)
                     continue
-                raise error_for_code(code, exc.details() or code.name) from None
+                raise error_for_code(code, exc.details() or code.name, error_param(exc)) from None
         if last_error is not None:
             raise Unavailable(f"every replica for {route.model!r} failed: {last_error.message}")
         if self.replicas.candidates(model=route.model, include_saturated=True, exclude=tried):
@@ -162,12 +163,15 @@ class ChatForwarder:
         if has_tools and not info.supports_tools:
             raise InvalidArgument(
                 f"model '{model}' does not support tools; remove 'tools' or use a model that "
-                "supports them"
+                "supports them",
+                param="tools",
             )
         fmt = request.sampling.response_format.type
         structured = fmt in (ipb.ResponseFormat.JSON_OBJECT, ipb.ResponseFormat.JSON_SCHEMA)
         if structured and not info.supports_json_schema:
-            raise InvalidArgument(f"model '{model}' does not support response_format")
+            raise InvalidArgument(
+                f"model '{model}' does not support response_format", param="response_format"
+            )
 
     async def _stream(
         self,

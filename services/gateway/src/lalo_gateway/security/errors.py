@@ -47,5 +47,4 @@ class RequestLimitExceeded(InvalidArgument):
     openai_code = "limit_exceeded"
 
     def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, param=param)

@@ -48,6 +48,7 @@ async def serve_app(app: Any, *, startup_timeout_s: float = 60.0) -> AsyncIterat
         yield port
     finally:
         server.should_exit = True
-        with contextlib.suppress(BaseException):
+        # Its start-up error, if any, was raised above; a test's cancellation still propagates.
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(serving, timeout=30)
         sock.close()

@@ -171,7 +171,7 @@ class _Sequence:
     out_text: str = ""
     out_tokens: list[TokenOut] = field(default_factory=list)
     out_since: float = 0.0  # when the oldest unsent token was made
-    last_token_at: float = 0.0
+    last_release_at: float = 0.0  # released text comes once per token, bar stop hold-back
     sent_any: bool = False
 
     @property
@@ -535,8 +535,8 @@ class BatchEngine:
         seq.out_tokens.extend(seq.held_tokens)
         seq.held_tokens.clear()
         seq.held_text = seq.held_text[upto:]
-        gap = now - seq.last_token_at
-        seq.last_token_at = now
+        gap = now - seq.last_release_at
+        seq.last_release_at = now
         if send_now(now, gap, seq.out_since, self.config.stream_hold_s, first=not seq.sent_any):
             self._send(seq)
 

@@ -69,6 +69,51 @@ def test_subject_folds_hold_subjects_out_whole() -> None:
     assert folds[rest].tolist() == hash_folds(data.keys, 5)[rest].tolist()
 
 
+def test_maths_only_signal_moves_only_the_maths_score() -> None:
+    """Maths prompts with an amount in cents where the large model gains nothing: the
+    signal lowers the maths score of exactly those prompts and nothing else reads it."""
+    rng = np.random.default_rng(1)
+    n, table_dims, vocab = 600, 4, 20
+    featurizer = Featurizer(
+        tokenizer=None,  # type: ignore[arg-type]  # fit_escalation only reads dimensions
+        table=np.zeros((vocab, table_dims), np.float32),
+        idf=np.ones(vocab, np.float32),
+        sparse_weight=1.0,
+    )
+    column = table_dims + LEXICAL_NAMES.index("money_with_cents")
+    dense = rng.normal(size=(n, featurizer.dense_dim)).astype(np.float32)
+    math = np.arange(n) % 2 == 0
+    cents = math & (rng.random(n) < 0.2)
+    dense[:, column] = cents
+    matrix = sparse.csr_matrix(
+        (np.ones(n), (np.arange(n), rng.integers(0, vocab, n))), shape=(n, vocab)
+    )
+    weak = (rng.random(n) < 0.6).astype(np.float64)
+    # Elsewhere the large model is right; on the cents prompts no better than the small one.
+    strong = np.where(cents, weak, 1.0)
+    data = Outcomes(
+        texts=[str(i) for i in range(n)],
+        keys=[str(i) for i in range(n)],
+        family=np.where(math, "gsm8k", "mmlu"),
+        subject=[""] * n,
+        weak=weak,
+        strong=strong,
+        difficulty=1.0 - (weak + strong) / 2.0,
+        math=math,
+    )
+    heads = fit_escalation(featurizer, dense, matrix, data, np.ones(n, bool))
+    assert np.all(heads.dense_w[column, :3] == 0.0)
+    assert heads.dense_w[column, 3] < 0.0
+    without = dense.copy()
+    without[:, column] = 0.0
+    gated = np.ones(n)
+    lowered = heads.score(dense, matrix, gated) - heads.score(without, matrix, gated)
+    assert np.all(lowered[cents] < 0.0)
+    assert np.all(lowered[~cents] == 0.0)
+    general = heads.score(dense, matrix, np.zeros(n))
+    assert np.array_equal(general, heads.score(without, matrix, np.zeros(n)))
+
+
 def test_fit_escalation_learns_gain_and_length() -> None:
     rng = np.random.default_rng(0)
     n, table_dims, vocab = 400, 4, 20

@@ -44,6 +44,7 @@ _EXTRACT_VERB = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_MONEY_WITH_CENTS = re.compile(r"\$\s?[\d,]*\.\d|\bcents?\b", re.IGNORECASE)
 _OPTIONS = re.compile(r"(\(A\)|\bA\)|\bA\.\s|options:)", re.IGNORECASE)
 _CODE_START = re.compile(r"^\s*(def |from |import |class |function |#include|public |const |let )")
 _MATH_CODES = np.array([ord(c) for c in "+-*/=^$%<>\\"], dtype=np.uint32)
@@ -68,6 +69,11 @@ LEXICAL_NAMES = (
     # +0.009 in cross-validation, also with subjects held out).
     "distinct_numbers",
     "longest_number",
+    # An amount in cents ("$12.50", "75 cents") outside multiple choice. In RouteLLM's GSM8K
+    # outcomes the large model is graded right on 62 % of such prompts against 89 % of the
+    # others (81 of 931 prompts; the small model 70 % / 64 %): escalating them gains nothing.
+    # Read by the maths escalation column only (see MODEL_CARD.md).
+    "money_with_cents",
 )
 
 
@@ -112,6 +118,7 @@ def lexical_features(full_text: str, text: str) -> NDArray[np.float32]:
         1.0 if _OPTIONS.search(text) else 0.0,
         min(len(set(numbers)), 50) / 10.0,
         min(max((len(x) for x in numbers), default=0), 20) / 10.0,
+        1.0 if _MONEY_WITH_CENTS.search(text) and not _OPTIONS.search(text) else 0.0,
     )
     return np.asarray(values, dtype=np.float32)
 

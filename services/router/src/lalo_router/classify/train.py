@@ -42,7 +42,12 @@ CATEGORY_C = 2.0
 # The TF-IDF block weighs 1.5x the dense one in the category fit (less shrinkage on word
 # evidence): grouped accuracy 0.905 -> 0.910, macro-F1 +0.003 in CV over C 1-8, 0.5-3x.
 CATEGORY_SPARSE_SCALE = 1.5
-ESCALATION_ONLY_LEXICAL = ("distinct_numbers", "longest_number")
+ESCALATION_ONLY_LEXICAL = ("distinct_numbers", "longest_number", "money_with_cents")
+# Signals only the maths escalation column reads, fitted last on what the maths gain ridge
+# left unexplained (a prompt without them scores exactly as it would without the signal):
+# what they say holds for graded maths answers, not for prompts in general.
+MATHS_ONLY_LEXICAL = ("money_with_cents",)
+MATHS_ONLY_ALPHA = 1.0
 # Slow path (see MODEL_CARD.md): the full MiniLM on the first SLOW_TOKENS tokens, for prompts
 # whose fast top-2 margin is below a threshold chosen on the out-of-fold predictions (the
 # smallest of SLOW_MARGINS within SLOW_TOLERANCE of the best macro-F1). The second head is a
@@ -527,12 +532,17 @@ def fit_escalation(
     shift = np.zeros(featurizer.dense_dim)
     scale[lex] = ESC_LEXICAL_SCALE / std[lex]
     shift[lex] = -mean[lex] * scale[lex]
+    maths_only = [table_dims + LEXICAL_NAMES.index(name) for name in MATHS_ONLY_LEXICAL]
+    scale[maths_only] = 0.0  # the main fits do not see them (added at the end)
     x = sparse.hstack([sparse.csr_matrix(dense * scale + shift), matrix]).tocsr()
     weights = np.zeros((x.shape[1], 4))
     bias = np.zeros(4)
 
-    def add_ridge(column: int, rows: NDArray[np.bool_], target: NDArray[np.float64]) -> None:
-        """Add the ridge fit of ``target`` on ``rows``, z-scored on the training pairs."""
+    def add_ridge(
+        column: int, rows: NDArray[np.bool_], target: NDArray[np.float64]
+    ) -> tuple[Any, float]:
+        """Add the ridge fit of ``target`` on ``rows``, z-scored on the training pairs;
+        returns the fit and the factor it was scaled by."""
         fit_rows = rows & train_rows
         alpha = RIDGE_ALPHA if column == 0 else MATHS_RIDGE_ALPHA
         model = Ridge(alpha=alpha).fit(x[fit_rows], target[fit_rows])
@@ -540,6 +550,7 @@ def fit_escalation(
         factor = (DIFFICULTY_WEIGHT if column == 0 else 1.0) / predicted.std()
         weights[:, column] += model.coef_ * factor
         bias[column] += (model.intercept_ - predicted.mean()) * factor
+        return model, factor
 
     for column, scores in ((1, data.strong), (2, data.weak)):
         model = LogisticRegression(C=CORRECT_C, max_iter=3000)
@@ -552,7 +563,8 @@ def fit_escalation(
     bias[0] -= float(expected_gain.mean()) * gain_weight
     has_difficulty = ~np.isnan(data.difficulty)
     add_ridge(0, has_difficulty, data.difficulty)
-    add_ridge(3, data.pair & data.math, data.strong - data.weak)
+    gain = data.strong - data.weak
+    gain_fit, gain_factor = add_ridge(3, data.pair & data.math, gain)
     add_ridge(3, has_difficulty & data.math, data.difficulty)
     # In the standardised space the length column is z-scored log length times the scale.
     weights[table_dims + LEXICAL_NAMES.index("log_chars"), 3] += LENGTH_PRIOR / ESC_LEXICAL_SCALE
@@ -562,10 +574,19 @@ def fit_escalation(
     weights[:, 3] *= factor
     bias[3] = (bias[3] - on_maths[:, 3].mean()) * factor + general.mean()
     dense_w = weights[: featurizer.dense_dim]
+    bias = bias + shift @ dense_w
+    dense_w = dense_w * scale[:, None]
+    # The maths-only signals, on raw values (zero leaves the score as it was): a ridge
+    # regression of what the gain fit left unexplained on the maths pairs, in the gain
+    # fit's units as they went into the column.
+    rows = data.pair & data.math & train_rows
+    residual = gain[rows] - (x[rows] @ gain_fit.coef_ + gain_fit.intercept_)
+    extra = Ridge(alpha=MATHS_ONLY_ALPHA).fit(dense[rows][:, maths_only], residual)
+    dense_w[maths_only, 3] += extra.coef_ * gain_factor * factor
     return EscalationHeads(
-        dense_w=dense_w * scale[:, None],
+        dense_w=dense_w,
         sparse_w=weights[featurizer.dense_dim :],
-        bias=bias + shift @ dense_w,
+        bias=bias,
         gain_weight=gain_weight,
     )
 

@@ -69,17 +69,22 @@ def test_subject_folds_hold_subjects_out_whole() -> None:
     assert folds[rest].tolist() == hash_folds(data.keys, 5)[rest].tolist()
 
 
+def dimensions_only(vocab: int, table_dims: int) -> Featurizer:
+    """A featurizer with the right dimensions and no tokenizer: fit_escalation reads no more."""
+    return Featurizer(
+        tokenizer=None,  # type: ignore[arg-type]
+        table=np.zeros((vocab, table_dims), np.float32),
+        idf=np.ones(vocab, np.float32),
+        sparse_weight=1.0,
+    )
+
+
 def test_maths_only_signal_moves_only_the_maths_score() -> None:
     """Maths prompts with an amount in cents where the large model gains nothing: the
     signal lowers the maths score of exactly those prompts and nothing else reads it."""
     rng = np.random.default_rng(1)
     n, table_dims, vocab = 600, 4, 20
-    featurizer = Featurizer(
-        tokenizer=None,  # type: ignore[arg-type]  # fit_escalation only reads dimensions
-        table=np.zeros((vocab, table_dims), np.float32),
-        idf=np.ones(vocab, np.float32),
-        sparse_weight=1.0,
-    )
+    featurizer = dimensions_only(vocab, table_dims)
     column = table_dims + LEXICAL_NAMES.index("money_with_cents")
     dense = rng.normal(size=(n, featurizer.dense_dim)).astype(np.float32)
     math = np.arange(n) % 2 == 0
@@ -117,12 +122,7 @@ def test_maths_only_signal_moves_only_the_maths_score() -> None:
 def test_fit_escalation_learns_gain_and_length() -> None:
     rng = np.random.default_rng(0)
     n, table_dims, vocab = 400, 4, 20
-    featurizer = Featurizer(
-        tokenizer=None,  # type: ignore[arg-type]  # fit_escalation only reads dimensions
-        table=np.zeros((vocab, table_dims), np.float32),
-        idf=np.ones(vocab, np.float32),
-        sparse_weight=1.0,
-    )
+    featurizer = dimensions_only(vocab, table_dims)
     dense = rng.normal(size=(n, featurizer.dense_dim)).astype(np.float32)
     hard = rng.random(n) < 0.3  # prompts containing term 7: only the large model solves them
     terms = rng.integers(0, vocab, size=(n, 3))

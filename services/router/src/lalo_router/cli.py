@@ -122,11 +122,17 @@ def cmd_eval_categories(args: argparse.Namespace, out: TextIO) -> int:
     if not truth:
         raise InputError(f"{args.file}: no examples")
     report = classification_report(truth, predicted, list(labels))
+    # Macro-F1 averages over the true labels; a tool that also averages over every predicted
+    # label (scikit-learn's default) counts `other` as a class of F1 0 when it is predicted.
+    extra = sorted(set(predicted) - set(truth))
+    f1s = [report.per_class[label]["f1"] for label in sorted(set(truth) | set(extra))]
     summary: dict[str, Any] = {
         "n": len(truth),
         "strategy": args.strategy,
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
+        "predicted_outside_truth": {label: predicted.count(label) for label in extra},
+        "macro_f1_over_predicted_labels_too": float(sum(f1s) / len(f1s)),
         "per_class": report.per_class,
         "confusion_labels": report.labels,
         "confusion": report.confusion,
@@ -154,7 +160,15 @@ def _write_categories(summary: dict[str, Any], report: Any, out: TextIO) -> None
     truth_n = summary["n"]
     out.write(f"strategy   {summary['strategy']}\n")
     out.write(f"examples   {truth_n}\naccuracy   {report.accuracy:.4f}\n")
-    out.write(f"macro-F1   {report.macro_f1:.4f}\n\n")
+    out.write(f"macro-F1   {report.macro_f1:.4f}\n")
+    outside = summary["predicted_outside_truth"]
+    if outside:
+        shown = ", ".join(f"{label} {n}" for label, n in outside.items())
+        out.write(
+            f"predicted outside the true labels: {shown}; macro-F1 averaging over them too "
+            f"(F1 0 each): {summary['macro_f1_over_predicted_labels_too']:.4f}\n"
+        )
+    out.write("\n")
     out.write(f"{'label':<18}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}\n")
     for label in report.labels:
         m = report.per_class[label]

@@ -205,6 +205,48 @@ def test_empty_input_is_other(classifier: Classifier) -> None:
     assert classifier.classify("   ").label == OTHER
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "🙂🎉🔥 " * 20,  # unknown tokens
+        "今天天气怎么样我想去公园散步然后去超市买东西",  # another script
+        "Какая столица Франции?",
+        bytes(range(256)).decode("latin-1"),  # binary read as text
+        "asdkjh qwe zxcmnb lkjqwe poiu",  # key mashing: word pieces
+        "U29tZSBiYXNlNjQgZW5jb2RlZCB0ZXh0IGhlcmUgZm9yIHRlc3Rpbmc=",
+        "\x01\x02\x03",
+    ],
+)
+def test_unreadable_text_is_other(classifier: Classifier, text: str) -> None:
+    """Confident-looking probabilities over noise mean nothing: such text goes to ``other``
+    (the default pool); its scores are still reported."""
+    result = classifier.classify(text)
+    assert result.label == OTHER
+    assert result.slow_path is False
+    assert sum(result.scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("bonjour", "chat"),
+        ("merci beaucoup", "chat"),
+        ("Define loquaciousness", "factual_qa"),
+        ("What is the capital of France?", "factual_qa"),
+        ("Calculate 15% of $12.50 and round to the cent.", "math"),
+    ],
+)
+def test_readable_text_keeps_its_label(classifier: Classifier, text: str, label: str) -> None:
+    """Short greetings in other languages, rare words, symbols: in the training data's range."""
+    assert classifier.classify(text).label == label
+
+
+def test_other_is_not_for_hard_in_domain_prompts(classifier: Classifier) -> None:
+    """The low-confidence fallback sits below every validation prompt's confidence."""
+    assert classifier.other_threshold < 0.3
+    assert classifier.meta["metrics"]["categories"]["unreadable_training_prompts"] == 0
+
+
 def test_long_prompts_are_truncated_head_and_tail(classifier: Classifier) -> None:
     head = "Write a python function to merge two sorted lists. " + "lorem ipsum " * 200
     tail = " dolor sit amet" * 100

@@ -57,6 +57,31 @@ def test_eval_categories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     text = capsys.readouterr().out
     assert "macro-F1" in text
     assert "confusion" in text
+    assert "predicted outside" not in text
+
+
+def test_eval_categories_shows_other_both_ways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An `other` prediction is an error for its true label; averaged as a class of its own
+    (scikit-learn's default) it also adds an F1 of 0: both figures are printed."""
+    src = write_jsonl(
+        tmp_path / "cats.jsonl",
+        [
+            {"text": "Write a python function to sort a list.", "label": "code"},
+            {"text": "Write a python function that reverses a string.", "label": "code"},
+            {"text": "🙂🙂🙂🙂", "label": "chat"},
+        ],
+    )
+    assert main(["eval", "categories", str(src), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["predicted_outside_truth"] == {"other": 1}
+    assert report["macro_f1"] == pytest.approx(0.5)  # code 1.0, chat 0.0
+    assert report["macro_f1_over_predicted_labels_too"] == pytest.approx(1.0 / 3.0)
+    assert main(["eval", "categories", str(src)]) == 0
+    assert "predicted outside the true labels: other 1; macro-F1 averaging over them too" in (
+        capsys.readouterr().out
+    )
 
 
 def test_eval_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

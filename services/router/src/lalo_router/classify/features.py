@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from lalo_router.classify.encoder import CLS_ID, SEP_ID
+
+UNK_ID = 100  # [UNK] in the all-MiniLM-L6-v2 (BERT uncased) vocabulary
 
 HEAD_CHARS = 2000
 TAIL_CHARS = 1000
@@ -75,6 +78,15 @@ LEXICAL_NAMES = (
     # Read by the maths escalation column only (see MODEL_CARD.md).
     "money_with_cents",
 )
+
+
+# Text the classifier cannot read, whatever its probabilities say (a confident label for
+# binary noise means nothing): the model labels it ``other``. Each limit is above the largest
+# value among the 13,283 training prompts (in brackets), so no training prompt reaches one.
+UNKNOWN_TOKEN_LIMIT = 0.25  # share of [UNK] tokens (0.14, a mojibake prompt): emoji, binary
+NON_ASCII_LIMIT = 0.30  # share of non-ASCII characters (0.19): a script other than Latin
+WORD_PIECE_LIMIT = 0.70  # share of "##" pieces among 6+ tokens (0.67): key mashing, base64
+WORD_PIECE_MIN_TOKENS = 6  # "merci beaucoup" is 60 % pieces: short text says too little
 
 
 def clean_text(text: object) -> str:
@@ -143,6 +155,28 @@ class Featurizer:
     @property
     def sparse_dim(self) -> int:
         return self.vocab_size + BIGRAM_BUCKETS
+
+    @cached_property
+    def word_pieces(self) -> NDArray[np.bool_]:
+        pieces = np.zeros(self.vocab_size, dtype=np.bool_)
+        for token, index in self.tokenizer.get_vocab().items():
+            if token.startswith("##") and index < self.vocab_size:
+                pieces[index] = True
+        return pieces
+
+    def unreadable(self, dense: NDArray[np.float32], ids: NDArray[np.int64]) -> bool:
+        """Whether ``features_and_ids`` found nothing the model can read (see the limits)."""
+        if ids.size == 0:
+            return True
+        non_ascii = dense[self.table.shape[1] + LEXICAL_NAMES.index("non_ascii_ratio")]
+        return bool(
+            non_ascii > NON_ASCII_LIMIT
+            or np.count_nonzero(ids == UNK_ID) > UNKNOWN_TOKEN_LIMIT * ids.size
+            or (
+                ids.size >= WORD_PIECE_MIN_TOKENS
+                and np.count_nonzero(self.word_pieces[ids]) > WORD_PIECE_LIMIT * ids.size
+            )
+        )
 
     def token_ids(self, text: str) -> NDArray[np.int64]:
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids

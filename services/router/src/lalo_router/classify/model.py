@@ -43,7 +43,7 @@ class ArtifactError(RuntimeError):
 
 @dataclass
 class Classification:
-    label: str  # one of the trained labels, or "other" when confidence is low
+    label: str  # a trained label, or "other": unreadable text or a near-uniform guess
     confidence: float  # probability of the best trained label
     p_escalate: float  # probability that the small model's answer will not be good enough
     latency_ms: float
@@ -125,6 +125,7 @@ class Classifier:
             for category, points in meta.get("escalation_thresholds_by_category", {}).items()
         }
         self.featurizer = featurizer
+        featurizer.word_pieces  # built now, not on the first request  # noqa: B018
         dense_dim = featurizer.dense_dim
         num_labels = len(self.labels)
         self._cat_dense = arrays["cat_dense_w"].astype(np.float32)  # (dense_dim, K)
@@ -199,7 +200,7 @@ class Classifier:
 
     def probabilities(self, text: str) -> tuple[NDArray[np.float32], float]:
         """Category probabilities (in ``labels`` order) and p_escalate for a cleaned text."""
-        probs, p_escalate, _ = self._probabilities(text)
+        probs, p_escalate, _, _ = self._probabilities(text)
         return probs, p_escalate
 
     def escalation_threshold(
@@ -216,8 +217,11 @@ class Classifier:
         return self.escalation_thresholds.get(operating_point)
 
     # ------------------------------------------------------------------ internals
-    def _probabilities(self, text: str) -> tuple[NDArray[np.float32], float, bool]:
+    def _probabilities(self, text: str) -> tuple[NDArray[np.float32], float, bool, bool]:
+        """Category probabilities, p_escalate, whether the slow path ran, and whether the
+        text is unreadable (``Featurizer.unreadable``)."""
         dense, terms, values, ids = self.featurizer.features_and_ids(text)
+        unreadable = self.featurizer.unreadable(dense, ids)
         sparse = values @ self._sparse[terms]
         num_labels = len(self.labels)
         probs = _softmax(dense @ self._cat_dense + sparse[:num_labels] + self._cat_bias)
@@ -227,24 +231,24 @@ class Classifier:
         gate = float(probs[self._gate])
         p_escalate = _sigmoid((1.0 - gate) * general + gate * float(c[3]))
         slow = self.slow
-        if slow is None or ids.size == 0 or float(top2_margin(probs)) >= slow.margin:
-            return probs.astype(np.float32), p_escalate, False
+        if slow is None or unreadable or ids.size == 0 or float(top2_margin(probs)) >= slow.margin:
+            return probs.astype(np.float32), p_escalate, False, unreadable
         embedding = slow.encoder.embed(ids[: slow.tokens])
         logits = embedding @ slow.emb_w + dense @ slow.dense_w + sparse[esc_end:] + slow.bias
         probs = (probs + _softmax(logits.astype(np.float32))) * np.float32(0.5)
-        return probs.astype(np.float32), p_escalate, True
+        return probs.astype(np.float32), p_escalate, True, unreadable
 
     def _decide(self, text: str) -> tuple[str, float, float, dict[str, float], bool]:
         slow = False
         if not text.strip():
             uniform = 1.0 / len(self.labels)
             probs = np.full(len(self.labels), uniform, dtype=np.float32)
-            p_escalate = 0.0
+            p_escalate, unreadable = 0.0, True
         else:
-            probs, p_escalate, slow = self._probabilities(text)
+            probs, p_escalate, slow, unreadable = self._probabilities(text)
         best = int(np.argmax(probs))
         confidence = float(probs[best])
-        label = self.labels[best] if confidence >= self.other_threshold else OTHER
+        label = OTHER if unreadable or confidence < self.other_threshold else self.labels[best]
         scores = {name: float(p) for name, p in zip(self.labels, probs, strict=True)}
         return label, confidence, p_escalate, scores, slow
 

@@ -114,8 +114,15 @@ def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
         "## What it does",
         "",
         "Labels a prompt as one of " + ", ".join(f"`{x}`" for x in meta["labels"]) + ", or `other` "
-        f"when the best label's probability is below {meta['other_threshold']:.3f}; and gives "
-        "`p_escalate`, the probability that the small model's answer is not good enough.",
+        "for text it cannot read (empty; more than 25 % unknown tokens or 30 % non-ASCII "
+        "characters; six or more tokens of which over 70 % are word pieces, as in key mashing "
+        "or base64: each limit above every training prompt's value, "
+        f"{cats['unreadable_training_prompts']} of {cats['n']:,} training prompts reach one) "
+        f"or when the best label's probability is below {meta['other_threshold']:.3f} (0.9 x "
+        "the lowest any validation prompt got: `other` is for input unlike the training data, "
+        f"not for its hard cases; {cats['other_validation_prompts']} validation prompts get "
+        "it); and gives `p_escalate`, the probability that the small model's answer is not "
+        "good enough.",
         "",
         "## How",
         "",
@@ -245,7 +252,9 @@ def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
         '`factual_qa` read exactly like extraction ones ("From the passage provided, extract '
         '..."), so extraction F1 stays low whatever the model.',
         "- Agentic prompts are mostly short device commands or machine-generated requests.",
-        "- English-centred: non-English text gets a decision, often with low confidence (`other`).",
+        "- English-centred: text in another script is `other` (the default pool); other "
+        "Latin-script languages get a label, often an unreliable one (the training data has a "
+        'few greetings such as "bonjour" or "gracias" and little else).',
         "- Escalation is learned from benchmark questions (MMLU, GSM8K, ARC, MBPP, Winogrande); "
         "for chat, agentic or creative prompts p_escalate is an extrapolation.",
         "",

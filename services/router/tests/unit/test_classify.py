@@ -201,8 +201,11 @@ def test_bad_input_gets_a_decision(classifier: Classifier, text: object) -> None
 
 
 def test_empty_input_is_other(classifier: Classifier) -> None:
-    assert classifier.classify("").label == OTHER
-    assert classifier.classify("   ").label == OTHER
+    for text in ("", "   "):
+        result = classifier.classify(text)
+        assert (result.label, result.note) == (OTHER, "empty")
+        assert result.to_json()["note"] == "empty"
+    assert "note" not in classifier.classify("What is the capital of France?").to_json()
 
 
 @pytest.mark.parametrize(
@@ -221,7 +224,7 @@ def test_unreadable_text_is_other(classifier: Classifier, text: str) -> None:
     """Confident-looking probabilities over noise mean nothing: such text goes to ``other``
     (the default pool); its scores are still reported."""
     result = classifier.classify(text)
-    assert result.label == OTHER
+    assert (result.label, result.note) == (OTHER, "unreadable text")
     assert result.slow_path is False
     assert sum(result.scores.values()) == pytest.approx(1.0, abs=1e-4)
 
@@ -245,6 +248,29 @@ def test_other_is_not_for_hard_in_domain_prompts(classifier: Classifier) -> None
     """The low-confidence fallback sits below every validation prompt's confidence."""
     assert classifier.other_threshold < 0.3
     assert classifier.meta["metrics"]["categories"]["unreadable_training_prompts"] == 0
+
+
+def test_a_near_uniform_guess_is_other(classifier: Classifier) -> None:
+    text = "What is the capital of France?"
+    unsure = copy.copy(classifier)
+    unsure.other_threshold = classifier.classify(text).confidence + 0.01
+    result = unsure.classify(text)
+    assert (result.label, result.note) == (OTHER, "low confidence")
+
+
+def test_a_failure_inside_is_other_and_says_so(
+    classifier: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = copy.copy(classifier)
+
+    def fail(text: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(broken, "_probabilities", fail)
+    result = broken.classify("What is the capital of France?")
+    assert (result.label, result.note) == (OTHER, "classification failed")
+    assert result.latency_ms >= 0.0
+    assert classifier.classify("").note == "empty"  # the shared fallback was not changed
 
 
 def test_long_prompts_are_truncated_head_and_tail(classifier: Classifier) -> None:

@@ -30,6 +30,7 @@ class Result:
     confidence: float = 0.9
     p_escalate: float = 0.1
     latency_ms: float = 1.5
+    note: str = ""
 
 
 class FakeClassifier:
@@ -127,6 +128,15 @@ async def test_unknown_category_goes_to_default_pool() -> None:
         SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(Result("other"))
     )
     assert (await router.route(chat("???"))).pool == "small"
+
+
+async def test_the_reason_says_why_a_prompt_is_other() -> None:
+    unreadable = Result("other", confidence=0.4, note="unreadable text")
+    router = PolicyRouter(
+        SPEC, replicas(small=("s", True), large=("l", True)), FakeClassifier(unreadable)
+    )
+    route = await router.route(chat("asdkjh qwe zxcmnb"))
+    assert route.reason.startswith("category other (0.40, unreadable text)")
 
 
 async def test_fallback_when_pool_down() -> None:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class Classification:
     latency_ms: float
     scores: dict[str, float] = field(default_factory=dict)  # per trained label, sums to 1
     slow_path: bool = False  # the full MiniLM ran (the fast head was unsure)
+    note: str = ""  # why the label is `other` (the route's reason shows it); "" otherwise
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class Classification:
             "p_escalate": round(self.p_escalate, 6),
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
             "latency_ms": round(self.latency_ms, 4),
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -184,19 +186,12 @@ class Classifier:
         """A decision for any input; never raises (errors fall back to ``other``)."""
         start = time.perf_counter()
         try:
-            label, confidence, p_escalate, scores, slow = self._decide(clean_text(text))
+            result = self._decide(clean_text(text))
         except Exception:  # a routing decision must never fail the request
             log.exception("classification failed; routing as %s", OTHER)
-            label, confidence, p_escalate, scores, slow = self._fallback
-            label = OTHER
-        return Classification(
-            label=label,
-            confidence=confidence,
-            p_escalate=p_escalate,
-            latency_ms=(time.perf_counter() - start) * 1000.0,
-            scores=scores,
-            slow_path=slow,
-        )
+            result = replace(self._fallback, note="classification failed")
+        result.latency_ms = (time.perf_counter() - start) * 1000.0
+        return result
 
     def probabilities(self, text: str) -> tuple[NDArray[np.float32], float]:
         """Category probabilities (in ``labels`` order) and p_escalate for a cleaned text."""
@@ -238,19 +233,29 @@ class Classifier:
         probs = (probs + _softmax(logits.astype(np.float32))) * np.float32(0.5)
         return probs.astype(np.float32), p_escalate, True, unreadable
 
-    def _decide(self, text: str) -> tuple[str, float, float, dict[str, float], bool]:
-        slow = False
+    def _decide(self, text: str) -> Classification:
+        slow, note = False, ""
         if not text.strip():
             uniform = 1.0 / len(self.labels)
             probs = np.full(len(self.labels), uniform, dtype=np.float32)
-            p_escalate, unreadable = 0.0, True
+            p_escalate, note = 0.0, "empty"
         else:
             probs, p_escalate, slow, unreadable = self._probabilities(text)
+            if unreadable:
+                note = "unreadable text"
         best = int(np.argmax(probs))
         confidence = float(probs[best])
-        label = OTHER if unreadable or confidence < self.other_threshold else self.labels[best]
-        scores = {name: float(p) for name, p in zip(self.labels, probs, strict=True)}
-        return label, confidence, p_escalate, scores, slow
+        if not note and confidence < self.other_threshold:
+            note = "low confidence"
+        return Classification(
+            label=OTHER if note else self.labels[best],
+            confidence=confidence,
+            p_escalate=p_escalate,
+            latency_ms=0.0,
+            scores={name: float(p) for name, p in zip(self.labels, probs, strict=True)},
+            slow_path=slow,
+            note=note,
+        )
 
 
 def _sha256(path: Path) -> str:

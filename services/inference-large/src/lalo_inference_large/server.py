@@ -40,7 +40,7 @@ class InferenceLargeServer:
             service_token=settings.service_token.get_secret_value(),
             grace_period_s=settings.grace_period_s,
         )
-        self.servicer = InferenceServicer()
+        self.servicer = InferenceServicer(stream_hold_s=settings.stream_hold_ms / 1000.0)
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, self.grpc.server)
         self._watchdog: asyncio.Task[None] | None = None
 

@@ -13,6 +13,7 @@ from lalo_common.grpc_server import request_id_of
 
 from lalo_inference_large import convert
 from lalo_inference_large.domain import Backend
+from lalo_inference_large.stream_hold import hold_chunks
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Refuses calls with UNAVAILABLE until a backend is attached (the engine is loading)."""
 
-    def __init__(self, backend: Backend | None = None) -> None:
+    def __init__(self, backend: Backend | None = None, stream_hold_s: float = 0.0) -> None:
         self.backend = backend
+        self.stream_hold_s = stream_hold_s  # see stream_hold.py
 
     def _ready(self) -> Backend:
         if self.backend is None:
@@ -36,7 +38,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         # Errors raised here (unknown model, prompt over the context, bad sampling values)
         # become the call's status; after the first event they travel in-band.
         events = await backend.start(domain_request)
-        async for event in events:
+        async for event in hold_chunks(events, self.stream_hold_s):
             yield convert.event_message(event)
 
     async def ListModels(

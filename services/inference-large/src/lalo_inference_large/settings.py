@@ -37,6 +37,9 @@ class InferenceLargeSettings(ServiceSettings):
         default=SecretStr(""), validation_alias=AliasChoices("LALO_SERVICE_TOKEN", "service_token")
     )
     listen_address: str = "0.0.0.0:50062"
+    # Longest a generated token may wait to be sent with the next ones (stream_hold.py says
+    # why); 0 sends each engine output as it comes.
+    stream_hold_ms: float = Field(default=40.0, ge=0.0, le=1000.0)
     # "vllm": the model runs in this process on vLLM's engine. "openai-upstream": requests are
     # forwarded to an OpenAI-compatible endpoint elsewhere (off unless chosen here).
     backend: Backend = "vllm"

@@ -174,7 +174,9 @@ async def test_streams_chat_with_the_credential_from_the_secret_file(
 ) -> None:
     events = await events_of(stub, chat("hi", max_tokens=5, temperature=0.0, seed=4))
     texts = [e.chunk.text for e in events if e.WhichOneof("event") == "chunk"]
-    assert texts == ["Hel", "lo", " there"]
+    # The first chunk goes alone; the fast ones after it may travel together (stream hold).
+    assert texts[0] == "Hel"
+    assert "".join(texts) == "Hello there"
     complete = events[-1].complete
     assert complete.finish_reason == pb.FINISH_REASON_STOP
     assert (complete.usage.prompt_tokens, complete.usage.completion_tokens) == (11, 3)

@@ -85,6 +85,9 @@ async def test_streams_text_in_chunks_then_completes(stub: Stub) -> None:
     assert complete.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
     assert complete.model == MODEL_NAME
     assert complete.usage.completion_tokens == len(token_ids(chunks))
+    # The stream hold (default 40 ms): the first token alone, the fast ones after it together.
+    assert len(chunks[0].tokens) == 1
+    assert len(chunks) < complete.usage.completion_tokens
     assert complete.usage.prompt_tokens > 0
     # Each chunk's text is whole characters, and the tokens' bytes spell the text.
     raw = b"".join(t.token_bytes for chunk in chunks for t in chunk.tokens)

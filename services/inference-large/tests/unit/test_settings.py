@@ -60,6 +60,23 @@ def test_env_prefix_and_shared_service_token(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.service_token.get_secret_value() == "tok"
 
 
+def test_stream_hold_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lalo_inference_large.server import InferenceLargeServer
+
+    assert InferenceLargeSettings(model="m").stream_hold_ms == 40.0
+    monkeypatch.setenv("LALO_INFERENCE_LARGE_STREAM_HOLD_MS", "0")
+    settings = InferenceLargeSettings(model="m")
+    assert settings.stream_hold_ms == 0.0
+    assert (
+        InferenceLargeServer(
+            InferenceLargeSettings(model="m", stream_hold_ms=25)
+        ).servicer.stream_hold_s
+        == 0.025
+    )
+    with pytest.raises(ValueError, match="stream_hold_ms"):
+        InferenceLargeSettings(model="m", stream_hold_ms=-1)
+
+
 def test_a_model_is_required_for_vllm() -> None:
     with pytest.raises(ValueError, match="LALO_INFERENCE_LARGE_MODEL"):
         InferenceLargeSettings(model="")

@@ -6,6 +6,10 @@ completions from each at 1 and 8 concurrent streams and reports generated tokens
 and time to first token (TTFT, first streamed text). Every request is greedy with EOS
 suppressed, so both servers produce the same number of tokens.
 
+Then the whole path, gateway -> router -> inference-large, with the stream hold off and at its
+default (40 ms): client throughput at 8 streams, tokens per SSE chunk, and the CPU time each
+process spends per 100 tokens (from /proc).
+
 Run: ``make bench-large`` (or ``.venv-vllm/bin/python bench/inference_large.py``).
 Results are also written to bench/results/inference_large.json.
 """
@@ -31,6 +35,7 @@ import grpc
 import httpx
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_testing.stack import relay_envs
 from lalo_testing.tiny_hf_model import write_hf_model
 
 MODEL_NAME = "tiny-bench"
@@ -154,15 +159,7 @@ def summarise(server: str, streams: int, tokens: int, seconds: float, ttfts: lis
 
 async def bench_grpc(args: argparse.Namespace, model: Path, eos: int) -> list[Result]:
     port = free_port()
-    env = server_env(args) | {
-        f"LALO_INFERENCE_LARGE_{key}": value for key, value in engine_flags(args).items()
-    }
-    env |= {
-        "LALO_INFERENCE_LARGE_MODEL": str(model),
-        "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": MODEL_NAME,
-        "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "LALO_INFERENCE_LARGE_LOG_LEVEL": "WARNING",
-    }
+    env = large_env(args, model, port)
     # Popen returns at once; the servers run beside this event loop.
     proc = subprocess.Popen([sys.executable, "-m", "lalo_inference_large"], env=env)  # noqa: ASYNC220
     try:
@@ -213,34 +210,145 @@ async def bench_openai(args: argparse.Namespace, model: Path, eos: int) -> list[
             await wait_until(ready, proc, "vllm serve")
 
             async def one(index: int) -> tuple[float, int]:
-                body = {
-                    "model": MODEL_NAME,
-                    "messages": [{"role": "user", "content": PROMPT}],
-                    "max_tokens": args.max_tokens,
-                    "temperature": 0.0,
-                    "logit_bias": {str(eos): -100},
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
-                }
-                started = time.perf_counter()
-                ttft = None
-                count = 0
-                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-                    response.raise_for_status()
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        payload = json.loads(line[6:])
-                        choices = payload.get("choices") or []
-                        if choices and choices[0].get("delta", {}).get("content") and ttft is None:
-                            ttft = time.perf_counter() - started
-                        if payload.get("usage"):
-                            count = payload["usage"]["completion_tokens"]
-                return (ttft if ttft is not None else float("nan")), count
+                return await openai_stream(client, args, eos)
 
             return await measure("vLLM OpenAI server (HTTP)", one, args)
     finally:
         stop(proc)
+
+
+async def openai_stream(
+    client: httpx.AsyncClient,
+    args: argparse.Namespace,
+    eos: int,
+    headers: dict[str, str] | None = None,
+    counts: dict[str, int] | None = None,
+) -> tuple[float, int]:
+    """One streamed chat completion: TTFT and generated tokens; ``counts["chunks"]`` adds
+    the SSE chunks that carried text."""
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": args.max_tokens,
+        "temperature": 0.0,
+        "logit_bias": {str(eos): -100},
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    ttft = None
+    count = 0
+    async with client.stream(
+        "POST", "/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            choices = payload.get("choices") or []
+            if choices and choices[0].get("delta", {}).get("content"):
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                if counts is not None:
+                    counts["chunks"] = counts.get("chunks", 0) + 1
+            if payload.get("usage"):
+                count = payload["usage"]["completion_tokens"]
+    return (ttft if ttft is not None else float("nan")), count
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (10 ms clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class StackResult:
+    hold_ms: float
+    tokens_per_s: float
+    tokens_per_chunk: float
+    cpu_ms_per_100_tokens: dict[str, float]
+
+
+def large_env(args: argparse.Namespace, model: Path, port: int) -> dict[str, str]:
+    env = server_env(args) | {
+        f"LALO_INFERENCE_LARGE_{key}": value for key, value in engine_flags(args).items()
+    }
+    return env | {
+        "LALO_INFERENCE_LARGE_MODEL": str(model),
+        "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": MODEL_NAME,
+        "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "LALO_INFERENCE_LARGE_LOG_LEVEL": "WARNING",
+    }
+
+
+async def bench_full_stack(
+    args: argparse.Namespace, model: Path, eos: int, hold_ms: float
+) -> StackResult:
+    """gateway -> router -> inference-large with ``hold_ms`` (stream hold), 8 streams: the
+    throughput a client sees and the CPU each process spends per 100 tokens."""
+    token, key = "bench-service-token-0123456789abcdef", "sk-bench-0123456789abcdef0123456789"
+    large, router, gateway, gateway_grpc = free_port(), free_port(), free_port(), free_port()
+    state = tempfile.mkdtemp(prefix="lalo-bench-large-")
+    common = {"LALO_SERVICE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    router_env, gateway_env = relay_envs(
+        pool="large",
+        backend_target=f"127.0.0.1:{large}",
+        router_port=router,
+        gateway_port=gateway,
+        gateway_grpc_port=gateway_grpc,
+        state_dir=state,
+        api_key=key,
+    )
+
+    def quiet(service: str) -> dict[str, str]:
+        return {f"LALO_{service}_LOG_LEVEL": "WARNING"}
+
+    services = {
+        "inference-large": (
+            "lalo_inference_large",
+            large_env(args, model, large) | {"LALO_INFERENCE_LARGE_STREAM_HOLD_MS": str(hold_ms)},
+        ),
+        "router": ("lalo_router", router_env | quiet("ROUTER")),
+        "gateway": ("lalo_gateway", gateway_env | quiet("GATEWAY")),
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, (module, env) in services.items():
+            # Popen returns at once; the servers run beside this event loop.
+            procs[name] = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", module], env={**os.environ, **env, **common}
+            )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway}", timeout=600) as client:
+            headers = {"authorization": f"Bearer {key}"}
+
+            async def ready() -> bool:
+                models = await client.get("/v1/models", headers=headers, timeout=2)
+                return models.status_code == 200 and MODEL_NAME in models.text
+
+            await wait_until(ready, procs["gateway"], "the stack")
+            counts: dict[str, int] = {}
+
+            async def one(index: int) -> tuple[float, int]:
+                return await openai_stream(client, args, eos, headers, counts)
+
+            await run_load(one, 8, 1)  # warm-up
+            counts.clear()
+            before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+            tokens, seconds, _ = await run_load(one, 8, args.rounds * 2)
+            spent = {name: cpu_seconds(proc.pid) - before[name] for name, proc in procs.items()}
+        return StackResult(
+            hold_ms=hold_ms,
+            tokens_per_s=round(tokens / seconds, 1),
+            tokens_per_chunk=round(tokens / max(counts.get("chunks", 0), 1), 1),
+            cpu_ms_per_100_tokens={
+                name: round(100_000 * value / tokens, 2) for name, value in spent.items()
+            },
+        )
+    finally:
+        for proc in reversed(list(procs.values())):
+            stop(proc)
 
 
 async def measure(
@@ -273,6 +381,7 @@ async def main_async(args: argparse.Namespace) -> int:
         eos = json.loads((model / "config.json").read_text())["eos_token_id"]
         ours = await bench_grpc(args, model, eos)
         reference = await bench_openai(args, model, eos)
+        stacks = [await bench_full_stack(args, model, eos, hold) for hold in (0.0, 40.0)]
     results = ours + reference
     print()
     print(f"model preset {args.preset}, {args.device}, {args.max_tokens} tokens per request")
@@ -284,9 +393,27 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{streams} stream(s): throughput {a.tokens_per_s / b.tokens_per_s:.2f}x "
             f"vLLM's server, TTFT p50 {a.ttft_ms_median:.1f} vs {b.ttft_ms_median:.1f} ms"
         )
+    print()
+    print("gateway -> router -> inference-large, 8 streams, by stream hold (0: every engine")
+    print("output alone; 40: the default); CPU is each process's user + system time")
+    print(
+        f"{'hold ms':>7} {'tok/s':>8} {'tokens/chunk':>12} "
+        f"{'CPU ms per 100 tokens: inference-large':>38} {'router':>7} {'gateway':>8}"
+    )
+    for r in stacks:
+        cpu = r.cpu_ms_per_100_tokens
+        print(
+            f"{r.hold_ms:>7.0f} {r.tokens_per_s:>8.1f} {r.tokens_per_chunk:>12.1f} "
+            f"{cpu['inference-large']:>38.2f} {cpu['router']:>7.2f} {cpu['gateway']:>8.2f}"
+        )
+    print(
+        f"hold 40 / hold 0: throughput {stacks[1].tokens_per_s / stacks[0].tokens_per_s:.2f}x "
+        "(the engine's own worker process is not counted in its CPU)"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "inference_large.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    record = {"servers": [asdict(r) for r in results], "full_stack": [asdict(r) for r in stacks]}
+    (out / "inference_large.json").write_text(json.dumps(record, indent=2))
     return 0
 
 

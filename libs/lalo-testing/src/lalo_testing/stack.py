@@ -156,6 +156,40 @@ def _spawn(
     return Service(name, process, log_path, log_file)
 
 
+def relay_envs(
+    *,
+    pool: str,
+    backend_target: str,
+    router_port: int,
+    gateway_port: int,
+    gateway_grpc_port: int,
+    state_dir: str,
+    api_key: str,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environments of a router that sends every request to one pool (no classifier)
+    and of an embedded gateway in front of it, for stacks over an inference service other
+    than inference-small (inference-large's tests and benchmark)."""
+    router = {
+        "LALO_ROUTER_ENVIRONMENT": "embedded",
+        "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
+        "LALO_ROUTER_BACKENDS": f"{pool}={backend_target}",
+        "LALO_ROUTER_DEFAULT_POOL": pool,
+        "LALO_ROUTER_CLASSIFIER": "none",
+        "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
+    }
+    gateway = {
+        "LALO_GATEWAY_ENVIRONMENT": "embedded",
+        "LALO_GATEWAY_HOST": "127.0.0.1",
+        "LALO_GATEWAY_PORT": str(gateway_port),
+        "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
+        "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
+        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state_dir}/gateway.db",
+        "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state_dir}/audit-spool.jsonl",
+        "LALO_API_KEYS": api_key,
+    }
+    return router, gateway
+
+
 def start_stack(
     model_path: Path,
     *,

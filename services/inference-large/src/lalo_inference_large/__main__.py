@@ -23,8 +23,8 @@ async def serve(settings: InferenceLargeSettings) -> None:
         await server.load()
         await server.grpc.serve_until_signalled()
     finally:
-        if server.backend is not None:
-            await server.backend.close()
+        # The health watchdog stops before the engine does (it would find no engine).
+        await server.stop()
 
 
 def main() -> int:

@@ -394,6 +394,8 @@ class VllmBackend:
         )
 
     async def check_health(self) -> None:
+        if self.engine is None:
+            raise Unavailable("the engine has been shut down")
         await self.engine.check_health()
 
     async def close(self) -> None:

@@ -25,7 +25,7 @@ from .conftest import SKIP_REASON
 if not vllm_available():
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from lalo_testing.stack import free_port, wait_for_grpc, wait_for_http
+from lalo_testing.stack import free_port, relay_envs, wait_for_grpc, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -72,38 +72,17 @@ def sdk(
                 logs / "inference-large.log",
             )
         )
-        processes.append(
-            _spawn(
-                "lalo_router",
-                {
-                    **common,
-                    "LALO_ROUTER_ENVIRONMENT": "embedded",
-                    "LALO_ROUTER_LISTEN": f"127.0.0.1:{router}",
-                    "LALO_ROUTER_BACKENDS": f"large=127.0.0.1:{large}",
-                    "LALO_ROUTER_DEFAULT_POOL": "large",
-                    "LALO_ROUTER_CLASSIFIER": "none",
-                    "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
-                },
-                logs / "router.log",
-            )
+        router_env, gateway_env = relay_envs(
+            pool="large",
+            backend_target=f"127.0.0.1:{large}",
+            router_port=router,
+            gateway_port=gateway,
+            gateway_grpc_port=gateway_grpc,
+            state_dir=state,
+            api_key=api_key,
         )
-        processes.append(
-            _spawn(
-                "lalo_gateway",
-                {
-                    **common,
-                    "LALO_GATEWAY_ENVIRONMENT": "embedded",
-                    "LALO_GATEWAY_HOST": "127.0.0.1",
-                    "LALO_GATEWAY_PORT": str(gateway),
-                    "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc),
-                    "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router}",
-                    "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state}/gateway.db",
-                    "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state}/audit-spool.jsonl",
-                    "LALO_API_KEYS": api_key,
-                },
-                logs / "gateway.log",
-            )
-        )
+        processes.append(_spawn("lalo_router", {**common, **router_env}, logs / "router.log"))
+        processes.append(_spawn("lalo_gateway", {**common, **gateway_env}, logs / "gateway.log"))
         wait_for_grpc(f"127.0.0.1:{large}", 300, processes[0])
         wait_for_grpc(f"127.0.0.1:{router}", 60, processes[1])
         wait_for_http(f"http://127.0.0.1:{gateway}/readyz", 60, processes[2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lalo_inference_large.domain import Load
 from lalo_inference_large.server import SERVICE_NAME, build_server
@@ -50,3 +51,49 @@ async def test_health_tracks_the_engine() -> None:
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop()
+
+
+async def test_serve_stops_the_watchdog_before_closing_the_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``serve`` ends (signal) -> health checks stop, then the engine closes: no check may
+    run against a closed engine."""
+    from lalo_inference_large import __main__ as entry
+    from lalo_inference_large import server as server_module
+
+    class RecordingBackend(DyingBackend):
+        closed = False
+        checked_after_close = 0
+
+        async def check_health(self) -> None:
+            if self.closed:
+                self.checked_after_close += 1
+            await asyncio.sleep(0)
+
+        async def close(self) -> None:
+            self.closed = True
+            await asyncio.sleep(0.1)  # health-check ticks would land here
+
+    backend = RecordingBackend()
+
+    async def create_backend(settings: InferenceLargeSettings) -> RecordingBackend:
+        return backend
+
+    async def until_signalled() -> None:
+        await asyncio.sleep(0.1)
+
+    monkeypatch.setattr(server_module, "create_backend", create_backend)
+    real_build = server_module.build_server
+
+    def build(settings: InferenceLargeSettings) -> server_module.InferenceLargeServer:
+        built = real_build(settings)
+        monkeypatch.setattr(built.grpc, "serve_until_signalled", until_signalled)
+        return built
+
+    monkeypatch.setattr(entry, "build_server", build)
+    settings = InferenceLargeSettings(
+        model="m", listen_address="127.0.0.1:0", health_check_interval_s=0.01
+    )
+    await entry.serve(settings)
+    assert backend.closed
+    assert backend.checked_after_close == 0

@@ -225,6 +225,7 @@ def test_unreadable_text_is_other(classifier: Classifier, text: str) -> None:
     (the default pool); its scores are still reported."""
     result = classifier.classify(text)
     assert (result.label, result.note) == (OTHER, "unreadable text")
+    assert result.p_escalate == 0.0  # noise is not sent to a bigger model
     assert result.slow_path is False
     assert sum(result.scores.values()) == pytest.approx(1.0, abs=1e-4)
 

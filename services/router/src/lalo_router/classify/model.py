@@ -226,7 +226,7 @@ class Classifier:
         gate = float(probs[self._gate])
         p_escalate = _sigmoid((1.0 - gate) * general + gate * float(c[3]))
         slow = self.slow
-        if slow is None or unreadable or ids.size == 0 or float(top2_margin(probs)) >= slow.margin:
+        if slow is None or unreadable or float(top2_margin(probs)) >= slow.margin:
             return probs.astype(np.float32), p_escalate, False, unreadable
         embedding = slow.encoder.embed(ids[: slow.tokens])
         logits = embedding @ slow.emb_w + dense @ slow.dense_w + sparse[esc_end:] + slow.bias
@@ -242,7 +242,9 @@ class Classifier:
         else:
             probs, p_escalate, slow, unreadable = self._probabilities(text)
             if unreadable:
-                note = "unreadable text"
+                # Its escalation score means nothing either (binary noise scored 0.49, over
+                # the pgr50 threshold): what cannot be read is not sent to a bigger model.
+                p_escalate, note = 0.0, "unreadable text"
         best = int(np.argmax(probs))
         confidence = float(probs[best])
         if not note and confidence < self.other_threshold:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import grpc
 import httpx
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
-from lalo_testing.stack import relay_envs
+from lalo_testing.stack import free_port, start_relay
 from lalo_testing.tiny_hf_model import write_hf_model
 
 MODEL_NAME = "tiny-bench"
@@ -52,12 +51,6 @@ class Result:
     tokens_per_s: float
     ttft_ms_median: float
     ttft_ms_p90: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def engine_flags(args: argparse.Namespace) -> dict[str, str]:
@@ -289,45 +282,32 @@ async def bench_full_stack(
     """gateway -> router -> inference-large with ``hold_ms`` (stream hold), 8 streams: the
     throughput a client sees and the CPU each process spends per 100 tokens."""
     token, key = "bench-service-token-0123456789abcdef", "sk-bench-0123456789abcdef0123456789"
-    large, router, gateway, gateway_grpc = free_port(), free_port(), free_port(), free_port()
-    state = tempfile.mkdtemp(prefix="lalo-bench-large-")
-    common = {"LALO_SERVICE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
-    router_env, gateway_env = relay_envs(
-        pool="large",
-        backend_target=f"127.0.0.1:{large}",
-        router_port=router,
-        gateway_port=gateway,
-        gateway_grpc_port=gateway_grpc,
-        state_dir=state,
-        api_key=key,
-    )
-
-    def quiet(service: str) -> dict[str, str]:
-        return {f"LALO_{service}_LOG_LEVEL": "WARNING"}
-
-    services = {
-        "inference-large": (
-            "lalo_inference_large",
-            large_env(args, model, large) | {"LALO_INFERENCE_LARGE_STREAM_HOLD_MS": str(hold_ms)},
-        ),
-        "router": ("lalo_router", router_env | quiet("ROUTER")),
-        "gateway": ("lalo_gateway", gateway_env | quiet("GATEWAY")),
+    port = free_port()
+    env = large_env(args, model, port) | {
+        "LALO_SERVICE_TOKEN": token,
+        "LALO_INFERENCE_LARGE_STREAM_HOLD_MS": str(hold_ms),
     }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    # Popen returns at once; the server runs beside this event loop.
+    engine = subprocess.Popen([sys.executable, "-m", "lalo_inference_large"], env=env)  # noqa: ASYNC220
+    relay = None
     try:
-        for name, (module, env) in services.items():
-            # Popen returns at once; the servers run beside this event loop.
-            procs[name] = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", module], env={**os.environ, **env, **common}
-            )
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway}", timeout=600) as client:
+        relay = await asyncio.to_thread(
+            start_relay,
+            pool="large",
+            backend_target=f"127.0.0.1:{port}",
+            api_key=key,
+            service_token=token,
+            extra_env={"LALO_ROUTER_LOG_LEVEL": "WARNING", "LALO_GATEWAY_LOG_LEVEL": "WARNING"},
+        )
+        pids = {"inference-large": engine.pid} | {s.name: s.process.pid for s in relay.services}
+        async with httpx.AsyncClient(base_url=relay.gateway_url, timeout=600) as client:
             headers = {"authorization": f"Bearer {key}"}
 
             async def ready() -> bool:
                 models = await client.get("/v1/models", headers=headers, timeout=2)
                 return models.status_code == 200 and MODEL_NAME in models.text
 
-            await wait_until(ready, procs["gateway"], "the stack")
+            await wait_until(ready, engine, "inference-large behind the gateway")
             counts: dict[str, int] = {}
 
             async def one(index: int) -> tuple[float, int]:
@@ -335,9 +315,9 @@ async def bench_full_stack(
 
             await run_load(one, 8, 1)  # warm-up
             counts.clear()
-            before = {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             tokens, seconds, _ = await run_load(one, 8, args.rounds * 2)
-            spent = {name: cpu_seconds(proc.pid) - before[name] for name, proc in procs.items()}
+            spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
         return StackResult(
             hold_ms=hold_ms,
             tokens_per_s=round(tokens / seconds, 1),
@@ -347,8 +327,9 @@ async def bench_full_stack(
             },
         )
     finally:
-        for proc in reversed(list(procs.values())):
-            stop(proc)
+        if relay is not None:
+            relay.stop()
+        stop(engine)
 
 
 async def measure(

@@ -1,4 +1,5 @@
-"""Runs gateway, router and inference-small as real local processes.
+"""Runs gateway, router and inference-small (or a relay to another backend) as real local
+processes.
 
 Used by the contract tests, the benchmarks and ``make up``: each service is started with
 its own console entry point (``python -m lalo_<svc>``) and configured only through its
@@ -109,8 +110,21 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
+class _Processes:
+    """Stopping and reading the logs of a group of started services (last started first)."""
+
+    services: list[Service]
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def logs(self) -> dict[str, str]:
+        return {s.name: s.log_text() for s in self.services}
+
+
 @dataclass
-class Stack:
+class Stack(_Processes):
     gateway_url: str
     router_target: str
     inference_target: str
@@ -122,13 +136,6 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"{self.gateway_url}/v1"
-
-    def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
-
-    def logs(self) -> dict[str, str]:
-        return {s.name: s.log_text() for s in self.services}
 
 
 def _spawn(
@@ -156,38 +163,112 @@ def _spawn(
     return Service(name, process, log_path, log_file)
 
 
-def relay_envs(
+@dataclass
+class Relay(_Processes):
+    """A router that sends every request to one pool and a gateway in front of it."""
+
+    gateway_url: str
+    api_key: str
+    services: list[Service] = field(default_factory=list)
+
+
+def _embedded_env(
+    state_dir: str, service_token: str, extra_env: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What every service of a local stack gets: the service token, embedded mode, and a
+    gateway database and audit spool in the stack's ``state_dir`` (unless ``extra_env``
+    names others)."""
+    return {
+        "LALO_SERVICE_TOKEN": service_token,
+        "LALO_GATEWAY_ENVIRONMENT": "embedded",
+        "LALO_ROUTER_ENVIRONMENT": "embedded",
+        "LALO_INFERENCE_SMALL_ENVIRONMENT": "embedded",
+        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state_dir}/gateway.db",
+        "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state_dir}/audit-spool.jsonl",
+        **(extra_env or {}),
+    }
+
+
+def _start_front(
+    services: list[Service],
+    common: Mapping[str, str],
     *,
-    pool: str,
-    backend_target: str,
     router_port: int,
     gateway_port: int,
     gateway_grpc_port: int,
-    state_dir: str,
+    router_env: Mapping[str, str],
+    api_keys: list[str],
+    log_dir: Path | None,
+    timeout_s: float,
+) -> None:
+    """Starts the router (``router_env`` names its backends) and the gateway in front of it,
+    adds them to ``services`` and waits until both are ready."""
+    router = _spawn(
+        "router",
+        "lalo_router",
+        {
+            **common,
+            "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
+            "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
+            **router_env,
+        },
+        log_dir,
+    )
+    services.append(router)
+    gateway = _spawn(
+        "gateway",
+        "lalo_gateway",
+        {
+            **common,
+            "LALO_GATEWAY_HOST": "127.0.0.1",
+            "LALO_GATEWAY_PORT": str(gateway_port),
+            "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
+            "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
+            "LALO_API_KEYS": ",".join(api_keys),
+        },
+        log_dir,
+    )
+    services.append(gateway)
+    wait_for_grpc(f"127.0.0.1:{router_port}", timeout_s, router.process)
+    wait_for_http(f"http://127.0.0.1:{gateway_port}/readyz", timeout_s, gateway.process)
+
+
+def start_relay(
+    *,
+    pool: str,
+    backend_target: str,
     api_key: str,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The environments of a router that sends every request to one pool (no classifier)
-    and of an embedded gateway in front of it, for stacks over an inference service other
-    than inference-small (inference-large's tests and benchmark)."""
-    router = {
-        "LALO_ROUTER_ENVIRONMENT": "embedded",
-        "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
-        "LALO_ROUTER_BACKENDS": f"{pool}={backend_target}",
-        "LALO_ROUTER_DEFAULT_POOL": pool,
-        "LALO_ROUTER_CLASSIFIER": "none",
-        "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
-    }
-    gateway = {
-        "LALO_GATEWAY_ENVIRONMENT": "embedded",
-        "LALO_GATEWAY_HOST": "127.0.0.1",
-        "LALO_GATEWAY_PORT": str(gateway_port),
-        "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
-        "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
-        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state_dir}/gateway.db",
-        "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state_dir}/audit-spool.jsonl",
-        "LALO_API_KEYS": api_key,
-    }
-    return router, gateway
+    service_token: str = "",
+    log_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> Relay:
+    """Starts router (no classifier: every request to ``pool`` at ``backend_target``) and an
+    embedded gateway, for stacks over an inference service other than inference-small
+    (inference-large's tests and benchmark); returns once both are ready."""
+    gateway_port = free_port()
+    services: list[Service] = []
+    try:
+        _start_front(
+            services,
+            _embedded_env(tempfile.mkdtemp(prefix="lalo-relay-"), service_token, extra_env),
+            router_port=free_port(),
+            gateway_port=gateway_port,
+            gateway_grpc_port=free_port(),
+            router_env={
+                "LALO_ROUTER_BACKENDS": f"{pool}={backend_target}",
+                "LALO_ROUTER_DEFAULT_POOL": pool,
+                "LALO_ROUTER_CLASSIFIER": "none",
+            },
+            api_keys=[api_key],
+            log_dir=log_dir,
+            timeout_s=timeout_s,
+        )
+    except BaseException:
+        for service in reversed(services):
+            service.stop()
+        raise
+    return Relay(f"http://127.0.0.1:{gateway_port}", api_key, services)
 
 
 def start_stack(
@@ -212,16 +293,7 @@ def start_stack(
     gateway_port = gateway_port or free_port()
     gateway_grpc_port = gateway_grpc_port or free_port()
     state_dir = tempfile.mkdtemp(prefix="lalo-stack-")
-    common = {
-        "LALO_SERVICE_TOKEN": service_token,
-        "LALO_GATEWAY_ENVIRONMENT": "embedded",
-        "LALO_ROUTER_ENVIRONMENT": "embedded",
-        "LALO_INFERENCE_SMALL_ENVIRONMENT": "embedded",
-        # Each stack gets its own gateway database unless one is given.
-        "LALO_GATEWAY_DATABASE_URL": f"sqlite:///{state_dir}/gateway.db",
-        "LALO_GATEWAY_AUDIT_SPOOL_PATH": f"{state_dir}/audit-spool.jsonl",
-        **(extra_env or {}),
-    }
+    common = _embedded_env(state_dir, service_token, extra_env)
     services: list[Service] = []
     try:
         inference = _spawn(
@@ -288,36 +360,19 @@ def start_stack(
             wait_for_grpc(f"127.0.0.1:{tools_port}", timeout_s, tools.process)
             wait_for_grpc(f"127.0.0.1:{orchestrator_port}", timeout_s, orchestrator.process)
             router_env["LALO_ROUTER_ORCHESTRATOR_TARGET"] = f"127.0.0.1:{orchestrator_port}"
-        router = _spawn(
-            "router",
-            "lalo_router",
-            {
-                **common,
-                "LALO_ROUTER_LISTEN": f"127.0.0.1:{router_port}",
-                "LALO_ROUTER_BACKENDS": f"small=127.0.0.1:{inference_port}",
-                "LALO_ROUTER_REFRESH_INTERVAL_S": "1",
-                **router_env,
-            },
-            log_dir,
+        router_env["LALO_ROUTER_BACKENDS"] = f"small=127.0.0.1:{inference_port}"
+        _start_front(
+            services,
+            common,
+            router_port=router_port,
+            gateway_port=gateway_port,
+            gateway_grpc_port=gateway_grpc_port,
+            router_env=router_env,
+            api_keys=[api_key, *extra_api_keys],
+            log_dir=log_dir,
+            timeout_s=timeout_s,
         )
-        services.append(router)
-        gateway = _spawn(
-            "gateway",
-            "lalo_gateway",
-            {
-                **common,
-                "LALO_GATEWAY_HOST": "127.0.0.1",
-                "LALO_GATEWAY_PORT": str(gateway_port),
-                "LALO_GATEWAY_GRPC_PORT": str(gateway_grpc_port),
-                "LALO_GATEWAY_ROUTER_TARGET": f"127.0.0.1:{router_port}",
-                "LALO_API_KEYS": ",".join([api_key, *extra_api_keys]),
-            },
-            log_dir,
-        )
-        services.append(gateway)
         wait_for_grpc(f"127.0.0.1:{inference_port}", timeout_s, inference.process)
-        wait_for_grpc(f"127.0.0.1:{router_port}", timeout_s, router.process)
-        wait_for_http(f"http://127.0.0.1:{gateway_port}/readyz", timeout_s, gateway.process)
     except BaseException:
         for service in reversed(services):
             service.stop()

@@ -12,7 +12,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .conftest import SKIP_REASON
 if not vllm_available():
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from lalo_testing.stack import free_port, relay_envs, wait_for_grpc, wait_for_http
+from lalo_testing.stack import free_port, start_relay, wait_for_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -48,46 +47,36 @@ def sdk(
     tiny_hf_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[openai.OpenAI]:
     logs = tmp_path_factory.mktemp("stack-logs")
-    state = tempfile.mkdtemp(prefix="lalo-large-stack-")
     token, api_key = secrets.token_hex(16), f"sk-test-{secrets.token_hex(16)}"
-    large, router, gateway, gateway_grpc = free_port(), free_port(), free_port(), free_port()
-    common = {"LALO_SERVICE_TOKEN": token}
-    processes = []
+    large = free_port()
+    engine = _spawn(
+        "lalo_inference_large",
+        {
+            "LALO_SERVICE_TOKEN": token,
+            "LALO_INFERENCE_LARGE_MODEL": str(tiny_hf_model_dir),
+            "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": MODEL,
+            "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": f"127.0.0.1:{large}",
+            "LALO_INFERENCE_LARGE_DTYPE": "float32",
+            "LALO_INFERENCE_LARGE_MAX_MODEL_LEN": "1024",
+            "LALO_INFERENCE_LARGE_MAX_NUM_SEQS": "8",
+            "LALO_INFERENCE_LARGE_KV_CACHE_MEMORY_BYTES": str(128 * 1024 * 1024),
+            "LALO_INFERENCE_LARGE_ENFORCE_EAGER": "true",
+            "LALO_INFERENCE_LARGE_TORCH_COMPILE": "false",
+        },
+        logs / "inference-large.log",
+    )
+    relay = None
     try:
-        processes.append(
-            _spawn(
-                "lalo_inference_large",
-                {
-                    **common,
-                    "LALO_INFERENCE_LARGE_MODEL": str(tiny_hf_model_dir),
-                    "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": MODEL,
-                    "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": f"127.0.0.1:{large}",
-                    "LALO_INFERENCE_LARGE_DTYPE": "float32",
-                    "LALO_INFERENCE_LARGE_MAX_MODEL_LEN": "1024",
-                    "LALO_INFERENCE_LARGE_MAX_NUM_SEQS": "8",
-                    "LALO_INFERENCE_LARGE_KV_CACHE_MEMORY_BYTES": str(128 * 1024 * 1024),
-                    "LALO_INFERENCE_LARGE_ENFORCE_EAGER": "true",
-                    "LALO_INFERENCE_LARGE_TORCH_COMPILE": "false",
-                },
-                logs / "inference-large.log",
-            )
-        )
-        router_env, gateway_env = relay_envs(
+        relay = start_relay(
             pool="large",
             backend_target=f"127.0.0.1:{large}",
-            router_port=router,
-            gateway_port=gateway,
-            gateway_grpc_port=gateway_grpc,
-            state_dir=state,
             api_key=api_key,
+            service_token=token,
+            log_dir=logs,
         )
-        processes.append(_spawn("lalo_router", {**common, **router_env}, logs / "router.log"))
-        processes.append(_spawn("lalo_gateway", {**common, **gateway_env}, logs / "gateway.log"))
-        wait_for_grpc(f"127.0.0.1:{large}", 300, processes[0])
-        wait_for_grpc(f"127.0.0.1:{router}", 60, processes[1])
-        wait_for_http(f"http://127.0.0.1:{gateway}/readyz", 60, processes[2])
+        wait_for_grpc(f"127.0.0.1:{large}", 300, engine)
         with openai.OpenAI(
-            base_url=f"http://127.0.0.1:{gateway}/v1", api_key=api_key, max_retries=0, timeout=120
+            base_url=f"{relay.gateway_url}/v1", api_key=api_key, max_retries=0, timeout=120
         ) as client:
             yield client
     except BaseException:
@@ -95,14 +84,15 @@ def sdk(
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
         raise
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        if relay is not None:
+            relay.stop()
+        if engine.poll() is None:
+            engine.send_signal(signal.SIGTERM)
+            try:
+                engine.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+                engine.wait()
 
 
 def test_the_model_is_listed(sdk: openai.OpenAI) -> None:

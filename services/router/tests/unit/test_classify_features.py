@@ -22,3 +22,29 @@ CENTS = LEXICAL_NAMES.index("money_with_cents")
 )
 def test_money_with_cents(text: str, expected: float) -> None:
     assert lexical_features(text, text)[CENTS] == expected
+
+
+GIVEN_TEXT = LEXICAL_NAMES.index("refers_to_given_text")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("From the passage provided, extract the year the league was established.", 1.0),
+        ("Given a reference text about Joseph Charlton, what team did he play for?", 1.0),
+        ("Based on this paragraph, during what year was Hearst born?", 1.0),
+        ("Extract the names of the teams from the text below.", 1.0),
+        ("From the article, tell me why the trail has been closed.", 1.0),
+        # Words that only sometimes point at a supplied text do not count.
+        ("Which of the following is a prime number? A. 4 B. 6 C. 7 D. 9", 0.0),
+        (
+            "The following paragraphs each describe a set of three objects arranged in a "
+            "fixed order. The statements are logically consistent within each paragraph.",
+            0.0,
+        ),
+        ("Write an article about the history of the bicycle.", 0.0),
+        ("What is the capital of Australia?", 0.0),
+    ],
+)
+def test_refers_to_given_text(text: str, expected: float) -> None:
+    assert lexical_features(text, text)[GIVEN_TEXT] == expected

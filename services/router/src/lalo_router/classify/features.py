@@ -37,9 +37,14 @@ _BIGRAM_MULT = np.uint64(1_000_003)
 _START = np.array([CLS_ID], dtype=np.int64)
 _END = np.array([SEP_ID], dtype=np.int64)
 
+# A text the user supplies and refers to ("from the passage", "given a reference text",
+# "based on this paragraph"): what extraction is about. Only the phrases that point at one:
+# bare "following", "below" or "paragraph" also match "which of the following" and BBH's
+# "within each paragraph" (1,526 training prompts against 170; grouped macro-F1 0.855 ->
+# 0.863, extraction F1 0.19 -> 0.24, in cross-validation).
 _CONTEXT_REF = re.compile(
-    r"\b(passage|paragraph|reference text|the text|this text|given text|article|"
-    r"following|below|provided|transcript|document)\b",
+    r"\b(passage|reference text|from the text|given text|following text|text below|this text|"
+    r"(?:this|the|following|above|given) paragraph|(?:this|the) article)\b",
     re.IGNORECASE,
 )
 _EXTRACT_VERB = re.compile(

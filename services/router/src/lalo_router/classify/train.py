@@ -35,7 +35,7 @@ from lalo_router.classify.model import OTHER, top2_margin
 
 log = logging.getLogger(__name__)
 
-VERSION = "1.3.0"
+VERSION = "1.4.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
 CATEGORY_C = 2.0

@@ -7,6 +7,17 @@ PYTHON ?= python3
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 # llama.cpp is compiled from source once (uv caches the wheel); LLaVA is not needed.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# The build is -march=native, which on Xeons with AMX (Sapphire Rapids and later) also turns
+# on llama.cpp's AMX kernels: with Q4_0 weights they print garbage or segfault in decode
+# (ggml-org/llama.cpp#20824, #16315; seen here on a 2-core AMX VM). Built without them; the
+# AVX-512/VNNI kernels are used instead. Passed as build settings, not CMAKE_ARGS, because
+# uv's wheel cache keys on build settings and ignores the environment.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_BUILD_SETTINGS := \
+  --config-settings-package "llama-cpp-python:cmake.define.CMAKE_C_FLAGS=$(NO_AMX)" \
+  --config-settings-package "llama-cpp-python:cmake.define.CMAKE_CXX_FLAGS=$(NO_AMX)"
+endif
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 PROTO_OUT := libs/lalo-proto/src
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
@@ -22,7 +33,7 @@ uv: ## Install uv (the package manager) if it is missing
 
 .PHONY: install
 install: uv ## Install the whole workspace from uv.lock into .venv (CPU only, no torch)
-	$(UV) sync --frozen --all-packages
+	$(UV) sync --frozen --all-packages $(LLAMA_BUILD_SETTINGS)
 
 .PHONY: lock
 lock: uv ## Re-resolve dependencies into uv.lock

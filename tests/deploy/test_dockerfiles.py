@@ -4,6 +4,8 @@ is held to catching each of those mistakes."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from types import ModuleType
 
@@ -41,6 +43,19 @@ def test_inference_small_is_portable_by_default() -> None:
     assert "ARG LLAMA_NATIVE=false" in text
     assert "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF" in text
     assert "build-essential cmake" in text
+
+
+def test_inference_small_native_build_leaves_out_amx() -> None:
+    # scikit-build-core splits CMAKE_ARGS with shlex: each flag list must stay one define.
+    text = (REPO_ROOT / "services/inference-small/Dockerfile").read_text()
+    value = re.search(r'^ARG LLAMA_NATIVE_CMAKE_ARGS="(.*)"$', text, re.MULTILINE)
+    assert value is not None
+    args = shlex.split(value.group(1))
+    assert "-DGGML_NATIVE=ON" in args
+    for language in ("C", "CXX"):
+        define = next(a for a in args if a.startswith(f"-DCMAKE_{language}_FLAGS="))
+        flags = define.split("=", 1)[1].split()
+        assert {"-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"} <= set(flags)
 
 
 def test_inference_large_starts_from_vllm() -> None:

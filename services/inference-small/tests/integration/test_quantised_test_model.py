@@ -45,3 +45,12 @@ def test_q4_0_layout_generates_printable_text(
     assert len(text) >= out["usage"]["completion_tokens"]
     assert text.isascii(), repr(text)
     assert text.isprintable(), repr(text)
+
+
+def test_llama_cpp_is_built_without_amx_kernels() -> None:
+    # On a Xeon with AMX, -march=native alone turns llama.cpp's AMX kernels on, and with Q4_0
+    # weights the test above then prints garbage or segfaults (ggml-org/llama.cpp#20824);
+    # `make install` builds with -mno-amx-*. The flag is a compile-time one: it shows whether
+    # the kernels were built in, whatever CPU runs the test.
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "AMX_INT8 = 1" not in info, info

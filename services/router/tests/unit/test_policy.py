@@ -471,7 +471,10 @@ def test_the_example_policy_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "policy.example.yaml"
     spec = load_policy(example, "small")
     assert merge_backends(spec, []) == [("small", "127.0.0.1:50061"), ("large", "127.0.0.1:50062")]
-    assert spec.escalation.named() == {"escalation.thresholds.math": ("pgr80", "math")}
+    assert spec.escalation.named() == {
+        "escalation.threshold": ("pgr50", None),
+        "escalation.thresholds.math": ("pgr80", "math"),
+    }
     # Its categories are the committed classifier's labels.
     from lalo_router.classify import load_classifier
 

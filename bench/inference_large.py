@@ -34,7 +34,7 @@ import grpc
 import httpx
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
-from lalo_testing.stack import free_port, start_relay
+from lalo_testing.stack import free_port, start_relay, stop_process
 from lalo_testing.tiny_hf_model import write_hf_model
 
 MODEL_NAME = "tiny-bench"
@@ -112,13 +112,7 @@ async def wait_until(
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout_s=60, sig=signal.SIGINT)
 
 
 async def run_load(

@@ -86,6 +86,20 @@ def wait_for_http(
     raise TimeoutError(f"{url} not ready after {timeout_s}s ({last})")
 
 
+def stop_process(
+    process: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """Ask a child process to stop with ``sig``; kill it if it is still there after
+    ``timeout_s``."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Service:
     name: str
@@ -94,13 +108,7 @@ class Service:
     log_file: IO[bytes] | None = None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s)
         if self.log_file is not None:
             self.log_file.close()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from .conftest import SKIP_REASON
 if not vllm_available():
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
-from lalo_testing.stack import free_port, start_relay, wait_for_grpc
+from lalo_testing.stack import free_port, start_relay, stop_process, wait_for_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -86,13 +85,7 @@ def sdk(
     finally:
         if relay is not None:
             relay.stop()
-        if engine.poll() is None:
-            engine.send_signal(signal.SIGTERM)
-            try:
-                engine.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                engine.kill()
-                engine.wait()
+        stop_process(engine, timeout_s=60)
 
 
 def test_the_model_is_listed(sdk: openai.OpenAI) -> None:

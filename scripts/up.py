@@ -98,6 +98,7 @@ def main() -> int:
     keys, generated = _api_key()
     first_key = keys.split(",")[0].strip()
     port = int(os.environ.get("LALO_GATEWAY_PORT", "8000"))
+    workflows = os.environ.get("LALO_WORKFLOWS", "1") != "0"
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -115,7 +116,7 @@ def main() -> int:
             model_id=model_id,
             gateway_port=port,
             # The complex path (workflows, tools) in embedded mode; LALO_WORKFLOWS=0 skips it.
-            workflows=os.environ.get("LALO_WORKFLOWS", "1") != "0",
+            workflows=workflows,
             gateway_grpc_port=int(os.environ.get("LALO_GATEWAY_GRPC_PORT", "50050")),
             log_dir=STATE / "logs",
             service_token=os.environ.get("LALO_SERVICE_TOKEN") or secrets.token_hex(16),
@@ -136,6 +137,17 @@ def main() -> int:
         return 1
     url = stack.gateway_url
     key_note = " (development key, kept in .lalo/dev-api-key)" if generated else ""
+    workflow_note = (
+        'Workflows: model "workflow" (or "auto" for agentic requests) answers through a\n'
+        "planned, durable workflow; /v1/workflows creates and follows them directly.\n"
+        if workflows
+        else "Workflows are off (LALO_WORKFLOWS=0).\n"
+    )
+    if workflows and "LALO_INFERENCE_SMALL_MODEL_PATH" not in os.environ:
+        workflow_note += (
+            "With the random-weight test model plans are nonsense: most workflows end in a\n"
+            "422 workflow_failed that says which step failed.\n"
+        )
     print(
         f"""
 LALO is ready at {url}/v1
@@ -153,9 +165,7 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)
 PY
 
-Workflows: model "workflow" (or "auto" for agentic requests) answers through a planned,
-durable workflow; /v1/workflows creates and follows them directly.
-
+{workflow_note}
 gRPC (lalo.router.v1.RouterService, metadata "authorization: Bearer <key>"):
   {stack.gateway_grpc_target}
 

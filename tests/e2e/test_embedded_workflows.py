@@ -67,3 +67,63 @@ def test_chat_through_a_workflow_ends_in_an_answer_or_a_clear_reason(
     assert got.status_code == 200
     assert got.json()["state"] in expected
     assert got.json()["steps"], "a workflow that ran has steps"
+
+
+AGENTIC = "Book me a flight to Paris next friday and add it to my calendar"
+
+
+def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
+    workflow_stack: Stack,
+) -> None:
+    """make up's stack has no policy file: the router derives one, and with an orchestrator
+    configured that sends agentic requests to the complex path."""
+    client = openai.OpenAI(
+        base_url=workflow_stack.base_url, api_key=workflow_stack.api_key, max_retries=0
+    )
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": AGENTIC}]
+        )
+        assert raw.headers["x-lalo-route"] == "workflow"
+        assert raw.headers["x-lalo-category"] == "agentic"
+        assert raw.headers["x-lalo-workflow-id"]
+    except openai.UnprocessableEntityError as exc:
+        # The random-weight model's plan failed: the failure is the workflow's own.
+        error = exc.response.json()["error"]
+        assert error["code"] == "workflow_failed"
+
+
+def test_a_request_wanting_structure_is_answered_by_a_model_not_a_workflow(
+    workflow_stack: Stack,
+) -> None:
+    """A workflow answers in plain text: an agentic request with a response format (or
+    tools, or logprobs) goes to a model that can honour it."""
+    client = openai.OpenAI(
+        base_url=workflow_stack.base_url, api_key=workflow_stack.api_key, max_retries=0
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": AGENTIC}],
+        response_format={"type": "json_object"},
+        max_tokens=8,
+    )
+    assert raw.headers["x-lalo-route"] == "small"
+    assert raw.headers["x-lalo-category"] == "agentic"
+    assert "x-lalo-workflow-id" not in raw.headers
+    # Named outright, the workflow model refuses what it would ignore, before it starts.
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "book_flight",
+                "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+            },
+        }
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="workflow",
+            messages=[{"role": "user", "content": AGENTIC}],
+            tools=tools,  # type: ignore[arg-type]
+        )
+    assert caught.value.response.json()["error"]["param"] == "tools"

@@ -54,6 +54,27 @@ def describe(event: wpb.WorkflowEvent) -> str:
     return str(event.type)
 
 
+def refuse_what_workflows_ignore(request: rpb.ChatRequest) -> None:
+    """A workflow's answer is plain text: refuse what it would silently ignore (``auto``
+    never routes such requests here; this is for the ``workflow`` model named outright)."""
+    if len(request.chat.tools):
+        raise InvalidArgument(
+            "the workflow model runs LALO's own tools and answers in text; it cannot return "
+            "tool calls for 'tools': use model 'auto' or a model that supports tools",
+            param="tools",
+        )
+    if request.sampling.response_format.type not in (
+        ipb.ResponseFormat.TYPE_UNSPECIFIED,
+        ipb.ResponseFormat.TEXT,
+    ):
+        raise InvalidArgument(
+            "the workflow model answers in plain text; it cannot follow 'response_format'",
+            param="response_format",
+        )
+    if request.sampling.logprobs:
+        raise InvalidArgument("the workflow model cannot report logprobs", param="logprobs")
+
+
 class WorkflowChat:
     def __init__(self, stub: Any, timeout_s: float = 30.0) -> None:
         self._stub = stub
@@ -64,6 +85,7 @@ class WorkflowChat:
     ) -> AsyncIterator[rpb.ChatResponse]:
         if request.WhichOneof("input") != "chat":
             raise InvalidArgument("workflows answer chat requests (messages), not raw prompts")
+        refuse_what_workflows_ignore(request)
         metadata = request_metadata(request.request_id)
         create = wpb.CreateWorkflowRequest(
             owner=request.principal,

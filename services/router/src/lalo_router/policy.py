@@ -272,14 +272,73 @@ def classifier_errors(spec: PolicySpec, classifier: Classifier | None) -> list[s
     return errors
 
 
+LARGE_POOL = "large"
+# The categories whose p_escalate was learned: the outcome data are benchmark questions
+# (MMLU, GSM8K, ARC, Winogrande). Elsewhere it is an extrapolation: a long text to
+# summarise reads as "hard" to it (pgr50 would send ~90 % of summaries to the large pool).
+LEARNED_ESCALATION = ("factual_qa", "math", "reasoning")
+DEFAULT_OPERATING_POINT = "pgr50"
+
+
+def default_policy(
+    default_pool: str, backend_pools: Iterable[str] = (), *, workflows: bool = False
+) -> PolicySpec:
+    """The policy without a file, from what the deployment has: with a ``large`` pool,
+    code goes there and factual, maths and reasoning questions escalate to it at the
+    classifier's pgr50 point (~half the small->large quality gap recovered); with an
+    orchestrator, agentic requests become workflows; each inference pool falls back to the
+    others. With one pool and no orchestrator everything goes to ``default_pool``."""
+    pools = list(dict.fromkeys([default_pool, *sorted(backend_pools)]))
+    categories: dict[str, str] = {}
+    escalation = EscalationSpec()
+    if LARGE_POOL in pools and default_pool != LARGE_POOL:
+        categories["code"] = LARGE_POOL
+        escalation = EscalationSpec(
+            to=LARGE_POOL,
+            threshold=NEVER_ESCALATE,
+            thresholds=dict.fromkeys(LEARNED_ESCALATION, DEFAULT_OPERATING_POINT),
+        )
+    if workflows:
+        categories["agentic"] = WORKFLOW_POOL
+    fallbacks = {pool: [other for other in pools if other != pool] for pool in pools}
+    return PolicySpec(
+        default_pool=default_pool,
+        categories=categories,
+        escalation=escalation,
+        fallbacks=fallbacks if len(pools) > 1 else {},
+    )
+
+
+def describe_policy(spec: PolicySpec) -> str:
+    """One line for the start-up log: what ``auto`` requests do under ``spec``."""
+    parts = [f"default pool {spec.default_pool}"]
+    parts += [f"{category} -> {pool}" for category, pool in sorted(spec.categories.items())]
+    escalation = spec.escalation
+    if escalation.to:
+        rules = [
+            f"{category} at {value}"
+            for category, value in sorted(escalation.thresholds.items())
+            if value != NEVER_ESCALATE
+        ]
+        if escalation.threshold != NEVER_ESCALATE:
+            rules.append(f"the rest at {escalation.threshold}")
+        parts.append(f"escalate to {escalation.to}: {', '.join(rules) or 'never'}")
+    parts += [f"{pool} falls back to {', '.join(chain)}" for pool, chain in spec.fallbacks.items()]
+    return "; ".join(parts)
+
+
 def load_policy(
-    path: Path | None, default_pool: str, backend_pools: Iterable[str] = ()
+    path: Path | None,
+    default_pool: str,
+    backend_pools: Iterable[str] = (),
+    *,
+    workflows: bool = False,
 ) -> PolicySpec:
     """Read and check the policy file; ``backend_pools`` are the pools LALO_ROUTER_BACKENDS
-    defines. Every problem is reported at once, each with the field it is in. Without a file
-    the policy is "everything to ``default_pool``" and is not checked."""
+    defines, ``workflows`` whether an orchestrator is configured. Every problem is reported
+    at once, each with the field it is in. Without a file: ``default_policy``."""
     if path is None:
-        return PolicySpec(default_pool=default_pool)
+        return default_policy(default_pool, backend_pools, workflows=workflows)
     try:
         raw: Any = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -399,6 +458,10 @@ class PolicyRouter:
         return needs
 
     def _capable(self, pool: str, needs: set[str]) -> bool:
+        if pool == WORKFLOW_POOL:
+            # A workflow answers in plain text: it cannot hand the caller's tool calls
+            # back, follow a response format or report logprobs.
+            return not needs
         spec = self.spec.pools.get(pool)
         if spec is None or not needs:
             return True  # pools without a declared capability list are not filtered
@@ -419,9 +482,13 @@ class PolicyRouter:
         return "saturated" if all(r.saturated for r in live) else "ok"
 
     def _resolve(self, preferred: str, needs: set[str]) -> tuple[str, str]:
+        default = self.spec.default_pool
         chain = [preferred, *self.spec.fallbacks.get(preferred, [])]
-        if self.spec.default_pool not in chain:
-            chain.append(self.spec.default_pool)
+        if default not in chain:
+            # The last resort is the default pool as it would route itself: with its own
+            # fallbacks (an agentic request with tools, which no workflow can take, reaches
+            # the pool that has tools when the default one lacks them).
+            chain += [default, *self.spec.fallbacks.get(default, [])]
         skipped: list[str] = []
         for pool in dict.fromkeys(chain):
             if not self._capable(pool, needs):

@@ -19,6 +19,7 @@ from lalo_router.policy import (
     PolicyRouter,
     PolicySpec,
     Strategy,
+    describe_policy,
     load_classifier,
     load_policy,
     merge_backends,
@@ -38,7 +39,10 @@ def load_routing(settings: RouterSettings) -> tuple[PolicySpec, list[tuple[str, 
     LALO_ROUTER_BACKENDS for the pools the policy gives none. Raises PolicyError."""
     env_backends = settings.backend_list()
     spec = load_policy(
-        settings.policy_path, settings.default_pool, {pool for pool, _ in env_backends}
+        settings.policy_path,
+        settings.default_pool,
+        {pool for pool, _ in env_backends},
+        workflows=bool(settings.orchestrator_target),
     )
     backends = merge_backends(
         spec, env_backends, env_explicit="backends" in settings.model_fields_set
@@ -88,7 +92,9 @@ def build_server(
     workflows = add_workflow_service(server, settings.orchestrator_target, service_token=token)
     enabled = bool(settings.orchestrator_target)
     if policy is None:
-        policy = load_policy(settings.policy_path, settings.default_pool, replicas.pools())
+        policy = load_policy(
+            settings.policy_path, settings.default_pool, replicas.pools(), workflows=enabled
+        )
     router = PolicyRouter(
         policy,
         replicas,
@@ -115,6 +121,11 @@ async def serve(settings: RouterSettings) -> None:
     except PolicyError as exc:
         log.error("%s", exc)  # one readable message, not a traceback
         raise SystemExit(2) from None
+    log.info(
+        "routing policy %s: %s",
+        settings.policy_path or "(no file: derived from the pools and the orchestrator)",
+        describe_policy(spec),
+    )
     replicas = ReplicaSet(backends, service_token=token, max_outstanding=replica_limits(spec))
     # The LLM strategy uses the embedding classifier too: p_escalate, and its fallback.
     try:

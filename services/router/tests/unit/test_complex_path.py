@@ -89,9 +89,12 @@ def _request() -> rpb.ChatRequest:
 async def test_workflow_answer_streams_route_progress_answer_and_usage() -> None:
     fake = FakeWorkflows()
     server, channel = await _serve(fake)
+    request = _request()
+    # A plain-text response format is what a workflow answers anyway: not refused.
+    request.sampling.response_format.type = ipb.ResponseFormat.TEXT
     try:
         chat = WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel))
-        events = [e async for e in chat.run(_request(), rpb.RouteDecision(pool="workflow"))]
+        events = [e async for e in chat.run(request, rpb.RouteDecision(pool="workflow"))]
     finally:
         await channel.close()
         await server.stop()
@@ -142,6 +145,49 @@ async def test_prompt_requests_are_refused() -> None:
     chat = WorkflowChat(stub=None)
     with pytest.raises(InvalidArgument):
         await anext(chat.run(rpb.ChatRequest(prompt="x"), rpb.RouteDecision()))
+
+
+def _with_tools() -> rpb.ChatRequest:
+    request = _request()
+    request.chat.tools.add(name="get_weather")
+    return request
+
+
+def _with_format(kind: int) -> rpb.ChatRequest:
+    request = _request()
+    request.sampling.response_format.type = kind  # type: ignore[assignment]
+    return request
+
+
+def _with_logprobs() -> rpb.ChatRequest:
+    request = _request()
+    request.sampling.logprobs = True
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "param"),
+    [
+        (_with_tools(), "tools"),
+        (_with_format(ipb.ResponseFormat.JSON_OBJECT), "response_format"),
+        (_with_format(ipb.ResponseFormat.JSON_SCHEMA), "response_format"),
+        (_with_logprobs(), "logprobs"),
+    ],
+)
+async def test_what_a_workflow_would_ignore_is_refused_before_one_starts(
+    request_: rpb.ChatRequest, param: str
+) -> None:
+    fake = FakeWorkflows()
+    server, channel = await _serve(fake)
+    try:
+        chat = WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel))
+        with pytest.raises(InvalidArgument) as caught:
+            await anext(chat.run(request_, rpb.RouteDecision(pool="workflow")))
+    finally:
+        await channel.close()
+        await server.stop()
+    assert caught.value.param == param
+    assert fake.created == []  # nothing was started on the orchestrator
 
 
 def test_describe_unknown_event_type() -> None:

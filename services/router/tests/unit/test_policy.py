@@ -10,10 +10,12 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo_common.errors import NotFound, ResourceExhausted, Unavailable
+from lalo_router.llm_classifier import DEFAULT_LABELS
 from lalo_router.policy import (
     PolicyError,
     PolicyRouter,
     PolicySpec,
+    describe_policy,
     load_policy,
     merge_backends,
     replica_limits,
@@ -467,6 +469,80 @@ async def test_agentic_requests_take_the_complex_path_when_workflows_are_on() ->
     assert (await off.route(chat("book a flight"))).pool == "small"
 
 
+async def test_requests_a_workflow_would_ignore_stay_off_the_complex_path() -> None:
+    """Tools, a response format or logprobs: the caller wants them back from a model, and a
+    workflow answers in plain text, so an agentic request carrying one goes to a pool."""
+    spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
+    rs = replicas(small=("s", True), large=("l", True))
+    router = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=True)
+    with_tools = chat("what is the weather in Boston?")
+    with_tools.chat.tools.add(name="get_weather")
+    route = await router.route(with_tools)
+    assert route.pool == "large"  # the default pool lacks tools; large has them
+    assert "workflow lacks tools" in route.reason
+    structured = chat("list three flights to Paris as JSON")
+    structured.sampling.response_format.type = ipb.ResponseFormat.JSON_SCHEMA
+    assert (await router.route(structured)).pool == "small"
+    plain = chat("book a flight and email me the receipt")
+    assert (await router.route(plain)).pool == "workflow"
+
+
+def test_without_a_file_the_policy_follows_the_deployment() -> None:
+    only_small = load_policy(None, "small", {"small"})
+    assert (only_small.categories, only_small.escalation.to, only_small.fallbacks) == (
+        {},
+        None,
+        {},
+    )
+    with_workflows = load_policy(None, "small", {"small"}, workflows=True)
+    assert with_workflows.categories == {"agentic": "workflow"}
+    full = load_policy(None, "small", {"small", "large"}, workflows=True)
+    assert full.categories == {"code": "large", "agentic": "workflow"}
+    assert full.escalation.to == "large"
+    # Escalation where p_escalate was learned (benchmark questions), not elsewhere.
+    assert full.escalation.thresholds == {
+        "factual_qa": "pgr50",
+        "math": "pgr50",
+        "reasoning": "pgr50",
+    }
+    assert full.escalation.threshold == 1.1
+    assert full.fallbacks == {"small": ["large"], "large": ["small"]}
+    # A large default pool has nowhere to escalate to.
+    assert load_policy(None, "large", {"small", "large"}).escalation.to is None
+    assert describe_policy(full) == (
+        "default pool small; agentic -> workflow; code -> large; escalate to large: "
+        "factual_qa at pgr50, math at pgr50, reasoning at pgr50; small falls back to large; "
+        "large falls back to small"
+    )
+
+
+async def test_the_default_policy_routes_auto_requests() -> None:
+    spec = load_policy(None, "small", {"small", "large"}, workflows=True)
+    rs = replicas(small=("s", True), large=("l", True))
+
+    class Labelled(PointsClassifier):
+        labels = DEFAULT_LABELS
+
+    def classifier(result: Result) -> Labelled:
+        return Labelled(result, {"pgr50": {None: 0.4}})
+
+    async def pool_of(result: Result) -> str:
+        router = PolicyRouter(spec, rs, classifier(result), workflows_enabled=True)
+        return (await router.route(chat("x"))).pool
+
+    assert await pool_of(Result("code")) == "large"
+    assert await pool_of(Result("agentic")) == "workflow"
+    assert await pool_of(Result("math", p_escalate=0.5)) == "large"  # pgr50 here: 0.4
+    assert await pool_of(Result("math", p_escalate=0.3)) == "small"
+    # A summary of a long text looks hard to p_escalate; it stays on the small model.
+    assert await pool_of(Result("summarization", p_escalate=0.9)) == "small"
+    assert await pool_of(Result("chat", p_escalate=0.9)) == "small"
+    # The small pool down: its fallback is the large one.
+    down = replicas(small=("s", False), large=("l", True))
+    router = PolicyRouter(spec, down, classifier(Result("chat")), workflows_enabled=True)
+    assert (await router.route(chat("hi"))).pool == "large"
+
+
 def test_the_example_policy_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "policy.example.yaml"
     spec = load_policy(example, "small")
@@ -475,6 +551,7 @@ def test_the_example_policy_is_valid() -> None:
         "escalation.threshold": ("pgr50", None),
         "escalation.thresholds.math": ("pgr80", "math"),
     }
+    assert spec.escalation.thresholds["summarization"] == 1.1  # never
     # Its categories are the committed classifier's labels.
     from lalo_router.classify import load_classifier
 

@@ -584,7 +584,8 @@ class PolicyRouter:
         if request.model == WORKFLOW_MODEL and self.workflows_enabled:
             return Route(pool=WORKFLOW_POOL, model=WORKFLOW_MODEL, reason="explicit workflow")
         if request.model not in AUTO_MODELS:
-            self.replicas.require_model(request.model)
+            routes = ["auto", *([WORKFLOW_MODEL] if self.workflows_enabled else [])]
+            self.replicas.require_model(request.model, routes)
             pool = next(
                 (
                     r.pool

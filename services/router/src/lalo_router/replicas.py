@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -163,9 +163,11 @@ class ReplicaSet:
                 return next(iter(replica.models))
         raise Unavailable(f"no healthy replica serves pool {pool!r}")
 
-    def require_model(self, model: str) -> None:
+    def require_model(self, model: str, routes: Iterable[str] = ()) -> None:
+        """NotFound unless a replica serves ``model``; the message lists what a caller may
+        name instead: the served models and the router's ``routes`` ("auto", ...)."""
         if model not in self.models():
-            known = ", ".join(sorted(self.models())) or "none"
+            known = ", ".join(sorted({*self.models(), *routes})) or "none"
             raise NotFound(
                 f"The model '{model}' does not exist or is not served (available: {known})"
             )

@@ -175,8 +175,12 @@ async def test_explicit_model_bypasses_classification() -> None:
     route = await router.route(chat("code", model="s"))
     assert (route.pool, route.model, route.reason) == ("small", "s", "explicit model")
     assert classifier.seen == []
-    with pytest.raises(NotFound):
+    # The message lists what may be named instead, the routes included.
+    with pytest.raises(NotFound, match=r"available: auto, l, s\)"):
         await router.route(chat("x", model="missing"))
+    with_workflows = PolicyRouter(SPEC, router.replicas, classifier, workflows_enabled=True)
+    with pytest.raises(NotFound, match=r"available: auto, l, s, workflow\)"):
+        await with_workflows.route(chat("x", model="missing"))
 
 
 async def test_without_classifier_auto_is_default_pool() -> None:

@@ -88,9 +88,13 @@ def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
         assert raw.headers["x-lalo-category"] == "agentic"
         assert raw.headers["x-lalo-workflow-id"]
     except openai.UnprocessableEntityError as exc:
-        # The random-weight model's plan failed: the failure is the workflow's own.
+        # The random-weight model's plan failed: the failure is the workflow's own, and the
+        # error still says where the request went and which workflow to look up.
         error = exc.response.json()["error"]
+        headers = exc.response.headers
         assert error["code"] == "workflow_failed"
+        assert (headers["x-lalo-route"], headers["x-lalo-category"]) == ("workflow", "agentic")
+        assert headers["x-lalo-workflow-id"] in error["message"]
 
 
 def test_a_request_wanting_structure_is_answered_by_a_model_not_a_workflow(

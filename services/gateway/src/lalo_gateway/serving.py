@@ -126,8 +126,15 @@ def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str,
     return headers
 
 
-def _in_band(error: ipb.GenerateError) -> APIError:
-    return from_grpc(status_code_from_int(error.code), error.message)
+def _in_band(error: ipb.GenerateError, route: rpb.RouteDecision | None = None) -> APIError:
+    """The error an in-band failure becomes; once the route is known its headers go with
+    it (a failed workflow's 422 names the workflow to look up, x-lalo-workflow-id)."""
+    exc = from_grpc(status_code_from_int(error.code), error.message)
+    if route is not None:
+        headers = route_headers(route, "")
+        del headers["x-request-id"]
+        exc.headers.update(headers)
+    return exc
 
 
 async def _prepend(
@@ -181,7 +188,7 @@ class Serving:
             route = await self._first(events)
             first = await anext(events, None)
             if first is not None and first.WhichOneof("event") == "error":
-                raise _in_band(first.error)
+                raise _in_band(first.error, route)
         except APIError as exc:
             if exc.code == "context_length_exceeded":
                 exc.param = self.input_param
@@ -201,7 +208,7 @@ class Serving:
                 out.finish_reason = FINISH_REASONS[event.complete.finish_reason]
                 out.usage = event.complete.usage
             elif kind == "error":
-                raise _in_band(event.error)
+                raise _in_band(event.error, out.route)
         return out
 
     def _report_usage(self, usage: ipb.Usage | None, model: str) -> None:

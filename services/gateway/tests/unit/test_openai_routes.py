@@ -254,6 +254,34 @@ def test_error_event_mid_collection(post: Callable[..., Any], router: FakeRouter
     assert_openai_error(response, 429, type_="rate_limit_error")
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_workflow_names_its_route_and_workflow(
+    post: Callable[..., Any], router: FakeRouter, stream: bool
+) -> None:
+    """The route is known before the workflow fails: its headers come with the error, so
+    the caller can look the workflow up (GET /v1/workflows/{id})."""
+    router.script = [
+        rpb.ChatResponse(
+            route=rpb.RouteDecision(
+                pool="workflow", model="workflow", category="agentic", workflow_id="wf-9"
+            )
+        ),
+        rpb.ChatResponse(progress=rpb.WorkflowProgress(workflow_id="wf-9", text="planned")),
+        error_event(grpc.StatusCode.ABORTED, "workflow wf-9 ended failed: step 1 failed"),
+    ]
+    response = post("/v1/chat/completions", chat_body(stream=stream))
+    if stream:
+        # The progress event opened the stream: the failure arrives in-band.
+        assert response.status_code == 200
+        assert response.headers["x-lalo-workflow-id"] == "wf-9"
+        return
+    assert_openai_error(response, 422, code="workflow_failed")
+    assert response.headers["x-lalo-route"] == "workflow"
+    assert response.headers["x-lalo-category"] == "agentic"
+    assert response.headers["x-lalo-workflow-id"] == "wf-9"
+    assert "x-request-id" in response.headers
+
+
 def test_router_that_sends_nothing(post: Callable[..., Any], router: FakeRouter) -> None:
     router.script = []
     assert_openai_error(post("/v1/chat/completions", chat_body()), 502, type_="server_error")

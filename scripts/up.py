@@ -145,8 +145,9 @@ def main() -> int:
     )
     if workflows and "LALO_INFERENCE_SMALL_MODEL_PATH" not in os.environ:
         workflow_note += (
-            "With the random-weight test model plans are nonsense: most workflows end in a\n"
-            "422 workflow_failed that says which step failed.\n"
+            "With the random-weight test model plans are nonsense and most workflows fail:\n"
+            '"auto" then answers directly (x-lalo-workflow-id names the workflow tried),\n'
+            'model "workflow" answers 422 workflow_failed saying which step failed.\n'
         )
     print(
         f"""

@@ -201,7 +201,11 @@ class Serving:
         out.route, pending = await self._open(events)
         async for event in _prepend(pending, events):
             kind = event.WhichOneof("event")
-            if kind == "chunk":
+            if kind == "route":
+                # A second decision: the workflow the policy chose did not answer and a
+                # model answers directly (it names the workflow that was tried).
+                out.route = event.route
+            elif kind == "chunk":
                 out.text.append(event.chunk.text)
                 out.tokens.extend(event.chunk.tokens)
             elif kind == "complete":
@@ -240,6 +244,7 @@ class Serving:
         async def body() -> AsyncIterator[str]:
             finish_reason = "stop"
             usage: ipb.Usage | None = None
+            answered_by = route.model if route else ""
             try:
                 # The opening chunk (built now that the routed model is known) and the
                 # output already read go out in one write: each write is a trip through
@@ -253,6 +258,8 @@ class Serving:
                     yield "".join(head)
                 async for event in _prepend(pending, events):
                     kind = event.WhichOneof("event")
+                    if kind == "route":
+                        answered_by = event.route.model
                     if kind == "complete":
                         finish_reason = FINISH_REASONS[event.complete.finish_reason]
                         usage = event.complete.usage
@@ -269,7 +276,7 @@ class Serving:
                 yield sse(finish(finish_reason))
                 if usage_chunk is not None and usage is not None:
                     yield sse(usage_chunk(usage))
-                self._report_usage(usage, route.model if route else "")
+                self._report_usage(usage, answered_by)
                 yield SSE_DONE
             except APIError as exc:  # the router failed mid-stream
                 yield sse(exc.body())
@@ -385,6 +392,11 @@ class ServingChat(Serving):
 
         def render(event: rpb.ChatResponse) -> dict[str, Any] | None:
             kind = event.WhichOneof("event")
+            if kind == "route":
+                # A second decision (a workflow that did not answer, a model that does):
+                # the chunks from here on name the model that writes them.
+                model_holder["model"] = event.route.model
+                return None
             if kind == "progress":
                 # Workflow progress (complex path) is not the answer: it travels beside it,
                 # as reasoning models' thoughts do.

@@ -282,6 +282,59 @@ def test_a_failed_workflow_names_its_route_and_workflow(
     assert "x-request-id" in response.headers
 
 
+WORKFLOW_THEN_DIRECT = [
+    rpb.ChatResponse(
+        route=rpb.RouteDecision(
+            pool="workflow", model="workflow", category="agentic", workflow_id="wf-9"
+        )
+    ),
+    rpb.ChatResponse(progress=rpb.WorkflowProgress(workflow_id="wf-9", text="planned")),
+    rpb.ChatResponse(
+        progress=rpb.WorkflowProgress(
+            workflow_id="wf-9",
+            type="workflow.fallback",
+            text="the workflow did not answer (step 1 failed); answering directly",
+        )
+    ),
+    rpb.ChatResponse(
+        route=rpb.RouteDecision(pool="small", model=MODEL, category="agentic", workflow_id="wf-9")
+    ),
+    chunk("Hel", "Hel"),
+    chunk("lo", "lo"),
+    complete(),
+]
+
+
+def test_a_direct_answer_after_a_workflow_names_both(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(WORKFLOW_THEN_DIRECT)
+    response = post("/v1/chat/completions", chat_body())
+    assert response.status_code == 200
+    assert response.json()["model"] == MODEL
+    assert response.json()["choices"][0]["message"]["content"] == "Hello"
+    assert response.headers["x-lalo-route"] == "small"
+    assert response.headers["x-lalo-model"] == MODEL
+    assert response.headers["x-lalo-workflow-id"] == "wf-9"
+
+
+def test_a_streamed_direct_answer_after_a_workflow(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(WORKFLOW_THEN_DIRECT)
+    response = post("/v1/chat/completions", chat_body(stream=True))
+    assert response.headers["x-lalo-route"] == "workflow"  # sent before the workflow failed
+    events = sse_events(response)
+    deltas = [e["choices"][0]["delta"] for e in events if e.get("choices")]
+    reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+    assert "answering directly" in reasoning
+    assert "".join(d.get("content") or "" for d in deltas) == "Hello"
+    # The answer's chunks name the model that wrote them.
+    assert [
+        e["model"] for e in events if e.get("choices") and e["choices"][0]["delta"].get("content")
+    ] == [MODEL, MODEL]
+
+
 def test_router_that_sends_nothing(post: Callable[..., Any], router: FakeRouter) -> None:
     router.script = []
     assert_openai_error(post("/v1/chat/completions", chat_body()), 502, type_="server_error")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -82,7 +82,7 @@ class WorkflowChat:
 
     async def run(
         self, request: rpb.ChatRequest, decision: rpb.RouteDecision
-    ) -> AsyncIterator[rpb.ChatResponse]:
+    ) -> AsyncGenerator[rpb.ChatResponse, None]:
         if request.WhichOneof("input") != "chat":
             raise InvalidArgument("workflows answer chat requests (messages), not raw prompts")
         refuse_what_workflows_ignore(request)

@@ -7,6 +7,7 @@ were sent — the caller gets an in-band error instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +58,9 @@ class Route:
     p_escalate: float = 0.0
     classify_ms: float = 0.0
     escalated: bool = False
+    # For a workflow the policy chose (``auto``): where the request is answered directly if
+    # the workflow does not answer (fails, runs out of budget, or cannot be started).
+    direct: Route | None = None
 
 
 # The route for a request, given the caller's remaining time (PolicyRouter.route).
@@ -90,13 +94,61 @@ class ChatForwarder:
     ) -> AsyncIterator[rpb.ChatResponse]:
         deadline = time.monotonic() + time_remaining if time_remaining else None
         route = await self.decide(request, time_remaining)
-        if route.pool == WORKFLOW_POOL:
-            if self.workflows is None:
-                raise Unavailable("workflows are not configured on this router")
-            decision = self._decision(route, None)
-            async for response in self.workflows.run(request, decision):
+        if route.pool != WORKFLOW_POOL:
+            async for response in self._forward(request, route, deadline):
                 yield response
             return
+        if self.workflows is None:
+            raise Unavailable("workflows are not configured on this router")
+        decision = self._decision(route, None)
+        announced = False
+        failure = ""
+        try:
+            async with contextlib.aclosing(self.workflows.run(request, decision)) as events:
+                async for response in events:
+                    kind = response.WhichOneof("event")
+                    if kind == "error" and route.direct is not None:
+                        failure = response.error.message or "no answer"
+                        break
+                    announced = announced or kind == "route"
+                    yield response
+        except (Unavailable, ResourceExhausted, DeadlineExceeded) as exc:
+            if route.direct is None:
+                raise
+            failure = exc.message
+        if not failure or route.direct is None:
+            return
+        # The policy chose the workflow, not the caller: answer the way the default pool
+        # would rather than fail a request a model can answer. The failure stays visible.
+        log.warning(
+            "workflow %s did not answer (%s); answering directly with %s",
+            decision.workflow_id or "(not started)",
+            failure,
+            route.direct.model,
+        )
+        if announced:
+            yield rpb.ChatResponse(
+                progress=rpb.WorkflowProgress(
+                    workflow_id=decision.workflow_id,
+                    type="workflow.fallback",
+                    text=f"the workflow did not answer ({failure}); answering directly with "
+                    f"{route.direct.model}",
+                )
+            )
+        async for response in self._forward(
+            request, route.direct, deadline, workflow_id=decision.workflow_id
+        ):
+            yield response
+
+    async def _forward(
+        self,
+        request: rpb.ChatRequest,
+        route: Route,
+        deadline: float | None,
+        workflow_id: str = "",
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        """The request answered by a replica of ``route``'s pool; ``workflow_id`` names a
+        workflow that was tried first (it goes out with the route decision)."""
         self._check_capabilities(request, route.model)
         generate = self._generate_request(request, route.model)
         # What the caller has left after classification (an LLM strategy takes some).
@@ -121,7 +173,9 @@ class ChatForwarder:
                 async for response in self._stream(replica, generate, request, timeout):
                     if not started:
                         started = True
-                        yield rpb.ChatResponse(route=self._decision(route, replica))
+                        decision = self._decision(route, replica)
+                        decision.workflow_id = workflow_id
+                        yield rpb.ChatResponse(route=decision)
                     yield response
                 replica.record_success()
                 return

@@ -31,6 +31,7 @@ policy gives replicas, the policy's list wins (``merge_backends``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -41,7 +42,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 
 import yaml
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import ResourceExhausted, Unavailable
+from lalo_common.errors import LaloError, ResourceExhausted, Unavailable
 from prometheus_client import Counter, Histogram
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
@@ -611,8 +612,11 @@ class PolicyRouter:
                 preferred = escalation.to
                 escalated = True
                 reason += f"; p_escalate {result.p_escalate:.2f} >= {shown}"
+        if preferred == WORKFLOW_POOL and request.WhichOneof("input") != "chat":
+            preferred = self.spec.default_pool
+            reason += "; a workflow takes messages, not a raw prompt"
         pool, note = self._resolve(preferred, needs)
-        return Route(
+        route = Route(
             pool=pool,
             model=self._model(pool),
             reason=reason + note,
@@ -621,6 +625,27 @@ class PolicyRouter:
             p_escalate=result.p_escalate,
             classify_ms=result.latency_ms,
             escalated=escalated and pool == preferred,
+        )
+        if pool == WORKFLOW_POOL:
+            route = dataclasses.replace(route, direct=self._direct(route, needs))
+        return route
+
+    def _direct(self, route: Route, needs: set[str]) -> Route | None:
+        """Where a workflow the policy chose is answered instead when it does not answer:
+        the default pool as it would route itself (None when no pool can take it now)."""
+        try:
+            pool, note = self._resolve(self.spec.default_pool, needs)
+            if pool == WORKFLOW_POOL:
+                return None
+            model = self._model(pool)
+        except LaloError:
+            return None
+        return dataclasses.replace(
+            route,
+            pool=pool,
+            model=model,
+            reason=f"{route.reason}; the workflow did not answer{note}",
+            direct=None,
         )
 
 

@@ -26,11 +26,17 @@ from lalo_common.errors import (
     error_param,
 )
 from lalo_common.grpc_client import request_metadata
+from prometheus_client import Counter
 
 from lalo_router.complex_path import WORKFLOW_POOL, WorkflowChat
 from lalo_router.replicas import Replica, ReplicaSet
 
 log = logging.getLogger(__name__)
+WORKFLOW_FALLBACKS = Counter(
+    "lalo_router_workflow_fallbacks_total",
+    "Requests whose policy-chosen workflow did not answer, answered directly, by pool",
+    ["pool"],
+)
 
 AUTO_MODELS = frozenset({"", "auto"})
 # Codes that mean "this replica could not take the request", so another may. CANCELLED
@@ -126,6 +132,7 @@ class ChatForwarder:
             failure,
             route.direct.model,
         )
+        WORKFLOW_FALLBACKS.labels(pool=route.direct.pool).inc()
         if announced:
             yield rpb.ChatResponse(
                 progress=rpb.WorkflowProgress(

@@ -21,6 +21,7 @@ from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import PolicyRouter, PolicySpec
 from lalo_router.replicas import ReplicaSet
 from lalo_testing.inference import FakeServer, start_fake_inference
+from prometheus_client import REGISTRY
 
 TOKEN = "router-test-token"
 SPEC = PolicySpec.model_validate({"default_pool": "small", "categories": {"agentic": "workflow"}})
@@ -116,6 +117,11 @@ async def events(stack: Stack, model: str = "auto") -> list[rpb.ChatResponse]:
     return [event async for event in stack.forwarder.chat(chat(model))]
 
 
+def fallbacks_to(pool: str) -> float:
+    value = REGISTRY.get_sample_value("lalo_router_workflow_fallbacks_total", {"pool": pool})
+    return value or 0.0
+
+
 FAILED = (wpb.WORKFLOW_STATE_FAILED, False)
 BUDGET = (wpb.WORKFLOW_STATE_BUDGET_EXCEEDED, False)
 DOWN = (wpb.WORKFLOW_STATE_FAILED, True)
@@ -124,7 +130,9 @@ SUCCEEDED = (wpb.WORKFLOW_STATE_SUCCEEDED, False)
 
 @pytest.mark.parametrize("stack", [FAILED, BUDGET], indirect=True)
 async def test_an_auto_workflow_that_fails_is_answered_directly(stack: Stack) -> None:
+    counted = fallbacks_to("small")
     out = await events(stack)
+    assert fallbacks_to("small") == counted + 1
     kinds = [e.WhichOneof("event") for e in out]
     assert kinds[0] == "route"
     assert out[0].route.pool == "workflow"

@@ -88,10 +88,16 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
         record.role = principal.role.value
         record.key_id = principal.key_id
         record.key_prefix = principal.key_prefix
-        if request.model not in AUTO_MODELS and not principal.may_use_model(request.model):
-            raise ModelNotAllowed(f"This API key is not allowed to use model '{request.model}'.")
+        # As over REST, "auto" is an allowlist entry like any other.
+        model = request.model if request.model not in AUTO_MODELS else "auto"
+        if not principal.may_use_model(model):
+            raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.")
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
+        # The allowlist the router honours is the key's, never one the caller sent.
+        del forwarded.allowed_models[:]
+        if principal.allowed_models is not None:
+            forwarded.allowed_models.extend(sorted(principal.allowed_models))
         forwarded.request_id = record.request_id
         forwarded.principal = principal.subject
         forwarded.tenant = principal.tenant

@@ -294,7 +294,12 @@ UsageHook = Callable[[int, int, str], None]
 
 class ServingChat(Serving):
     async def create(
-        self, body: ChatCompletionRequest, request_id: str, principal: str = "", tenant: str = ""
+        self,
+        body: ChatCompletionRequest,
+        request_id: str,
+        principal: str = "",
+        tenant: str = "",
+        allowed_models: frozenset[str] | None = None,
     ) -> JSONResponse | StreamingResponse:
         _check_common(body)
         router_request = rpb.ChatRequest(
@@ -303,6 +308,7 @@ class ServingChat(Serving):
             stream=bool(body.stream),
             principal=principal,
             tenant=tenant,
+            allowed_models=sorted(allowed_models) if allowed_models is not None else [],
         )
         for message in body.messages:
             router_request.chat.messages.add(
@@ -439,7 +445,12 @@ class ServingCompletions(Serving):
     input_param = "prompt"
 
     async def create(
-        self, body: CompletionRequest, request_id: str, principal: str = "", tenant: str = ""
+        self,
+        body: CompletionRequest,
+        request_id: str,
+        principal: str = "",
+        tenant: str = "",
+        allowed_models: frozenset[str] | None = None,
     ) -> JSONResponse | StreamingResponse:
         _check_common(body)
         if body.echo:
@@ -462,6 +473,7 @@ class ServingCompletions(Serving):
             stream=bool(body.stream),
             principal=principal,
             tenant=tenant,
+            allowed_models=sorted(allowed_models) if allowed_models is not None else [],
         )
         want_logprobs = body.logprobs is not None
         router_request.sampling.CopyFrom(

@@ -335,6 +335,28 @@ def test_a_streamed_direct_answer_after_a_workflow(
     ] == [MODEL, MODEL]
 
 
+def test_the_keys_allowlist_travels_to_the_router(
+    app_client: TestClient, router: FakeRouter
+) -> None:
+    """The router routes "auto" only to models the key may use: the gateway tells it which
+    (the key's list, sorted; nothing for a key without one)."""
+    keys = app_client.app.state.security.keys  # type: ignore[attr-defined]
+    limited = keys.create(owner="team-small", allowed_models=[MODEL, "auto"]).secret
+    for path, body in (
+        ("/v1/chat/completions", chat_body()),
+        ("/v1/completions", {"model": "auto", "prompt": "hi"}),
+    ):
+        body["model"] = "auto"
+        response = app_client.post(path, json=body, headers={"Authorization": f"Bearer {limited}"})
+        assert response.status_code == 200, response.text
+        assert list(router.requests[-1].allowed_models) == sorted([MODEL, "auto"])
+    response = app_client.post(
+        "/v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert response.status_code == 200
+    assert list(router.requests[-1].allowed_models) == []
+
+
 def test_router_that_sends_nothing(post: Callable[..., Any], router: FakeRouter) -> None:
     router.script = []
     assert_openai_error(post("/v1/chat/completions", chat_body()), 502, type_="server_error")

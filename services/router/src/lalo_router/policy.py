@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal, Protocol, cast
 
 import yaml
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import LaloError, ResourceExhausted, Unavailable
+from lalo_common.errors import LaloError, PermissionDenied, ResourceExhausted, Unavailable
 from prometheus_client import Counter, Histogram
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
@@ -468,11 +468,16 @@ class PolicyRouter:
             return True  # pools without a declared capability list are not filtered
         return needs.issubset(spec.supports)
 
-    def _pool_state(self, pool: str) -> Literal["ok", "saturated", "down"]:
-        """ "down": no available replica serves the pool's models; "saturated": some do, but
-        every one is at its cap of outstanding requests."""
+    def _pool_state(
+        self, pool: str, allowed: frozenset[str] = frozenset()
+    ) -> Literal["ok", "saturated", "down", "not allowed"]:
+        """ "down": no available replica serves the pool's models; "not allowed": some do,
+        but none of the models the caller may use (``allowed``; empty: any); "saturated":
+        some do, but every one is at its cap of outstanding requests."""
         if pool == WORKFLOW_POOL:
-            return "ok" if self.workflows_enabled else "down"
+            if not self.workflows_enabled:
+                return "down"
+            return "not allowed" if allowed and WORKFLOW_MODEL not in allowed else "ok"
         live = self.replicas.candidates(pool=pool, include_saturated=True)
         spec = self.spec.pools.get(pool)
         wanted = spec.preferred_models() if spec else []
@@ -480,9 +485,15 @@ class PolicyRouter:
             live = [r for r in live if any(m in r.models for m in wanted)]
         if not live:
             return "down"
+        if allowed:
+            live = [r for r in live if any(m in allowed for m in wanted or r.models)]
+            if not live:
+                return "not allowed"
         return "saturated" if all(r.saturated for r in live) else "ok"
 
-    def _resolve(self, preferred: str, needs: set[str]) -> tuple[str, str]:
+    def _resolve(
+        self, preferred: str, needs: set[str], allowed: frozenset[str] = frozenset()
+    ) -> tuple[str, str]:
         default = self.spec.default_pool
         chain = [preferred, *self.spec.fallbacks.get(preferred, [])]
         if default not in chain:
@@ -495,7 +506,7 @@ class PolicyRouter:
             if not self._capable(pool, needs):
                 skipped.append(f"{pool} lacks {', '.join(sorted(needs))}")
                 continue
-            state = self._pool_state(pool)
+            state = self._pool_state(pool, allowed)
             if state == "ok":
                 return pool, "".join(f"; {note}" for note in skipped)
             skipped.append(f"{pool} {state}")
@@ -504,6 +515,11 @@ class PolicyRouter:
             # Healthy pools at their caps: the caller may retry later (429 upstream).
             raise ResourceExhausted(
                 f"every pool that can serve this request is busy ({'; '.join(skipped)}{needed})"
+            )
+        if any(note.endswith(" not allowed") for note in skipped):
+            raise PermissionDenied(
+                "This API key may not use any model that can serve this request "
+                f"({'; '.join(skipped)}{needed}); its models: {', '.join(sorted(allowed))}."
             )
         raise Unavailable(
             f"no healthy pool can serve this request (tried {', '.join(chain)}{needed})"
@@ -549,14 +565,16 @@ class PolicyRouter:
                 return resolved, f"{resolved:.2f} ({value})"
         return NEVER_ESCALATE, "never"
 
-    def _model(self, pool: str) -> str:
+    def _model(self, pool: str, allowed: frozenset[str] = frozenset()) -> str:
         if pool == WORKFLOW_POOL:
             return WORKFLOW_MODEL
         spec = self.spec.pools.get(pool)
         for model in spec.preferred_models() if spec else []:
-            if self.replicas.candidates(pool=pool, model=model):
+            if (not allowed or model in allowed) and self.replicas.candidates(
+                pool=pool, model=model
+            ):
                 return model
-        return self.replicas.model_for_pool(pool)
+        return self.replicas.model_for_pool(pool, allowed)
 
     def classifies(self, request: rpb.ChatRequest) -> bool:
         """Whether ``request`` is routed by its category (else by the model it names)."""
@@ -596,9 +614,11 @@ class PolicyRouter:
             )
             return Route(pool=pool, model=request.model, reason="explicit model")
         needs = self._needs(request)
+        # The caller's model allowlist (the gateway's word; empty: any model).
+        allowed = frozenset(request.allowed_models)
         if result is None:
-            pool, note = self._resolve(self.spec.default_pool, needs)
-            return Route(pool=pool, model=self._model(pool), reason="default pool" + note)
+            pool, note = self._resolve(self.spec.default_pool, needs, allowed)
+            return Route(pool=pool, model=self._model(pool, allowed), reason="default pool" + note)
         category = result.label
         preferred = self.spec.categories.get(category, self.spec.default_pool)
         reason = f"category {category} ({result.confidence:.2f}"
@@ -615,10 +635,10 @@ class PolicyRouter:
         if preferred == WORKFLOW_POOL and request.WhichOneof("input") != "chat":
             preferred = self.spec.default_pool
             reason += "; a workflow takes messages, not a raw prompt"
-        pool, note = self._resolve(preferred, needs)
+        pool, note = self._resolve(preferred, needs, allowed)
         route = Route(
             pool=pool,
-            model=self._model(pool),
+            model=self._model(pool, allowed),
             reason=reason + note,
             category=category,
             category_confidence=result.confidence,
@@ -627,17 +647,17 @@ class PolicyRouter:
             escalated=escalated and pool == preferred,
         )
         if pool == WORKFLOW_POOL:
-            route = dataclasses.replace(route, direct=self._direct(route, needs))
+            route = dataclasses.replace(route, direct=self._direct(route, needs, allowed))
         return route
 
-    def _direct(self, route: Route, needs: set[str]) -> Route | None:
+    def _direct(self, route: Route, needs: set[str], allowed: frozenset[str]) -> Route | None:
         """Where a workflow the policy chose is answered instead when it does not answer:
         the default pool as it would route itself (None when no pool can take it now)."""
         try:
-            pool, note = self._resolve(self.spec.default_pool, needs)
+            pool, note = self._resolve(self.spec.default_pool, needs, allowed)
             if pool == WORKFLOW_POOL:
                 return None
-            model = self._model(pool)
+            model = self._model(pool, allowed)
         except LaloError:
             return None
         return dataclasses.replace(

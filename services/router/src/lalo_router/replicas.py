@@ -157,10 +157,13 @@ class ReplicaSet:
         chosen.sort(key=lambda r: r.outstanding)
         return chosen
 
-    def model_for_pool(self, pool: str) -> str:
+    def model_for_pool(self, pool: str, allowed: frozenset[str] = frozenset()) -> str:
+        """The first model the least busy replica of ``pool`` serves (of ``allowed``, when
+        given)."""
         for replica in self.candidates(pool=pool, include_saturated=True):
-            if replica.models:
-                return next(iter(replica.models))
+            for model in replica.models:
+                if not allowed or model in allowed:
+                    return model
         raise Unavailable(f"no healthy replica serves pool {pool!r}")
 
     def require_model(self, model: str, routes: Iterable[str] = ()) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import NotFound, ResourceExhausted, Unavailable
+from lalo_common.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from lalo_router.llm_classifier import DEFAULT_LABELS
 from lalo_router.policy import (
     PolicyError,
@@ -545,6 +545,46 @@ async def test_the_default_policy_routes_auto_requests() -> None:
     down = replicas(small=("s", False), large=("l", True))
     router = PolicyRouter(spec, down, classifier(Result("chat")), workflows_enabled=True)
     assert (await router.route(chat("hi"))).pool == "large"
+
+
+def restricted(text: str, *allowed: str) -> rpb.ChatRequest:
+    request = chat(text)
+    request.allowed_models.extend(allowed)
+    return request
+
+
+async def test_auto_routes_only_to_models_the_key_may_use() -> None:
+    rs = replicas(small=("s", True), large=("l", True))
+    escalating = PolicyRouter(SPEC, rs, FakeClassifier(Result("chat", p_escalate=0.9)))
+    # Escalation would pick the large pool; this key may only use the small model.
+    route = await escalating.route(restricted("hi", "auto", "s"))
+    assert (route.pool, route.model) == ("small", "s")
+    assert "large not allowed" in route.reason
+    assert (await escalating.route(restricted("hi", "auto", "s", "l"))).pool == "large"
+    code = PolicyRouter(SPEC, rs, FakeClassifier(Result("code")))
+    # No model of the key can serve it: a permission error that says which it may use.
+    with pytest.raises(PermissionDenied, match=r"may not use any model.*its models: auto, x"):
+        await code.route(restricted("write a parser", "auto", "x"))
+
+
+async def test_a_pool_serving_several_models_gives_an_allowed_one() -> None:
+    rs = replica_set(replica("small", "qwen", "tinyllama"))
+    router = PolicyRouter(PolicySpec(default_pool="small"), rs, None)
+    assert (await router.route(restricted("hi", "auto", "tinyllama"))).model == "tinyllama"
+    assert (await router.route(chat("hi"))).model == "qwen"
+
+
+async def test_the_complex_path_needs_the_workflow_entry() -> None:
+    spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
+    rs = replicas(small=("s", True), large=("l", True))
+    router = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=True)
+    route = await router.route(restricted("book a flight", "auto", "s"))
+    assert route.pool == "small"
+    assert "workflow not allowed" in route.reason
+    allowed = await router.route(restricted("book a flight", "auto", "s", "workflow"))
+    assert allowed.pool == "workflow"
+    assert allowed.direct is not None
+    assert allowed.direct.model == "s"
 
 
 def test_the_example_policy_is_valid() -> None:

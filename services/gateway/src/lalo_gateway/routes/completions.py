@@ -25,4 +25,6 @@ async def create_completion(
         request, principal, model=body.model, messages=prompts, max_tokens=body.max_tokens
     )
     serving: ServingCompletions = request.app.state.serving_completions
-    return await serving.create(body, request_id, principal.subject, principal.tenant)
+    return await serving.create(
+        body, request_id, principal.subject, principal.tenant, principal.allowed_models
+    )

@@ -274,6 +274,9 @@ def classifier_errors(spec: PolicySpec, classifier: Classifier | None) -> list[s
 
 
 LARGE_POOL = "large"
+# What a completions-style request (a raw prompt, not messages) needs of a pool: only the
+# complex path lacks it, so no pool declares it.
+RAW_PROMPT = "raw_prompt"
 # The categories whose p_escalate was learned: the outcome data are benchmark questions
 # (MMLU, GSM8K, ARC, Winogrande). Elsewhere it is an extrapolation: a long text to
 # summarise reads as "hard" to it (pgr50 would send ~90 % of summaries to the large pool).
@@ -447,7 +450,9 @@ class PolicyRouter:
 
     def _needs(self, request: rpb.ChatRequest) -> set[str]:
         needs: set[str] = set()
-        if request.WhichOneof("input") == "chat" and len(request.chat.tools):
+        if request.WhichOneof("input") != "chat":
+            needs.add(RAW_PROMPT)
+        elif len(request.chat.tools):
             needs.add("tools")
         fmt = request.sampling.response_format.type
         if fmt in (2, 3):  # JSON_OBJECT, JSON_SCHEMA
@@ -460,13 +465,15 @@ class PolicyRouter:
 
     def _capable(self, pool: str, needs: set[str]) -> bool:
         if pool == WORKFLOW_POOL:
-            # A workflow answers in plain text: it cannot hand the caller's tool calls
-            # back, follow a response format or report logprobs.
+            # A workflow plans from messages and answers in plain text: it cannot take a
+            # raw prompt, hand the caller's tool calls back, follow a response format or
+            # report logprobs.
             return not needs
+        declared = needs - {RAW_PROMPT}  # every inference pool takes a raw prompt
         spec = self.spec.pools.get(pool)
-        if spec is None or not needs:
+        if spec is None or not declared:
             return True  # pools without a declared capability list are not filtered
-        return needs.issubset(spec.supports)
+        return declared.issubset(spec.supports)
 
     def _pool_state(
         self, pool: str, allowed: frozenset[str] = frozenset()
@@ -486,7 +493,9 @@ class PolicyRouter:
         if not live:
             return "down"
         if allowed:
-            live = [r for r in live if any(m in allowed for m in wanted or r.models)]
+            # A replica counts when it serves a model that is both wanted and allowed.
+            usable = allowed.intersection(wanted) if wanted else allowed
+            live = [r for r in live if any(m in usable for m in r.models)]
             if not live:
                 return "not allowed"
         return "saturated" if all(r.saturated for r in live) else "ok"
@@ -510,7 +519,8 @@ class PolicyRouter:
             if state == "ok":
                 return pool, "".join(f"; {note}" for note in skipped)
             skipped.append(f"{pool} {state}")
-        needed = f"; needs {', '.join(sorted(needs))}" if needs else ""
+        declared = sorted(needs - {RAW_PROMPT})
+        needed = f"; needs {', '.join(declared)}" if declared else ""
         if any(note.endswith(" saturated") for note in skipped):
             # Healthy pools at their caps: the caller may retry later (429 upstream).
             raise ResourceExhausted(
@@ -632,9 +642,6 @@ class PolicyRouter:
                 preferred = escalation.to
                 escalated = True
                 reason += f"; p_escalate {result.p_escalate:.2f} >= {shown}"
-        if preferred == WORKFLOW_POOL and request.WhichOneof("input") != "chat":
-            preferred = self.spec.default_pool
-            reason += "; a workflow takes messages, not a raw prompt"
         pool, note = self._resolve(preferred, needs, allowed)
         route = Route(
             pool=pool,

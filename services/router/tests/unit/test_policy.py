@@ -574,6 +574,37 @@ async def test_a_pool_serving_several_models_gives_an_allowed_one() -> None:
     assert (await router.route(chat("hi"))).model == "qwen"
 
 
+async def test_an_allowed_model_counts_only_on_the_replica_that_serves_it() -> None:
+    """The pool wants qwen or tinyllama; the key may use tinyllama; only the qwen replica is
+    up: the pool cannot serve this key (it is not "ok" because another replica might)."""
+    spec = PolicySpec.model_validate(
+        {
+            "pools": {"small": {"models": ["qwen", "tinyllama"]}, "large": {}},
+            "fallbacks": {"small": ["large"]},
+        }
+    )
+    rs = replica_set(replica("small", "qwen"), replica("large", "tinyllama", target="large:1"))
+    route = await PolicyRouter(spec, rs, None).route(restricted("hi", "auto", "tinyllama"))
+    assert (route.pool, route.model) == ("large", "tinyllama")
+    assert "small not allowed" in route.reason
+
+
+async def test_a_raw_prompt_never_reaches_a_workflow_even_through_a_fallback() -> None:
+    spec = PolicySpec.model_validate(
+        {
+            "categories": {"chat": "large"},
+            "fallbacks": {"large": ["workflow", "small"]},
+        }
+    )
+    rs = replicas(small=("s", True), large=("l", False))
+    router = PolicyRouter(spec, rs, FakeClassifier(Result("chat")), workflows_enabled=True)
+    route = await router.route(rpb.ChatRequest(model="auto", prompt="complete this"))
+    assert route.pool == "small"
+    assert "large down; workflow lacks raw_prompt" in route.reason
+    # A chat request with the same chain may take the workflow.
+    assert (await router.route(chat("hello"))).pool == "workflow"
+
+
 async def test_the_complex_path_needs_the_workflow_entry() -> None:
     spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
     rs = replicas(small=("s", True), large=("l", True))

@@ -188,5 +188,5 @@ async def test_a_raw_prompt_is_not_sent_to_a_workflow(stack: Stack) -> None:
     out = [e async for e in stack.forwarder.chat(rpb.ChatRequest(model="auto", prompt="book it"))]
     route = out[0].route
     assert route.pool == "small"
-    assert "a workflow takes messages" in route.reason
+    assert "workflow lacks raw_prompt" in route.reason
     assert stack.workflows.created == 0

@@ -21,7 +21,7 @@ from lalo_common.errors import LaloError
 from lalo_common.grpc_client import request_metadata
 from lalo_common.grpc_server import GrpcServer, request_id_of
 
-from lalo_gateway.router_client import RouterClient
+from lalo_gateway.router_client import RouterClient, stamp_caller
 from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.security.errors import ModelNotAllowed
 from lalo_gateway.security.grpc_auth import authorize_call
@@ -94,13 +94,8 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.")
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
-        # The allowlist the router honours is the key's, never one the caller sent.
-        del forwarded.allowed_models[:]
-        if principal.allowed_models is not None:
-            forwarded.allowed_models.extend(sorted(principal.allowed_models))
         forwarded.request_id = record.request_id
-        forwarded.principal = principal.subject
-        forwarded.tenant = principal.tenant
+        stamp_caller(forwarded, principal)
         await context.send_initial_metadata(request_metadata(forwarded.request_id))
         call = self._router.stub.Chat(
             forwarded,

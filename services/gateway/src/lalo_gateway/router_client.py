@@ -13,6 +13,18 @@ from lalo_common.errors import error_param
 from lalo_common.grpc_client import create_channel, request_metadata
 
 from lalo_gateway.errors import from_grpc
+from lalo_gateway.security.principal import Principal
+
+
+def stamp_caller(request: rpb.ChatRequest, principal: Principal | None) -> None:
+    """The request's identity from the verified caller, never from what a client sent: the
+    principal, the tenant, and the key's model allowlist the router routes "auto" within
+    (empty: any model)."""
+    request.principal = principal.subject if principal is not None else ""
+    request.tenant = principal.tenant if principal is not None else ""
+    del request.allowed_models[:]
+    if principal is not None and principal.allowed_models is not None:
+        request.allowed_models.extend(sorted(principal.allowed_models))
 
 
 class RouterClient:

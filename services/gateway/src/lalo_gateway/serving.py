@@ -28,7 +28,8 @@ from lalo_gateway.protocol import (
     ResponseFormat,
     SamplingFields,
 )
-from lalo_gateway.router_client import RouterClient
+from lalo_gateway.router_client import RouterClient, stamp_caller
+from lalo_gateway.security.principal import Principal
 
 FINISH_REASONS = {
     ipb.FINISH_REASON_STOP: "stop",
@@ -294,22 +295,15 @@ UsageHook = Callable[[int, int, str], None]
 
 class ServingChat(Serving):
     async def create(
-        self,
-        body: ChatCompletionRequest,
-        request_id: str,
-        principal: str = "",
-        tenant: str = "",
-        allowed_models: frozenset[str] | None = None,
+        self, body: ChatCompletionRequest, request_id: str, principal: Principal | None = None
     ) -> JSONResponse | StreamingResponse:
         _check_common(body)
         router_request = rpb.ChatRequest(
             request_id=request_id,
             model=body.model,
             stream=bool(body.stream),
-            principal=principal,
-            tenant=tenant,
-            allowed_models=sorted(allowed_models) if allowed_models is not None else [],
         )
+        stamp_caller(router_request, principal)
         for message in body.messages:
             router_request.chat.messages.add(
                 role=message.role,
@@ -445,12 +439,7 @@ class ServingCompletions(Serving):
     input_param = "prompt"
 
     async def create(
-        self,
-        body: CompletionRequest,
-        request_id: str,
-        principal: str = "",
-        tenant: str = "",
-        allowed_models: frozenset[str] | None = None,
+        self, body: CompletionRequest, request_id: str, principal: Principal | None = None
     ) -> JSONResponse | StreamingResponse:
         _check_common(body)
         if body.echo:
@@ -471,10 +460,8 @@ class ServingCompletions(Serving):
             model=body.model,
             prompt=prompts[0],
             stream=bool(body.stream),
-            principal=principal,
-            tenant=tenant,
-            allowed_models=sorted(allowed_models) if allowed_models is not None else [],
         )
+        stamp_caller(router_request, principal)
         want_logprobs = body.logprobs is not None
         router_request.sampling.CopyFrom(
             sampling_from_request(

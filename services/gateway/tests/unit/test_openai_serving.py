@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
 from lalo_gateway.protocol import ChatCompletionRequest, CompletionRequest
+from lalo_gateway.router_client import stamp_caller
+from lalo_gateway.security.principal import Principal
+from lalo_gateway.security.rbac import Role
 from lalo_gateway.serving import (
     chat_logprobs,
     completion_logprobs,
@@ -231,3 +235,18 @@ async def test_stream_sends_the_role_chunk_and_first_output_in_one_write() -> No
     assert [c["choices"][0]["delta"] for c in later] == [{"content": "lo"}, {}]
     assert later[-1]["choices"][0]["finish_reason"] == "stop"
     assert response.headers["x-lalo-model"] == "tiny"
+
+
+def test_the_router_hears_the_verified_caller_not_the_client() -> None:
+    forged = rpb.ChatRequest(principal="admin@evil", tenant="evil", allowed_models=["big"])
+    limited = Principal(
+        subject="team-a", role=Role.DEVELOPER, kind="api_key", allowed_models=frozenset({"b", "a"})
+    )
+    stamp_caller(forged, limited)
+    assert (forged.principal, forged.tenant, list(forged.allowed_models)) == (
+        "team-a",
+        "team-a",
+        ["a", "b"],
+    )
+    stamp_caller(forged, Principal(subject="ops", role=Role.ADMIN, kind="api_key"))
+    assert list(forged.allowed_models) == []  # no list: any model

@@ -28,6 +28,4 @@ async def create_chat_completion(
         max_tokens=body.max_completion_tokens or body.max_tokens,
     )
     serving: ServingChat = request.app.state.serving_chat
-    return await serving.create(
-        body, request_id, principal.subject, principal.tenant, principal.allowed_models
-    )
+    return await serving.create(body, request_id, principal)

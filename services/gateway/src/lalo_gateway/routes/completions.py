@@ -25,6 +25,4 @@ async def create_completion(
         request, principal, model=body.model, messages=prompts, max_tokens=body.max_tokens
     )
     serving: ServingCompletions = request.app.state.serving_completions
-    return await serving.create(
-        body, request_id, principal.subject, principal.tenant, principal.allowed_models
-    )
+    return await serving.create(body, request_id, principal)

@@ -1,10 +1,13 @@
-"""The complex path: a chat request answered by a workflow, relayed as progress + answer."""
+"""The complex path: a chat request answered by a workflow, relayed as progress + answer;
+and, for a workflow the policy chose, the direct answer that follows one that fails."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -16,16 +19,34 @@ from lalo.workflow.v1 import workflow_pb2_grpc
 from lalo_common.errors import InvalidArgument
 from lalo_common.grpc_server import GrpcServer
 from lalo_router.complex_path import WorkflowChat, describe
+from lalo_router.forwarding import ChatForwarder
+from lalo_router.policy import PolicyRouter, PolicySpec
+from lalo_router.replicas import ReplicaSet
+from lalo_testing.inference import FakeServer, start_fake_inference
+from prometheus_client import REGISTRY
+
+TOKEN = "router-test-token"
 
 
 class FakeWorkflows(workflow_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, final_state: int = wpb.WORKFLOW_STATE_SUCCEEDED, hang: bool = False) -> None:
+    """An orchestrator whose workflows end in ``final_state`` (``down``: it cannot start
+    one; ``hang``: it never finishes)."""
+
+    def __init__(
+        self,
+        final_state: int = wpb.WORKFLOW_STATE_SUCCEEDED,
+        hang: bool = False,
+        down: bool = False,
+    ) -> None:
         self.final_state = final_state
         self.hang = hang
+        self.down = down
         self.created: list[wpb.CreateWorkflowRequest] = []
         self.cancelled: list[str] = []
 
     async def CreateWorkflow(self, request: Any, context: Any) -> wpb.Workflow:
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchestrator database is down")
         self.created.append(request)
         return wpb.Workflow(
             id="wf-1", owner=request.owner, model="tiny", state=wpb.WORKFLOW_STATE_PENDING
@@ -195,3 +216,127 @@ def test_describe_unknown_event_type() -> None:
     assert describe(wpb.WorkflowEvent(type="plan.invalid", data_json="not json")) == (
         "plan rejected: invalid plan"
     )
+
+
+# ---- a workflow the policy chose (auto) that does not answer: a direct answer follows ----
+
+AGENTIC_SPEC = PolicySpec.model_validate(
+    {"default_pool": "small", "categories": {"agentic": "workflow"}}
+)
+
+
+class Agentic:
+    """A classifier that finds every text agentic."""
+
+    def classify(self, text: str) -> SimpleNamespace:
+        return SimpleNamespace(label="agentic", confidence=0.9, p_escalate=0.1, latency_ms=1.0)
+
+
+@dataclass
+class Stack:
+    forwarder: ChatForwarder
+    small: FakeServer
+    workflows: FakeWorkflows
+
+
+@pytest.fixture
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """A small pool (fake inference serving "tiny") and an orchestrator (``request.param``:
+    FakeWorkflows keyword arguments) behind a forwarder whose policy sends agentic requests
+    to workflows."""
+    small = await start_fake_inference("s", ["tiny"], service_token=TOKEN)
+    replicas = ReplicaSet([("small", small.target)], service_token=TOKEN)
+    await replicas.refresh()
+    fake = FakeWorkflows(**request.param)
+    server, channel = await _serve(fake)
+    router = PolicyRouter(AGENTIC_SPEC, replicas, Agentic(), workflows_enabled=True)
+    forwarder = ChatForwarder(
+        replicas,
+        router.route,
+        timeout_s=30,
+        workflows=WorkflowChat(workflow_pb2_grpc.WorkflowServiceStub(channel)),
+    )
+    yield Stack(forwarder, small, fake)
+    await channel.close()
+    await server.stop()
+    await replicas.close()
+    await small.stop()
+
+
+async def events(stack: Stack, model: str = "auto") -> list[rpb.ChatResponse]:
+    request = _request()
+    request.model = model
+    return [event async for event in stack.forwarder.chat(request)]
+
+
+def fallbacks_to(pool: str) -> float:
+    value = REGISTRY.get_sample_value("lalo_router_workflow_fallbacks_total", {"pool": pool})
+    return value or 0.0
+
+
+FAILED = {"final_state": wpb.WORKFLOW_STATE_FAILED}
+BUDGET = {"final_state": wpb.WORKFLOW_STATE_BUDGET_EXCEEDED}
+DOWN = {"down": True}
+SUCCEEDED = {"final_state": wpb.WORKFLOW_STATE_SUCCEEDED}
+
+
+@pytest.mark.parametrize("stack", [FAILED, BUDGET], indirect=True)
+async def test_an_auto_workflow_that_fails_is_answered_directly(stack: Stack) -> None:
+    counted = fallbacks_to("small")
+    out = await events(stack)
+    assert fallbacks_to("small") == counted + 1
+    kinds = [e.WhichOneof("event") for e in out]
+    assert kinds[0] == "route"
+    assert out[0].route.pool == "workflow"
+    assert out[0].route.workflow_id == "wf-1"
+    # The failure is told beside the answer, then the direct route names the workflow tried.
+    fallback = next(
+        e.progress
+        for e in out
+        if e.WhichOneof("event") == "progress" and e.progress.type == "workflow.fallback"
+    )
+    assert "budget" in fallback.text
+    assert "tiny" in fallback.text
+    second = [e.route for e in out[1:] if e.WhichOneof("event") == "route"]
+    assert [(r.pool, r.model, r.workflow_id) for r in second] == [("small", "tiny", "wf-1")]
+    assert second[0].category == "agentic"
+    assert "the workflow did not answer" in second[0].reason
+    assert "error" not in kinds
+    assert kinds[-1] == "complete"
+    assert "".join(e.chunk.text for e in out if e.WhichOneof("event") == "chunk")
+    assert len(stack.small.servicer.calls) == 1
+
+
+@pytest.mark.parametrize("stack", [DOWN], indirect=True)
+async def test_an_orchestrator_that_cannot_start_it_is_skipped(stack: Stack) -> None:
+    out = await events(stack)
+    # Nothing was announced yet: the direct route is the first (and only) decision.
+    routes = [e.route for e in out if e.WhichOneof("event") == "route"]
+    assert [(r.pool, r.workflow_id) for r in routes] == [("small", "")]
+    assert out[0].WhichOneof("event") == "route"
+    assert out[-1].WhichOneof("event") == "complete"
+
+
+@pytest.mark.parametrize("stack", [SUCCEEDED], indirect=True)
+async def test_a_workflow_that_answers_is_the_answer(stack: Stack) -> None:
+    out = await events(stack)
+    assert [e.route.pool for e in out if e.WhichOneof("event") == "route"] == ["workflow"]
+    assert "".join(e.chunk.text for e in out if e.WhichOneof("event") == "chunk") == "42"
+    assert stack.small.servicer.calls == []
+
+
+@pytest.mark.parametrize("stack", [FAILED], indirect=True)
+async def test_a_workflow_the_caller_named_fails_as_it_did(stack: Stack) -> None:
+    out = await events(stack, model="workflow")
+    assert out[-1].WhichOneof("event") == "error"
+    assert "budget" in out[-1].error.message
+    assert stack.small.servicer.calls == []
+
+
+@pytest.mark.parametrize("stack", [FAILED], indirect=True)
+async def test_a_raw_prompt_is_not_sent_to_a_workflow(stack: Stack) -> None:
+    out = [e async for e in stack.forwarder.chat(rpb.ChatRequest(model="auto", prompt="book it"))]
+    route = out[0].route
+    assert route.pool == "small"
+    assert "workflow lacks raw_prompt" in route.reason
+    assert stack.workflows.created == []

@@ -13,6 +13,7 @@ from lalo_gateway.router_client import stamp_caller
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Role
 from lalo_gateway.serving import (
+    ServingChat,
     chat_logprobs,
     completion_logprobs,
     route_headers,
@@ -207,9 +208,6 @@ class ScriptedRouter:
 
 
 async def test_stream_sends_the_role_chunk_and_first_output_in_one_write() -> None:
-    from lalo.router.v1 import router_pb2 as rpb
-    from lalo_gateway.serving import ServingChat
-
     events = [
         rpb.ChatResponse(route=rpb.RouteDecision(pool="small", model="tiny")),
         rpb.ChatResponse(chunk=ipb.GenerateChunk(text="Hel")),
@@ -250,3 +248,29 @@ def test_the_router_hears_the_verified_caller_not_the_client() -> None:
     )
     stamp_caller(forged, Principal(subject="ops", role=Role.ADMIN, kind="api_key"))
     assert list(forged.allowed_models) == []  # no list: any model
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_usage_is_charged_to_the_model_that_answered(stream: bool) -> None:
+    """A workflow the policy chose did not answer and a model did: its usage is that
+    model's, streamed or not."""
+    events = [
+        rpb.ChatResponse(route=rpb.RouteDecision(pool="workflow", model="workflow")),
+        rpb.ChatResponse(progress=rpb.WorkflowProgress(text="the workflow did not answer")),
+        rpb.ChatResponse(route=rpb.RouteDecision(pool="small", model="tiny")),
+        rpb.ChatResponse(chunk=ipb.GenerateChunk(text="Hello")),
+        rpb.ChatResponse(
+            complete=ipb.GenerateComplete(
+                finish_reason=ipb.FINISH_REASON_STOP,
+                usage=ipb.Usage(prompt_tokens=3, completion_tokens=2),
+            )
+        ),
+    ]
+    charged: list[tuple[int, int, str]] = []
+    serving = ServingChat(
+        ScriptedRouter(events), on_usage=lambda p, c, m: charged.append((p, c, m))
+    )
+    response = await serving.create(chat(stream=stream), "req-1")
+    if stream:
+        _ = [w async for w in response.body_iterator]  # type: ignore[union-attr]
+    assert charged == [(3, 2, "tiny")]

@@ -605,6 +605,24 @@ async def test_a_raw_prompt_never_reaches_a_workflow_even_through_a_fallback() -
     assert (await router.route(chat("hello"))).pool == "workflow"
 
 
+async def test_a_workflow_gets_no_direct_route_when_no_pool_could_answer_now() -> None:
+    """Then a failed workflow fails the request as it would have without the fallback."""
+    spec = PolicySpec.model_validate({"categories": {"agentic": "workflow"}})
+    up = PolicyRouter(
+        spec, replicas(small=("s", True)), FakeClassifier(Result("agentic")), workflows_enabled=True
+    )
+    assert (await up.route(chat("book a flight"))).direct is not None
+    down = PolicyRouter(
+        spec,
+        replicas(small=("s", False)),
+        FakeClassifier(Result("agentic")),
+        workflows_enabled=True,
+    )
+    route = await down.route(chat("book a flight"))
+    assert route.pool == "workflow"
+    assert route.direct is None
+
+
 async def test_the_complex_path_needs_the_workflow_entry() -> None:
     spec = SPEC.model_copy(update={"categories": {**SPEC.categories, "agentic": "workflow"}})
     rs = replicas(small=("s", True), large=("l", True))

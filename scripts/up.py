@@ -1,8 +1,9 @@
 """``make up``: run gateway, router and inference-small locally (embedded mode).
 
 Uses the model named by LALO_INFERENCE_SMALL_MODEL_PATH when set, otherwise writes the tiny
-random-weight model; creates a development API key when LALO_API_KEYS is unset; prints how
-to call the API; stops every process on Ctrl-C or SIGTERM.
+random-weight model; serves all-MiniLM-L6-v2 (from the installed package, converted to GGUF)
+for /v1/embeddings unless LALO_EMBEDDINGS=0; creates a development API key when LALO_API_KEYS
+is unset; prints how to call the API; stops every process on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from lalo_testing.embedding_model import MODEL_ID as MINILM_ID
+from lalo_testing.embedding_model import write_minilm
 from lalo_testing.stack import start_stack
 from lalo_testing.tiny_model import write_model
 
@@ -62,13 +65,21 @@ class MakeWatch:
         return now is None or not now & sigint or os.getppid() != self.pid
 
 
+def _configured(kind: str) -> tuple[Path, str] | None:
+    """LALO_INFERENCE_SMALL_{kind}_PATH (which must exist) and its _ID, when set."""
+    configured = os.environ.get(f"LALO_INFERENCE_SMALL_{kind}_PATH")
+    if not configured:
+        return None
+    path = Path(configured)
+    if not path.is_file():
+        sys.exit(f"LALO_INFERENCE_SMALL_{kind}_PATH={configured} does not exist")
+    return path, os.environ.get(f"LALO_INFERENCE_SMALL_{kind}_ID") or path.stem
+
+
 def _model() -> tuple[Path, str]:
-    configured = os.environ.get("LALO_INFERENCE_SMALL_MODEL_PATH")
+    configured = _configured("MODEL")
     if configured:
-        path = Path(configured)
-        if not path.is_file():
-            sys.exit(f"LALO_INFERENCE_SMALL_MODEL_PATH={configured} does not exist")
-        return path, os.environ.get("LALO_INFERENCE_SMALL_MODEL_ID") or path.stem
+        return configured
     path = STATE / "models" / "tiny-chat.gguf"
     if not path.exists():
         print(
@@ -77,6 +88,22 @@ def _model() -> tuple[Path, str]:
         )
         write_model(path, "tiny", seed=0)
     return path, "tiny-chat"
+
+
+def _embedding_model() -> tuple[Path, str] | None:
+    """The embedding model for /v1/embeddings: LALO_INFERENCE_SMALL_EMBEDDING_MODEL_PATH, or
+    all-MiniLM-L6-v2 (real weights, from the installed package) converted to GGUF once;
+    LALO_EMBEDDINGS=0 serves none."""
+    if os.environ.get("LALO_EMBEDDINGS", "1") == "0":
+        return None
+    configured = _configured("EMBEDDING_MODEL")
+    if configured:
+        return configured
+    path = STATE / "models" / f"{MINILM_ID}.gguf"
+    if not path.exists():
+        print(f"Writing the embedding model {MINILM_ID} ({path}) from the installed package.")
+        write_minilm(path)
+    return path, MINILM_ID
 
 
 def _api_key() -> tuple[str, bool]:
@@ -95,6 +122,7 @@ def _api_key() -> tuple[str, bool]:
 
 def main() -> int:
     model_path, model_id = _model()
+    embedding = _embedding_model()
     keys, generated = _api_key()
     first_key = keys.split(",")[0].strip()
     port = int(os.environ.get("LALO_GATEWAY_PORT", "8000"))
@@ -119,6 +147,8 @@ def main() -> int:
             workflows=workflows,
             gateway_grpc_port=int(os.environ.get("LALO_GATEWAY_GRPC_PORT", "50050")),
             log_dir=STATE / "logs",
+            embedding_model_path=embedding[0] if embedding else None,
+            embedding_model_id=embedding[1] if embedding else MINILM_ID,
             service_token=os.environ.get("LALO_SERVICE_TOKEN") or secrets.token_hex(16),
             extra_env={
                 "LALO_GATEWAY_DATABASE_URL": os.environ.get(
@@ -143,6 +173,15 @@ def main() -> int:
         if workflows
         else "Workflows are off (LALO_WORKFLOWS=0).\n"
     )
+    embedding_note = (
+        f"""Embeddings ({embedding[1]}):
+curl {url}/v1/embeddings -H "Authorization: Bearer {first_key}" \\
+  -H "Content-Type: application/json" -d '{{"model": "{embedding[1]}", "input": "Hello!"}}'
+
+"""
+        if embedding
+        else ""
+    )
     if workflows and "LALO_INFERENCE_SMALL_MODEL_PATH" not in os.environ:
         workflow_note += (
             "With the random-weight test model plans are nonsense and most workflows fail:\n"
@@ -166,7 +205,7 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)
 PY
 
-{workflow_note}
+{embedding_note}{workflow_note}
 gRPC (lalo.router.v1.RouterService, metadata "authorization: Bearer <key>"):
   {stack.gateway_grpc_target}
 

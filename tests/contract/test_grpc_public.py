@@ -71,7 +71,11 @@ async def test_list_models_needs_credentials(lalo_stack: Stack) -> None:
             metadata=(("authorization", f"Bearer {lalo_stack.api_key}"),),
             timeout=10,
         )
-        assert [m.id for m in reply.models] == ["tiny-chat"]
+        served = {m.id: m for m in reply.models}
+        assert sorted(served) == ["all-minilm-l6-v2", "tiny-chat"]
+        assert served["all-minilm-l6-v2"].embeddings
+        assert served["all-minilm-l6-v2"].embedding_dimensions == 384
+        assert not served["tiny-chat"].embeddings
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ListModels(ipb.ListModelsRequest(), timeout=10)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -117,3 +121,29 @@ async def test_every_grpc_call_is_audited_rejected_ones_too(
     assert success["tokens_out"] == 6
     (rejected,) = await rows("grpc-audit-denied")
     assert rejected["status"] == 403
+
+
+async def test_embed_over_grpc_gives_the_rest_apis_vectors(lalo_stack: Stack) -> None:
+    texts = ["A man is eating food.", "The girl is carrying a baby."]
+    async with grpc.aio.insecure_channel(lalo_stack.gateway_grpc_target) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        request = rpb.EmbedRequest(model="all-minilm-l6-v2", inputs=texts)
+        reply = await stub.Embed(
+            request, metadata=(("authorization", f"Bearer {lalo_stack.api_key}"),), timeout=30
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Embed(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert reply.pool
+    assert reply.result.prompt_tokens == 8 + 9
+    over_grpc = [list(e.values) for e in reply.result.embeddings]
+    async with httpx.AsyncClient(base_url=lalo_stack.gateway_url, timeout=30) as http:
+        response = await http.post(
+            "/v1/embeddings",
+            json={"model": "all-minilm-l6-v2", "input": texts},
+            headers={"Authorization": f"Bearer {lalo_stack.api_key}"},
+        )
+    over_rest = [item["embedding"] for item in response.json()["data"]]
+    assert len(over_grpc) == len(over_rest) == 2
+    for grpc_vector, rest_vector in zip(over_grpc, over_rest, strict=True):
+        assert grpc_vector == pytest.approx(rest_vector, abs=1e-6)

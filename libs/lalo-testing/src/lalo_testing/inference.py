@@ -17,6 +17,7 @@ import grpc
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
 from lalo_common.auth import REQUEST_ID_METADATA
+from lalo_common.errors import PARAM_METADATA
 from lalo_common.grpc_server import GrpcServer
 
 
@@ -77,6 +78,22 @@ class FakeCall:
     finished: bool = False
 
 
+@dataclass
+class FakeEmbedCall:
+    """What the fake saw of one Embed call."""
+
+    request: pb.EmbedRequest
+    metadata: dict[str, str]
+    time_remaining: float | None
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        item.key: item.value if isinstance(item.value, str) else item.value.decode()
+        for item in context.invocation_metadata() or ()
+    }
+
+
 class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     """A scriptable InferenceService.
 
@@ -84,25 +101,31 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     complete; ``"fail_before"`` aborts with ``fail_code`` before any output; ``"fail_after"``
     streams two chunks and then aborts; ``"hang"`` streams one chunk and waits until the
     caller goes away (recording the cancellation).
+
+    ``embedding`` (model id -> dimensions) marks some of ``models`` as embedding models:
+    ListModels says so and Embed answers for them (vectors of the input's length), with
+    ``"fail_before"`` aborting with ``fail_code`` (and ``fail_param`` as the error's param)
+    and ``"hang"`` never answering.
     """
 
-    def __init__(self, name: str, models: list[str]) -> None:
+    def __init__(
+        self, name: str, models: list[str], embedding: dict[str, int] | None = None
+    ) -> None:
         self.name = name
         self.models = models
+        self.embedding = embedding or {}
         self.behaviour = "ok"
         self.tokens = 3
         self.fail_code = grpc.StatusCode.UNAVAILABLE
+        self.fail_param = ""
         self.calls: list[FakeCall] = []
+        self.embed_calls: list[FakeEmbedCall] = []
         self.list_calls = 0
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        metadata = {
-            item.key: item.value if isinstance(item.value, str) else item.value.decode()
-            for item in context.invocation_metadata() or ()
-        }
-        call = FakeCall(request, metadata, context.time_remaining())
+        call = FakeCall(request, _metadata(context), context.time_remaining())
         self.calls.append(call)
         if request.model not in self.models:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.model!r} not served")
@@ -135,7 +158,40 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     ) -> pb.ListModelsResponse:
         self.list_calls += 1
         return pb.ListModelsResponse(
-            models=[pb.ModelInfo(id=m, backend="fake", context_length=256) for m in self.models]
+            models=[
+                pb.ModelInfo(
+                    id=m,
+                    backend="fake",
+                    context_length=256,
+                    embeddings=m in self.embedding,
+                    embedding_dimensions=self.embedding.get(m, 0),
+                )
+                for m in self.models
+            ]
+        )
+
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        self.embed_calls.append(
+            FakeEmbedCall(request, _metadata(context), context.time_remaining())
+        )
+        if request.model not in self.embedding:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.model!r} not served")
+        if self.behaviour == "fail_before":
+            trailing = ((PARAM_METADATA, self.fail_param),) if self.fail_param else ()
+            await context.abort(
+                self.fail_code, f"{self.name} failed to embed", trailing_metadata=trailing
+            )
+        if self.behaviour == "hang":
+            await asyncio.Event().wait()
+        dimensions = self.embedding[request.model]
+        return pb.EmbedResponse(
+            model=request.model,
+            embeddings=[
+                pb.Embedding(values=[float(len(text))] * dimensions) for text in request.inputs
+            ],
+            prompt_tokens=sum(len(text.split()) for text in request.inputs),
         )
 
     async def GetLoad(
@@ -158,9 +214,14 @@ class FakeServer:
 
 
 async def start_fake_inference(
-    name: str, models: list[str], *, service_token: str = "", address: str = "127.0.0.1:0"
+    name: str,
+    models: list[str],
+    *,
+    service_token: str = "",
+    address: str = "127.0.0.1:0",
+    embedding: dict[str, int] | None = None,
 ) -> FakeServer:
-    servicer = FakeInference(name, models)
+    servicer = FakeInference(name, models, embedding)
     server = GrpcServer(
         service_names=[pb.DESCRIPTOR.services_by_name["InferenceService"].full_name],
         service_token=service_token,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lalo_testing.embedding_model import write_minilm
 from lalo_testing.stack import Stack, start_stack
 from lalo_testing.tiny_model import write_model
 
@@ -20,6 +21,13 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random-weight chat GGUF (seed 0), written once per test session."""
     path = tmp_path_factory.mktemp("models") / "tiny-chat.gguf"
     return write_model(path, "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def embedding_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 (real weights, from the installed package) as a GGUF embedding
+    model, written once per test session (~45 MB, about a second)."""
+    return write_minilm(tmp_path_factory.mktemp("models") / "all-minilm-l6-v2.gguf")
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +52,12 @@ def stack_role_keys() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def lalo_stack(
     tiny_model_path: Path,
+    embedding_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
     stack_role_keys: dict[str, str],
 ) -> Iterator[Stack]:
-    """gateway + router + inference-small as real processes serving the tiny model."""
+    """gateway + router + inference-small as real processes serving the tiny chat model and
+    the all-MiniLM-L6-v2 embedding model."""
     log_dir = tmp_path_factory.mktemp("stack-logs")
     stack = start_stack(
         tiny_model_path,
@@ -58,6 +68,7 @@ def lalo_stack(
         n_ctx=1024,
         service_token=secrets.token_hex(16),
         extra_api_keys=tuple(f"{key}:{role}:{role}-user" for role, key in stack_role_keys.items()),
+        embedding_model_path=embedding_model_path,
     )
     try:
         yield stack

@@ -295,8 +295,12 @@ def start_stack(
     timeout_s: float = 120.0,
     workflows: bool = False,
     extra_api_keys: tuple[str, ...] = (),
+    embedding_model_path: Path | None = None,
+    embedding_model_id: str = "all-minilm-l6-v2",
 ) -> Stack:
-    """Starts inference-small, router and gateway; returns once /readyz says ready."""
+    """Starts inference-small, router and gateway; returns once /readyz says ready.
+    ``embedding_model_path``: a GGUF embedding model inference-small serves beside the chat
+    model (for /v1/embeddings)."""
     inference_port, router_port = free_port(), free_port()
     gateway_port = gateway_port or free_port()
     gateway_grpc_port = gateway_grpc_port or free_port()
@@ -315,6 +319,14 @@ def start_stack(
                 "LALO_INFERENCE_SMALL_PARALLEL": str(parallel),
                 "LALO_INFERENCE_SMALL_N_CTX": str(n_ctx),
                 **({"LALO_INFERENCE_SMALL_THREADS": str(threads)} if threads else {}),
+                **(
+                    {
+                        "LALO_INFERENCE_SMALL_EMBEDDING_MODEL_PATH": str(embedding_model_path),
+                        "LALO_INFERENCE_SMALL_EMBEDDING_MODEL_ID": embedding_model_id,
+                    }
+                    if embedding_model_path
+                    else {}
+                ),
             },
             log_dir,
         )

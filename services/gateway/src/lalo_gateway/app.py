@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from lalo_gateway.errors import install_error_handlers
 from lalo_gateway.grpc_api import start_public_grpc
 from lalo_gateway.router_client import RouterClient
-from lalo_gateway.routes import admin, chat, completions, health, models, workflows
+from lalo_gateway.routes import admin, chat, completions, embeddings, health, models, workflows
 from lalo_gateway.security.http import install_security, security_lifespan, usage_hook
 from lalo_gateway.serving import ServingChat, ServingCompletions
+from lalo_gateway.serving_embeddings import ServingEmbeddings
 from lalo_gateway.settings import GatewaySettings
 
 
@@ -28,6 +29,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.router = router
         app.state.serving_chat = ServingChat(router, on_usage=usage_hook)
         app.state.serving_completions = ServingCompletions(router, on_usage=usage_hook)
+        app.state.serving_embeddings = ServingEmbeddings(
+            router, on_usage=usage_hook, max_inputs=settings.max_embedding_inputs
+        )
         try:
             async with security_lifespan(app, settings, settings.static_keys()) as runtime:
                 public_grpc = None
@@ -57,6 +61,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app)
 
     install_security(app, max_body_bytes=settings.max_body_bytes)  # outermost: audits all
-    for module in (health, models, chat, completions, admin, workflows):
+    for module in (health, models, chat, completions, embeddings, admin, workflows):
         app.include_router(module.router)
     return app

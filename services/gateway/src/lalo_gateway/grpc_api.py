@@ -2,13 +2,15 @@
 
 gRPC clients use the same contract the gateway uses internally, but every call here is
 authenticated from the ``authorization`` metadata (API key or JWT), authorised (RBAC and the
-key's model allowlist), rate limited and charged with real token usage. Identity fields a
-client sends (principal, tenant) are replaced by the verified identity.
+key's model allowlist), rate limited and charged with real token usage, Chat and Embed
+alike. Identity fields a client sends (principal, tenant) are replaced by the verified
+identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,9 +25,11 @@ from lalo_common.grpc_server import GrpcServer, request_id_of
 
 from lalo_gateway.router_client import RouterClient, stamp_caller
 from lalo_gateway.security.audit import AuditRecord
+from lalo_gateway.security.edge import check_input_count
 from lalo_gateway.security.errors import ModelNotAllowed
 from lalo_gateway.security.grpc_auth import authorize_call
 from lalo_gateway.security.http import make_request_id
+from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
 
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 AUTO_MODELS = frozenset({"", "auto"})
 SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["RouterService"].full_name
 CHAT_PATH = f"/{SERVICE_NAME}/Chat"
+EMBED_PATH = f"/{SERVICE_NAME}/Embed"
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401,
@@ -49,24 +54,24 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
         self._router = router
         self._runtime = runtime
 
-    async def Chat(
-        self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[rpb.ChatResponse]:
+    @contextlib.asynccontextmanager
+    async def _audited(
+        self, path: str, model: str, request_id: str, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[AuditRecord]:
         """One audit record per call, rejected calls included (as for REST)."""
         record = AuditRecord(
             method="GRPC",
-            path=CHAT_PATH,
-            route=CHAT_PATH,
+            path=path,
+            route=path,
             status=200,
-            model=request.model,
+            model=model,
             client_addr=context.peer() or "",
         )
         # The request id is settled first, so a rejected call's record carries it too.
-        record.request_id = make_request_id(request_id_of(context) or request.request_id)
+        record.request_id = make_request_id(request_id_of(context) or request_id)
         started = time.perf_counter()
         try:
-            async for event in self._chat(request, context, record):
-                yield event
+            yield record
         except LaloError as exc:
             record.status = HTTP_STATUS.get(exc.code, 500)
             record.error_code = exc.code.name.lower()
@@ -79,19 +84,42 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             record.latency_ms = (time.perf_counter() - started) * 1000
             self._runtime.audit.record(record)
 
-    async def _chat(
-        self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext, record: AuditRecord
-    ) -> AsyncIterator[rpb.ChatResponse]:
+    async def _authorize(
+        self, context: grpc.aio.ServicerContext, record: AuditRecord, model: str
+    ) -> Principal:
+        """The verified caller, allowed inference and ``model``; recorded for the audit."""
         principal = await authorize_call(self._runtime, context, Permission.INFERENCE)
         record.subject = principal.subject
         record.principal_kind = principal.kind
         record.role = principal.role.value
         record.key_id = principal.key_id
         record.key_prefix = principal.key_prefix
-        # As over REST, "auto" is an allowlist entry like any other.
-        model = request.model if request.model not in AUTO_MODELS else "auto"
         if not principal.may_use_model(model):
             raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.")
+        return principal
+
+    @staticmethod
+    async def _relay_failure(
+        exc: grpc.aio.AioRpcError, context: grpc.aio.ServicerContext, record: AuditRecord
+    ) -> None:
+        """The router's status, passed on to the client as it is."""
+        record.status = HTTP_STATUS.get(exc.code(), 500)
+        record.error_code = exc.code().name.lower()
+        await context.abort(exc.code(), exc.details() or exc.code().name)
+
+    async def Chat(
+        self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        async with self._audited(CHAT_PATH, request.model, request.request_id, context) as record:
+            async for event in self._chat(request, context, record):
+                yield event
+
+    async def _chat(
+        self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext, record: AuditRecord
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        # As over REST, "auto" is an allowlist entry like any other.
+        model = request.model if request.model not in AUTO_MODELS else "auto"
+        principal = await self._authorize(context, record, model)
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
         forwarded.request_id = record.request_id
@@ -121,13 +149,36 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
                     record.tokens_out = usage.completion_tokens
                 yield event
         except grpc.aio.AioRpcError as exc:
-            record.status = HTTP_STATUS.get(exc.code(), 500)
-            record.error_code = exc.code().name.lower()
-            await context.abort(exc.code(), exc.details() or exc.code().name)
+            await self._relay_failure(exc, context, record)
         finally:
             call.cancel()
             if tokens:
                 await self._runtime.limiter.charge_tokens(principal, tokens)
+
+    async def Embed(
+        self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.EmbedResponse:
+        async with self._audited(EMBED_PATH, request.model, request.request_id, context) as record:
+            principal = await self._authorize(context, record, request.model)
+            check_input_count(len(request.inputs), self._runtime.settings.max_embedding_inputs)
+            forwarded = rpb.EmbedRequest()
+            forwarded.CopyFrom(request)
+            forwarded.request_id = record.request_id
+            stamp_caller(forwarded, principal)
+            await context.send_initial_metadata(request_metadata(forwarded.request_id))
+            try:
+                reply: rpb.EmbedResponse = await self._router.stub.Embed(
+                    forwarded,
+                    timeout=self._router.timeout_s,
+                    metadata=request_metadata(forwarded.request_id),
+                )
+            except grpc.aio.AioRpcError as exc:
+                await self._relay_failure(exc, context, record)
+                raise  # not reached (abort raises); tells the type checker ``reply`` is set
+            record.model = reply.result.model or record.model
+            record.tokens_in = reply.result.prompt_tokens
+            await self._runtime.limiter.charge_tokens(principal, reply.result.prompt_tokens)
+            return reply
 
     async def ListModels(
         self, request: ipb.ListModelsRequest, context: grpc.aio.ServicerContext

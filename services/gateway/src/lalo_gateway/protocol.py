@@ -182,3 +182,25 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
+
+
+class EmbeddingRequest(OpenAIModel):
+    model: str = Field(min_length=1)
+    # Text, or (as OpenAI also accepts) token ids; ServingEmbeddings refuses token ids.
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(
+        cls, value: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        if value == "" or value == []:
+            raise ValueError("it must be a non-empty string or a non-empty list of strings")
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                if item == "" or item == []:
+                    raise ValueError(f"input[{index}] is empty; every input must be non-empty")
+        return value

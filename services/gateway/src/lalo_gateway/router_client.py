@@ -16,12 +16,15 @@ from lalo_gateway.errors import from_grpc
 from lalo_gateway.security.principal import Principal
 
 
-def stamp_caller(request: rpb.ChatRequest, principal: Principal | None) -> None:
+def stamp_caller(request: rpb.ChatRequest | rpb.EmbedRequest, principal: Principal | None) -> None:
     """The request's identity from the verified caller, never from what a client sent: the
-    principal, the tenant, and the key's model allowlist the router routes "auto" within
-    (empty: any model)."""
+    principal, the tenant, and for chat the key's model allowlist the router routes "auto"
+    within (empty: any model). An embed request names its model, already checked against
+    the allowlist, so it carries no list."""
     request.principal = principal.subject if principal is not None else ""
     request.tenant = principal.tenant if principal is not None else ""
+    if not isinstance(request, rpb.ChatRequest):
+        return
     del request.allowed_models[:]
     if principal is not None and principal.allowed_models is not None:
         request.allowed_models.extend(sorted(principal.allowed_models))
@@ -49,6 +52,16 @@ class RouterClient:
             raise from_grpc(exc.code(), exc.details() or "", error_param(exc)) from None
         finally:
             call.cancel()
+
+    async def embed(self, request: rpb.EmbedRequest) -> rpb.EmbedResponse:
+        """One Embed call; a gRPC failure becomes APIError (OpenAI-shaped) for the caller."""
+        try:
+            reply: rpb.EmbedResponse = await self.stub.Embed(
+                request, timeout=self.timeout_s, metadata=request_metadata(request.request_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_grpc(exc.code(), exc.details() or "", error_param(exc)) from None
+        return reply
 
     async def list_models(self, timeout_s: float = 5.0) -> list[ipb.ModelInfo]:
         try:

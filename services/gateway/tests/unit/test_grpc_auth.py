@@ -1,22 +1,52 @@
-"""Credentials in gRPC metadata get the same checks as the REST API."""
+"""Credentials in gRPC metadata get the same checks as the REST API, and the public gRPC
+API's Embed applies them (real gRPC servers on localhost: the public API in front of a fake
+router)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo.router.v1 import router_pb2_grpc
+from lalo_common.grpc_server import GrpcServer
+from lalo_gateway.errors import APIError
+from lalo_gateway.grpc_api import SERVICE_NAME, start_public_grpc
+from lalo_gateway.router_client import RouterClient
+from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.security.errors import AuthenticationFailed, Forbidden, RateLimited
 from lalo_gateway.security.grpc_auth import authorize_call
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.ratelimit import InProcessRateLimiter
 from lalo_gateway.security.rbac import Permission, Role
 
+EMBED_MODEL = "tiny-embed"
+# Credentials the fake authenticator knows, by the bearer value that presents them.
+PRINCIPALS = {
+    "dev": Principal(subject="d", role=Role.DEVELOPER, kind="api_key", key_id="d", rpm=1),
+    "embedder": Principal(
+        subject="team-e",
+        role=Role.DEVELOPER,
+        kind="api_key",
+        key_id="e",
+        key_prefix="lalo-e",
+        allowed_models=frozenset({EMBED_MODEL}),
+        tpm=100,
+    ),
+    "viewer": Principal(subject="v", role=Role.VIEWER, kind="api_key", key_id="v"),
+}
+
 
 class FakeAuthenticator:
     async def authenticate_header(self, header: str | None) -> Principal:
-        if header == "Bearer dev":
-            return Principal(subject="d", role=Role.DEVELOPER, kind="api_key", key_id="d", rpm=1)
+        kind, _, credential = (header or "").partition(" ")
+        if kind == "Bearer" and credential in PRINCIPALS:
+            return PRINCIPALS[credential]
         raise AuthenticationFailed("Incorrect API key provided.")
 
 
@@ -53,3 +83,159 @@ async def test_permissions_apply() -> None:
         await authorize_call(
             RUNTIME, Context([("authorization", "Bearer dev")]), Permission.KEYS_ADMIN
         )
+
+
+@dataclass
+class AuditRecorder:
+    records: list[AuditRecord] = field(default_factory=list)
+
+    def record(self, record: AuditRecord) -> None:
+        self.records.append(record)
+
+
+class FakeRouterService(router_pb2_grpc.RouterServiceServicer):
+    """The router's Embed over gRPC: a unit vector per input and 4 tokens per input, or the
+    status in ``failure``; every request is kept."""
+
+    def __init__(self) -> None:
+        self.requests: list[rpb.EmbedRequest] = []
+        self.failure: tuple[grpc.StatusCode, str] | None = None
+
+    async def Embed(
+        self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.EmbedResponse:
+        self.requests.append(request)
+        if self.failure is not None:
+            await context.abort(*self.failure)
+        return rpb.EmbedResponse(
+            result=ipb.EmbedResponse(
+                model=request.model,
+                embeddings=[ipb.Embedding(values=[0.6, 0.8]) for _ in request.inputs],
+                prompt_tokens=4 * len(request.inputs),
+            ),
+            pool="embed",
+            replica="embed-0",
+        )
+
+
+@dataclass
+class PublicApi:
+    stub: router_pb2_grpc.RouterServiceStub
+    router: FakeRouterService
+    client: RouterClient
+    audit: AuditRecorder
+    limiter: InProcessRateLimiter
+
+
+@pytest.fixture
+async def public_api() -> AsyncIterator[PublicApi]:
+    fake = FakeRouterService()
+    router_server = GrpcServer(service_names=[SERVICE_NAME], grace_period_s=0)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(fake, router_server.server)
+    port = await router_server.start("127.0.0.1:0")
+    client = RouterClient(f"127.0.0.1:{port}", timeout_s=10)
+    audit = AuditRecorder()
+    limiter = InProcessRateLimiter()
+    runtime: Any = SimpleNamespace(
+        authenticator=FakeAuthenticator(),
+        limiter=limiter,
+        audit=audit,
+        settings=SimpleNamespace(max_embedding_inputs=2),
+    )
+    public = await start_public_grpc(client, runtime, "127.0.0.1:0", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{public.port}")
+    try:
+        yield PublicApi(router_pb2_grpc.RouterServiceStub(channel), fake, client, audit, limiter)
+    finally:
+        await channel.close()
+        await public.stop()
+        await client.close()
+        await router_server.stop()
+
+
+def embed_request(**fields: Any) -> rpb.EmbedRequest:
+    return rpb.EmbedRequest(**{"model": EMBED_MODEL, "inputs": ["a", "b"], **fields})
+
+
+async def embed_status(api: PublicApi, request: rpb.EmbedRequest, key: str | None) -> Any:
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await api.stub.Embed(request, metadata=metadata)
+    return failed.value.code()
+
+
+async def test_grpc_embed_stamps_the_verified_caller_and_charges_tokens(
+    public_api: PublicApi,
+) -> None:
+    forged = embed_request(request_id="rid-g", principal="admin@evil", tenant="evil")
+    call = public_api.stub.Embed(forged, metadata=(("authorization", "Bearer embedder"),))
+    reply = await call
+    assert [list(e.values) for e in reply.result.embeddings] == [
+        [pytest.approx(0.6), pytest.approx(0.8)]
+    ] * 2
+    assert (reply.result.prompt_tokens, reply.pool) == (8, "embed")
+    (sent,) = public_api.router.requests
+    assert (sent.principal, sent.tenant, sent.request_id) == ("team-e", "team-e", "rid-g")
+    assert list(sent.inputs) == ["a", "b"]
+    assert ("x-request-id", "rid-g") in tuple(await call.initial_metadata())
+    (record,) = public_api.audit.records
+    assert (record.path, record.status, record.request_id) == (
+        "/" + SERVICE_NAME + "/Embed",
+        200,
+        "rid-g",
+    )
+    assert (record.subject, record.key_prefix, record.model) == ("team-e", "lalo-e", EMBED_MODEL)
+    assert (record.tokens_in, record.tokens_out) == (8, 0)
+    admission = await public_api.limiter.admit(PRINCIPALS["embedder"])
+    assert admission.remaining_tokens == 100 - 8
+
+
+async def test_grpc_embed_needs_credentials_inference_and_an_allowed_model(
+    public_api: PublicApi,
+) -> None:
+    unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    assert await embed_status(public_api, embed_request(), None) == unauthenticated
+    assert await embed_status(public_api, embed_request(), "forged") == unauthenticated
+    assert await embed_status(public_api, embed_request(), "viewer") == denied
+    other_model = embed_request(model="tiny-chat")
+    assert await embed_status(public_api, other_model, "embedder") == denied
+    too_many = embed_request(inputs=["a", "b", "c"])
+    assert await embed_status(public_api, too_many, "embedder") == grpc.StatusCode.INVALID_ARGUMENT
+    assert public_api.router.requests == []
+    assert [r.status for r in public_api.audit.records] == [401, 401, 403, 403, 400]
+    assert public_api.audit.records[3].error_code == "permission_denied"
+
+
+async def test_grpc_embed_relays_the_routers_status_and_charges_nothing(
+    public_api: PublicApi,
+) -> None:
+    public_api.router.failure = (grpc.StatusCode.NOT_FOUND, "no embedding model 'tiny-embed'")
+    metadata = (("authorization", "Bearer embedder"),)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await public_api.stub.Embed(embed_request(), metadata=metadata)
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    assert failed.value.details() == "no embedding model 'tiny-embed'"
+    (record,) = public_api.audit.records
+    assert (record.status, record.error_code) == (404, "not_found")
+    admission = await public_api.limiter.admit(PRINCIPALS["embedder"])
+    assert admission.remaining_tokens == 100
+
+
+async def test_router_client_embed(public_api: PublicApi) -> None:
+    """The REST side's call: the reply as the router sent it, a failure as OpenAI's error."""
+    reply = await public_api.client.embed(embed_request(request_id="rid-c"))
+    assert len(reply.result.embeddings) == 2
+    assert public_api.router.requests[0].request_id == "rid-c"
+    public_api.router.failure = (grpc.StatusCode.NOT_FOUND, "The model 'x' does not exist")
+    with pytest.raises(APIError) as missing:
+        await public_api.client.embed(embed_request())
+    assert (missing.value.status, missing.value.code, missing.value.param) == (
+        404,
+        "model_not_found",
+        "model",
+    )
+    public_api.router.failure = (grpc.StatusCode.UNAVAILABLE, "no replica")
+    with pytest.raises(APIError) as down:
+        await public_api.client.embed(embed_request())
+    assert (down.value.status, down.value.code) == (503, "backend_unavailable")

@@ -4,19 +4,26 @@ throw-away SQLite file with one static key."""
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import struct
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import openai
 import pytest
 from fastapi.testclient import TestClient
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo_gateway.app import create_app
+from lalo_gateway.db.repositories import AuditQuery
 from lalo_gateway.errors import from_grpc
+from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.settings import GatewaySettings
 from lalo_testing.openai_wire import assert_openai_error, parse_sse
 
@@ -68,6 +75,27 @@ def status_error(code: grpc.StatusCode, message: str) -> Exception:
 
 
 HELLO = [route(), chunk("Hel", "Hel"), chunk("lo", "lo"), complete()]
+EMBED_MODEL = "tiny-embed"
+EMBED_POOL = "embed"
+
+
+def unit_vector(position: int) -> list[float]:
+    """The fake router's embedding of the input at ``position``: a unit vector whose angle
+    is the position, so each input's vector is told apart from the others."""
+    return [math.cos(position), math.sin(position), 0.0]
+
+
+def embedded(request: rpb.EmbedRequest) -> rpb.EmbedResponse:
+    """What the router answers: one vector per input, a token per character."""
+    return rpb.EmbedResponse(
+        result=ipb.EmbedResponse(
+            model=request.model,
+            embeddings=[ipb.Embedding(values=unit_vector(i)) for i in range(len(request.inputs))],
+            prompt_tokens=sum(len(text) for text in request.inputs),
+        ),
+        pool=EMBED_POOL,
+        replica="embed-0",
+    )
 
 
 @dataclass
@@ -81,6 +109,9 @@ class FakeRouter:
     )
     requests: list[rpb.ChatRequest] = field(default_factory=list)
     closed: int = 0
+    # Embed: an exception here is raised instead of answering.
+    embed_failure: Exception | None = None
+    embed_requests: list[rpb.EmbedRequest] = field(default_factory=list)
 
     async def chat(self, request: rpb.ChatRequest) -> AsyncIterator[rpb.ChatResponse]:
         self.requests.append(request)
@@ -91,6 +122,12 @@ class FakeRouter:
                 yield event
         finally:
             self.closed += 1
+
+    async def embed(self, request: rpb.EmbedRequest) -> rpb.EmbedResponse:
+        self.embed_requests.append(request)
+        if self.embed_failure is not None:
+            raise self.embed_failure
+        return embedded(request)
 
     async def list_models(self, timeout_s: float = 5.0) -> list[ipb.ModelInfo]:
         return list(self.models)
@@ -129,6 +166,7 @@ def router(app_client: TestClient) -> FakeRouter:
     state.router = fake
     state.serving_chat.router = fake
     state.serving_completions.router = fake
+    state.serving_embeddings.router = fake
     return fake
 
 
@@ -625,3 +663,301 @@ def test_models_when_the_router_is_down(app_client: TestClient, router: FakeRout
     router.list_models = down  # type: ignore[method-assign]
     response = app_client.get("/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
     assert_openai_error(response, 503, code="backend_unavailable")
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+
+def embed_body(**extra: Any) -> dict[str, Any]:
+    return {"model": EMBED_MODEL, "input": ["first text", "second", "the third"], **extra}
+
+
+def as_float32(values: list[float]) -> list[float]:
+    """``values`` as the float32 numbers a vector carries."""
+    return list(struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values)))
+
+
+def key_header(app_client: TestClient, **key: Any) -> dict[str, str]:
+    """A new API key with the given settings (allowlist, quotas, store_content)."""
+    keys = app_client.app.state.security.keys  # type: ignore[attr-defined]
+    secret = keys.create(owner=f"embeddings-{time.monotonic_ns()}", **key).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def audit_record(app_client: TestClient, request_id: str) -> AuditRecord:
+    """The audit record of one request, once the buffer has written it."""
+    store = app_client.app.state.security.audit_store  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        records = store.query(AuditQuery(request_id=request_id)).records
+        if records:
+            (record,) = records
+            return record  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"no audit record for {request_id}")
+
+
+def test_embeddings_as_floats(post: Callable[..., Any], router: FakeRouter) -> None:
+    response = post("/v1/embeddings", embed_body(), **{"x-request-id": "rid-e"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"object", "data", "model", "usage"}
+    assert body["object"] == "list"
+    assert body["model"] == EMBED_MODEL
+    # One entry per input, in the inputs' order, each the router's vector for it.
+    assert body["data"] == [
+        {"object": "embedding", "index": i, "embedding": as_float32(unit_vector(i))}
+        for i in range(3)
+    ]
+    tokens = len("first text") + len("second") + len("the third")
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert response.headers["x-request-id"] == "rid-e"
+    assert response.headers["x-lalo-model"] == EMBED_MODEL
+    assert response.headers["x-lalo-route"] == EMBED_POOL
+    (sent,) = router.embed_requests
+    assert sent.request_id == "rid-e"
+    assert sent.model == EMBED_MODEL
+    assert list(sent.inputs) == ["first text", "second", "the third"]
+    assert sent.principal
+    assert sent.tenant == sent.principal
+    assert router.requests == []  # embeddings never go through Chat
+
+
+def test_embeddings_of_one_string(post: Callable[..., Any], router: FakeRouter) -> None:
+    body = post("/v1/embeddings", embed_body(input="just one")).json()
+    assert [(d["index"], d["embedding"]) for d in body["data"]] == [(0, as_float32(unit_vector(0)))]
+    assert body["usage"]["prompt_tokens"] == len("just one")
+    assert list(router.embed_requests[0].inputs) == ["just one"]
+
+
+def test_embeddings_as_base64(post: Callable[..., Any], router: FakeRouter) -> None:
+    """What the openai SDK asks for when the caller names no format: base64 of the
+    little-endian float32 values, the same numbers the float format gives."""
+    floats = post("/v1/embeddings", embed_body()).json()
+    encoded = post("/v1/embeddings", embed_body(encoding_format="base64")).json()
+    assert [d["index"] for d in encoded["data"]] == [0, 1, 2]
+    for entry, plain in zip(encoded["data"], floats["data"], strict=True):
+        assert isinstance(entry["embedding"], str)
+        raw = base64.b64decode(entry["embedding"])
+        assert len(raw) == 3 * 4
+        decoded = list(struct.unpack("<3f", raw))
+        assert decoded == plain["embedding"] == as_float32(unit_vector(entry["index"]))
+    assert encoded["usage"] == floats["usage"]
+
+
+def test_the_openai_sdk_embeds_unchanged(app_client: TestClient, router: FakeRouter) -> None:
+    """``client.embeddings.create`` asks for base64 unless told otherwise and decodes it."""
+    client = openai.OpenAI(
+        api_key=API_KEY, base_url=f"{app_client.base_url}/v1", http_client=app_client
+    )
+    reply = client.embeddings.create(model=EMBED_MODEL, input=["one", "two"])
+    assert router.embed_requests[-1].inputs == ["one", "two"]
+    assert reply.model == EMBED_MODEL
+    assert [item.index for item in reply.data] == [0, 1]
+    assert [item.embedding for item in reply.data] == [
+        as_float32(unit_vector(0)),
+        as_float32(unit_vector(1)),
+    ]
+    assert (reply.usage.prompt_tokens, reply.usage.total_tokens) == (6, 6)
+    floats = client.embeddings.create(model=EMBED_MODEL, input="one", encoding_format="float")
+    assert floats.data[0].embedding == as_float32(unit_vector(0))
+
+
+def test_embeddings_explicit_nulls_and_user(post: Callable[..., Any], router: FakeRouter) -> None:
+    body = embed_body(encoding_format=None, dimensions=None, user="someone")
+    response = post("/v1/embeddings", body)
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json()["data"][0]["embedding"], list)
+
+
+def test_embeddings_dimensions(post: Callable[..., Any], router: FakeRouter) -> None:
+    assert post("/v1/embeddings", embed_body(dimensions=3)).status_code == 200
+    error = assert_openai_error(
+        post("/v1/embeddings", embed_body(dimensions=2)), 400, param="dimensions"
+    )
+    assert "3-dimensional" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "x"}, "model"),
+        ({"model": EMBED_MODEL}, "input"),
+        (embed_body(input=""), "input"),
+        (embed_body(input=[]), "input"),
+        (embed_body(input=["a", ""]), "input"),
+        (embed_body(input=5), "input"),
+        (embed_body(encoding_format="int8"), "encoding_format"),
+        (embed_body(dimensions=0), "dimensions"),
+    ],
+)
+def test_invalid_embedding_bodies(
+    post: Callable[..., Any], router: FakeRouter, body: dict[str, Any], param: str
+) -> None:
+    error = assert_openai_error(
+        post("/v1/embeddings", body), 400, param=param, code="invalid_value"
+    )
+    assert not error["message"].startswith("Value error")
+    assert router.embed_requests == []
+
+
+@pytest.mark.parametrize("token_ids", [[1, 2, 3], [[1, 2], [3]]])
+def test_token_id_input_is_refused(
+    post: Callable[..., Any], router: FakeRouter, token_ids: list[Any]
+) -> None:
+    response = post("/v1/embeddings", embed_body(input=token_ids))
+    error = assert_openai_error(response, 400, param="input", code="unsupported_parameter")
+    assert "token-id input is not supported" in error["message"].lower()
+    assert "text" in error["message"]
+    assert router.embed_requests == []
+
+
+def test_embedding_input_count_limit(
+    app_client: TestClient, post: Callable[..., Any], router: FakeRouter
+) -> None:
+    limit = app_client.app.state.settings.max_embedding_inputs  # type: ignore[attr-defined]
+    assert limit == 2048  # OpenAI's limit, the default
+    at_limit = post("/v1/embeddings", embed_body(input=["x"] * limit))
+    assert at_limit.status_code == 200, at_limit.text
+    assert len(at_limit.json()["data"]) == limit
+    over = post("/v1/embeddings", embed_body(input=["x"] * (limit + 1)))
+    error = assert_openai_error(over, 400, param="input", code="limit_exceeded")
+    assert str(limit) in error["message"]
+    assert len(router.embed_requests) == 1
+
+
+def test_embedding_body_size_limit(
+    app_client: TestClient, post: Callable[..., Any], router: FakeRouter
+) -> None:
+    limit = app_client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    response = post("/v1/embeddings", embed_body(input="x" * limit))
+    assert_openai_error(response, 413, code="request_too_large")
+    assert router.embed_requests == []
+
+
+def test_embeddings_follow_the_keys_allowlist_as_chat_does(
+    app_client: TestClient, router: FakeRouter
+) -> None:
+    limited = key_header(app_client, allowed_models=[MODEL])
+    refused = app_client.post("/v1/embeddings", json=embed_body(), headers=limited)
+    chat = app_client.post("/v1/chat/completions", json=chat_body(model="other"), headers=limited)
+    assert_openai_error(refused, 403, code="model_not_allowed")
+    assert_openai_error(chat, 403, code="model_not_allowed")
+    assert router.embed_requests == []
+    allowed = key_header(app_client, allowed_models=[EMBED_MODEL])
+    response = app_client.post("/v1/embeddings", json=embed_body(), headers=allowed)
+    assert response.status_code == 200, response.text
+
+
+def test_embeddings_need_a_key_with_inference(app_client: TestClient, router: FakeRouter) -> None:
+    assert_openai_error(
+        app_client.post("/v1/embeddings", json=embed_body()), 401, code="invalid_api_key"
+    )
+    viewer = key_header(app_client, role="viewer")
+    response = app_client.post("/v1/embeddings", json=embed_body(), headers=viewer)
+    assert_openai_error(response, 403, code="permission_denied")
+    assert router.embed_requests == []
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "status", "error_code", "param"),
+    [
+        (
+            grpc.StatusCode.NOT_FOUND,
+            "The model 'x' does not exist",
+            404,
+            "model_not_found",
+            "model",
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "model 'tiny-chat' generates text; it has no embeddings",
+            400,
+            None,
+            None,
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 1 is longer than the model's maximum context length (512 tokens)",
+            400,
+            "context_length_exceeded",
+            "input",
+        ),
+        (grpc.StatusCode.UNAVAILABLE, "no healthy replica", 503, "backend_unavailable", None),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", 429, "overloaded", None),
+    ],
+)
+def test_embedding_router_errors(
+    post: Callable[..., Any],
+    router: FakeRouter,
+    code: grpc.StatusCode,
+    details: str,
+    status: int,
+    error_code: str | None,
+    param: str | None,
+) -> None:
+    router.embed_failure = status_error(code, details)
+    error = assert_openai_error(
+        post("/v1/embeddings", embed_body()), status, code=error_code, param=param
+    )
+    assert error["message"] == details
+
+
+def test_embedding_internal_errors_are_not_leaked(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.embed_failure = status_error(grpc.StatusCode.INTERNAL, "segfault at 0xdeadbeef")
+    error = assert_openai_error(post("/v1/embeddings", embed_body()), 500)
+    assert "deadbeef" not in error["message"]
+
+
+def test_embedding_tokens_are_charged_after_the_call(
+    app_client: TestClient, router: FakeRouter
+) -> None:
+    """Tokens per minute are charged with the prompt tokens; a refused ``dimensions``
+    costs nothing."""
+    headers = key_header(app_client, tpm=1000)
+    tokens = len("first text") + len("second") + len("the third")
+
+    def remaining(**extra: Any) -> int:
+        response = app_client.post("/v1/embeddings", json=embed_body(**extra), headers=headers)
+        return int(response.headers["x-ratelimit-remaining-tokens"])
+
+    assert remaining() == 1000  # what was left when this request was admitted
+    assert remaining(dimensions=7) == 1000 - tokens
+    assert remaining() == 1000 - tokens  # the 400 above charged nothing
+    assert remaining() == 1000 - 2 * tokens
+
+
+def test_embedding_requests_per_minute(app_client: TestClient, router: FakeRouter) -> None:
+    headers = key_header(app_client, rpm=1)
+    first = app_client.post("/v1/embeddings", json=embed_body(), headers=headers)
+    assert first.status_code == 200
+    second = app_client.post("/v1/embeddings", json=embed_body(), headers=headers)
+    assert_openai_error(second, 429, code="rate_limit_exceeded")
+    assert len(router.embed_requests) == 1
+
+
+@pytest.mark.parametrize("store_content", [False, True])
+def test_embeddings_are_audited(
+    app_client: TestClient, router: FakeRouter, store_content: bool
+) -> None:
+    headers = key_header(app_client, store_content=store_content)
+    request_id = f"rid-audit-{store_content}"
+    body = embed_body(input=["PRIVATE-TEXT"])
+    response = app_client.post(
+        "/v1/embeddings", json=body, headers={**headers, "x-request-id": request_id}
+    )
+    assert response.status_code == 200
+    record = audit_record(app_client, request_id)
+    assert (record.method, record.route, record.status) == ("POST", "/v1/embeddings", 200)
+    assert record.model == EMBED_MODEL
+    assert (record.tokens_in, record.tokens_out) == (len("PRIVATE-TEXT"), 0)
+    assert record.key_prefix
+    assert headers["Authorization"].split()[1] not in json.dumps(record.to_json())
+    if store_content:
+        assert record.content is not None
+        assert "PRIVATE-TEXT" in record.content["request"]
+    else:
+        assert record.content is None
+        assert "PRIVATE-TEXT" not in json.dumps(record.to_json())

@@ -248,6 +248,10 @@ def test_the_router_hears_the_verified_caller_not_the_client() -> None:
     )
     stamp_caller(forged, Principal(subject="ops", role=Role.ADMIN, kind="api_key"))
     assert list(forged.allowed_models) == []  # no list: any model
+    # An embed request names its model (checked by the gateway): identity only.
+    embed = rpb.EmbedRequest(principal="admin@evil", tenant="evil", inputs=["x"])
+    stamp_caller(embed, limited)
+    assert (embed.principal, embed.tenant, list(embed.inputs)) == ("team-a", "team-a", ["x"])
 
 
 @pytest.mark.parametrize("stream", [False, True])

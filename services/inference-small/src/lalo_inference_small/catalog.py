@@ -8,6 +8,8 @@ Catalog format (a list under ``models``)::
         n_ctx: 4096
         threads: 4
         parallel: 4
+      - id: all-minilm-l6-v2        # an embedding model (found from its GGUF metadata):
+        path: all-minilm-l6-v2.gguf  # served by Embed (/v1/embeddings), not Generate
 """
 
 from __future__ import annotations
@@ -53,18 +55,23 @@ def load_specs(settings: InferenceSmallSettings) -> list[ModelSpec]:
             if not spec.path.is_absolute():
                 spec = spec.model_copy(update={"path": base / spec.path})
             specs.append(spec)
-    if settings.model_path is not None:
-        specs.append(
-            ModelSpec(
-                id=settings.model_id or settings.model_path.stem,
-                path=settings.model_path,
-                n_ctx=settings.n_ctx,
-                threads=settings.threads,
-                parallel=settings.parallel,
-                n_batch=settings.n_batch,
-                use_mmap=settings.use_mmap,
+    # One chat model and one embedding model can come from settings, beside a catalog.
+    for path, model_id in (
+        (settings.model_path, settings.model_id),
+        (settings.embedding_model_path, settings.embedding_model_id),
+    ):
+        if path is not None:
+            specs.append(
+                ModelSpec(
+                    id=model_id or path.stem,
+                    path=path,
+                    n_ctx=settings.n_ctx,
+                    threads=settings.threads,
+                    parallel=settings.parallel,
+                    n_batch=settings.n_batch,
+                    use_mmap=settings.use_mmap,
+                )
             )
-        )
     if not specs:
         raise CatalogError(
             "no model configured: set LALO_INFERENCE_SMALL_MODEL_PATH (one GGUF file) or "

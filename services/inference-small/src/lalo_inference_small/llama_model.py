@@ -86,6 +86,10 @@ class LlamaModel:
         self.eos_id = llama_cpp.llama_vocab_eos(vocab)
         self.bos_id = llama_cpp.llama_vocab_bos(vocab)
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self.architecture = self.metadata("general.architecture") or ""
+        # Sentence-embedding models (BERT, nomic-bert, ...) say how to pool token states into
+        # one vector; text generators do not.
+        self.pools_embeddings = self.metadata(f"{self.architecture}.pooling_type") is not None
         template = llama_cpp.llama_model_chat_template(model, None)
         self.chat_template_source = template.decode("utf-8") if template else None
         self._template: jinja2.Template | None = None
@@ -97,6 +101,17 @@ class LlamaModel:
             self._template = env.from_string(self.chat_template_source)
         self._piece_cache: dict[int, bytes] = {}
         self._eog = [bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in range(self.n_vocab)]
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text, None when the file lacks the key."""
+        buffer = ctypes.create_string_buffer(256)
+        size = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buffer, 256)
+        if size < 0:
+            return None
+        if size >= 256:
+            buffer = ctypes.create_string_buffer(size + 1)
+            llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         if self.model:

@@ -8,24 +8,53 @@ from collections.abc import AsyncIterator
 import grpc
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
-from lalo_common.errors import NotFound
+from lalo_common.errors import InvalidArgument, NotFound
 
 from lalo_inference_small.convert import chat_from_pb, event_to_pb, sampling_from_pb
+from lalo_inference_small.embedding import EmbeddingEngine
 from lalo_inference_small.engine import BatchEngine
+
+Engine = BatchEngine | EmbeddingEngine
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, engines: dict[str, BatchEngine]) -> None:
+    def __init__(self, engines: dict[str, Engine]) -> None:
         self._engines = engines
 
-    def _engine(self, model: str) -> tuple[str, BatchEngine]:
-        if not model and len(self._engines) == 1:
-            return next(iter(self._engines.items()))
+    def _lookup(self, model: str, kind: type[Engine]) -> tuple[str, Engine]:
+        """The engine serving ``model``; an empty name means the only one of ``kind``."""
+        if not model:
+            of_kind = [(k, e) for k, e in self._engines.items() if isinstance(e, kind)]
+            if len(of_kind) == 1:
+                return of_kind[0]
         engine = self._engines.get(model)
         if engine is None:
             known = ", ".join(sorted(self._engines))
             raise NotFound(f"model {model!r} is not served here (available: {known})")
         return model, engine
+
+    def _engine(self, model: str) -> tuple[str, BatchEngine]:
+        model_id, engine = self._lookup(model, BatchEngine)
+        if not isinstance(engine, BatchEngine):
+            raise InvalidArgument(
+                f"{model_id!r} is an embedding model: it makes embeddings (/v1/embeddings), "
+                "not text",
+                param="model",
+            )
+        return model_id, engine
+
+    def _embedder(self, model: str) -> tuple[str, EmbeddingEngine]:
+        model_id, engine = self._lookup(model, EmbeddingEngine)
+        if not isinstance(engine, EmbeddingEngine):
+            embedders = sorted(
+                k for k, e in self._engines.items() if isinstance(e, EmbeddingEngine)
+            )
+            raise InvalidArgument(
+                f"{model_id!r} generates text, it does not make embeddings "
+                f"(embedding models here: {', '.join(embedders) or 'none'})",
+                param="model",
+            )
+        return model_id, engine
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -54,6 +83,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     backend="llama_cpp",
                     context_length=engine.n_ctx,
                     owned_by="lalo",
+                    embeddings=True,
+                    embedding_dimensions=engine.dimensions,
+                )
+                if isinstance(engine, EmbeddingEngine)
+                else pb.ModelInfo(
+                    id=model_id,
+                    backend="llama_cpp",
+                    context_length=engine.n_ctx,
+                    owned_by="lalo",
                     supports_json_schema=True,
                     supports_grammar=True,
                     supports_logprobs=True,
@@ -66,7 +104,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Tokenize(
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TokenizeResponse:
-        _, engine = self._engine(request.model)
+        _, any_engine = self._lookup(request.model, BatchEngine)
+        if isinstance(any_engine, EmbeddingEngine):
+            # An embedding model reads plain text: count the tokens Embed would read.
+            if request.WhichOneof("input") == "chat":
+                raise InvalidArgument(
+                    f"{request.model!r} is an embedding model: it reads text, not chat messages",
+                    param="model",
+                )
+            ids = await asyncio.to_thread(any_engine.tokenize, request.prompt)
+            return pb.TokenizeResponse(
+                token_ids=ids, count=len(ids), context_length=any_engine.n_ctx
+            )
+        engine = any_engine
         if request.WhichOneof("input") == "chat":
             turns, tools = chat_from_pb(request.chat)
             ids = await asyncio.to_thread(engine.tokenize, chat=turns, tools=tools or None)
@@ -81,6 +131,22 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return pb.LoadReport(
             running=sum(e.running for e in engines),
             waiting=sum(e.waiting for e in engines),
-            kv_cache_usage=max((e.kv_usage() for e in engines), default=0.0),
-            max_sequences=sum(e.config.parallel for e in engines),
+            kv_cache_usage=max(
+                (e.kv_usage() for e in engines if isinstance(e, BatchEngine)), default=0.0
+            ),
+            max_sequences=sum(
+                e.config.parallel if isinstance(e, BatchEngine) else e.max_sequences
+                for e in engines
+            ),
+        )
+
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        model_id, engine = self._embedder(request.model)
+        result = await asyncio.to_thread(engine.embed, list(request.inputs))
+        return pb.EmbedResponse(
+            model=model_id,
+            embeddings=[pb.Embedding(values=vector.tolist()) for vector in result.vectors],
+            prompt_tokens=result.prompt_tokens,
         )

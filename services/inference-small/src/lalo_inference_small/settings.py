@@ -19,6 +19,10 @@ class InferenceSmallSettings(ServiceSettings):
     models_path: Path | None = None
     model_path: Path | None = None
     model_id: str = ""
+    # An embedding model served beside it (a GGUF sentence-embedding model such as
+    # all-MiniLM-L6-v2 or nomic-embed-text), for /v1/embeddings.
+    embedding_model_path: Path | None = None
+    embedding_model_id: str = ""
     n_ctx: int = Field(default=2048, ge=64)
     parallel: int = Field(default=4, ge=1, le=64)
     n_batch: int = Field(default=512, ge=16)

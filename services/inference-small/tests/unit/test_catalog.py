@@ -31,6 +31,21 @@ def test_single_model_from_settings() -> None:
     assert named.id == "small"
 
 
+def test_an_embedding_model_beside_the_chat_model_from_settings() -> None:
+    chat, embedding = load_specs(
+        _settings(
+            model_path="/m/qwen.gguf",
+            embedding_model_path="/m/all-minilm-l6-v2.gguf",
+            n_ctx=1024,
+        )
+    )
+    assert (chat.id, embedding.id) == ("qwen", "all-minilm-l6-v2")
+    assert embedding.path == Path("/m/all-minilm-l6-v2.gguf")
+    assert embedding.n_ctx == 1024  # the engine caps it at the model's own (512 for MiniLM)
+    (alone,) = load_specs(_settings(embedding_model_path="/m/e.gguf", embedding_model_id="emb"))
+    assert alone.id == "emb"
+
+
 def test_catalog_resolves_relative_paths(tmp_path: Path) -> None:
     catalog = tmp_path / "models.yaml"
     catalog.write_text(

@@ -24,6 +24,8 @@ Loaded from YAML (``LALO_ROUTER_POLICY_PATH``; the full format is in the README)
 
 A request naming a concrete model bypasses all of this; ``model: "auto"`` (or empty)
 classifies. Requests with tools or a response format only go to pools that support them.
+Only text models answer chats: an embedding model a pool's replicas serve beside them is
+never chosen for ``auto`` (nor named: that is an error pointing to /v1/embeddings).
 Replica endpoints come from the policy and from ``LALO_ROUTER_BACKENDS``; for a pool the
 policy gives replicas, the policy's list wins (``merge_backends``).
 """
@@ -42,7 +44,13 @@ from typing import Annotated, Any, Literal, Protocol, cast
 
 import yaml
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import LaloError, PermissionDenied, ResourceExhausted, Unavailable
+from lalo_common.errors import (
+    InvalidArgument,
+    LaloError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from prometheus_client import Counter, Histogram
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
@@ -478,24 +486,25 @@ class PolicyRouter:
     def _pool_state(
         self, pool: str, allowed: frozenset[str] = frozenset()
     ) -> Literal["ok", "saturated", "down", "not allowed"]:
-        """ "down": no available replica serves the pool's models; "not allowed": some do,
-        but none of the models the caller may use (``allowed``; empty: any); "saturated":
-        some do, but every one is at its cap of outstanding requests."""
+        """ "down": no available replica serves the pool's (text) models; "not allowed":
+        some do, but none of the models the caller may use (``allowed``; empty: any);
+        "saturated": some do, but every one is at its cap of outstanding requests."""
         if pool == WORKFLOW_POOL:
             if not self.workflows_enabled:
                 return "down"
             return "not allowed" if allowed and WORKFLOW_MODEL not in allowed else "ok"
-        live = self.replicas.candidates(pool=pool, include_saturated=True)
+        # A replica serving only embedding models cannot answer a chat.
+        live = self.replicas.candidates(pool=pool, include_saturated=True, embeddings=False)
         spec = self.spec.pools.get(pool)
         wanted = spec.preferred_models() if spec else []
         if wanted:
-            live = [r for r in live if any(m in r.models for m in wanted)]
+            live = [r for r in live if any(m in r.text_models() for m in wanted)]
         if not live:
             return "down"
         if allowed:
-            # A replica counts when it serves a model that is both wanted and allowed.
+            # A replica counts when it serves a text model that is both wanted and allowed.
             usable = allowed.intersection(wanted) if wanted else allowed
-            live = [r for r in live if any(m in usable for m in r.models)]
+            live = [r for r in live if any(m in usable for m in r.text_models())]
             if not live:
                 return "not allowed"
         return "saturated" if all(r.saturated for r in live) else "ok"
@@ -581,7 +590,7 @@ class PolicyRouter:
         spec = self.spec.pools.get(pool)
         for model in spec.preferred_models() if spec else []:
             if (not allowed or model in allowed) and self.replicas.candidates(
-                pool=pool, model=model
+                pool=pool, model=model, embeddings=False
             ):
                 return model
         return self.replicas.model_for_pool(pool, allowed)
@@ -615,6 +624,11 @@ class PolicyRouter:
         if request.model not in AUTO_MODELS:
             routes = ["auto", *([WORKFLOW_MODEL] if self.workflows_enabled else [])]
             self.replicas.require_model(request.model, routes)
+            if self.replicas.models()[request.model].embeddings:
+                raise InvalidArgument(
+                    f"'{request.model}' is an embedding model: use /v1/embeddings",
+                    param="model",
+                )
             pool = next(
                 (
                     r.pool

@@ -5,6 +5,10 @@ loop asks each for its models; a replica that fails the refresh is marked unheal
 circuit breaker keeps it out for a while after repeated request failures. A pool may cap
 the requests each of its replicas has in flight (``max_outstanding``): a replica at its cap
 is *saturated* and takes no new request until one finishes.
+
+A replica may serve text models and embedding models side by side (one inference-small
+process can load a chat GGUF and an embedding GGUF): ``ModelInfo.embeddings`` tells them
+apart, and callers say which kind they need (``embeddings=`` in ``candidates``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,21 @@ class Replica:
     @property
     def saturated(self) -> bool:
         return self.max_outstanding is not None and self.outstanding >= self.max_outstanding
+
+    def serves(self, model: str | None = None, *, embeddings: bool | None = None) -> bool:
+        """Whether it lists ``model`` (None: any model) as an embedding model (``embeddings``
+        True) or a text model (False); either kind when ``embeddings`` is None. Without
+        ``model`` or ``embeddings`` every replica qualifies, models or not."""
+        if model is None:
+            if embeddings is None:
+                return True
+            return any(info.embeddings == embeddings for info in self.models.values())
+        info = self.models.get(model)
+        return info is not None and (embeddings is None or info.embeddings == embeddings)
+
+    def text_models(self) -> list[str]:
+        """The models that generate text (not embedding models), in the order it lists them."""
+        return [model for model, info in self.models.items() if not info.embeddings]
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -128,6 +147,27 @@ class ReplicaSet:
                     merged.setdefault(model_id, info)
         return merged
 
+    def known(self, model: str, *, embeddings: bool | None = None) -> pb.ModelInfo | None:
+        """What the replicas last said about ``model`` (as the kind ``embeddings`` asks for,
+        see Replica.serves), healthy ones first; a replica that is down now counts too (a
+        model it served is known, just unavailable). None: no replica has listed it so."""
+        for replica in sorted(self.replicas, key=lambda r: not r.healthy):
+            if replica.serves(model, embeddings=embeddings):
+                return replica.models[model]
+        return None
+
+    def embedding_models(self) -> list[str]:
+        """The embedding models healthy replicas serve, sorted (for error messages)."""
+        return sorted(
+            {
+                model
+                for replica in self.replicas
+                if replica.healthy
+                for model, info in replica.models.items()
+                if info.embeddings
+            }
+        )
+
     def pools(self) -> dict[str, list[Replica]]:
         out: dict[str, list[Replica]] = {}
         for replica in self.replicas:
@@ -141,16 +181,19 @@ class ReplicaSet:
         pool: str | None = None,
         exclude: set[str] | None = None,
         include_saturated: bool = False,
+        embeddings: bool | None = None,
     ) -> list[Replica]:
         """Available replicas for a model or pool, least outstanding requests first.
-        Saturated replicas are left out unless ``include_saturated``."""
+        Saturated replicas are left out unless ``include_saturated``; ``embeddings``: only
+        replicas serving ``model`` (or, without one, some model) of that kind (see
+        Replica.serves)."""
         now = time.monotonic()
         chosen = [
             r
             for r in self.replicas
             if r.available(now)
             and (include_saturated or not r.saturated)
-            and (model is None or model in r.models)
+            and r.serves(model, embeddings=embeddings)
             and (pool is None or r.pool == pool)
             and r.target not in (exclude or set())
         ]
@@ -158,13 +201,13 @@ class ReplicaSet:
         return chosen
 
     def model_for_pool(self, pool: str, allowed: frozenset[str] = frozenset()) -> str:
-        """The first model the least busy replica of ``pool`` serves (of ``allowed``, when
-        given)."""
-        for replica in self.candidates(pool=pool, include_saturated=True):
-            for model in replica.models:
+        """The first text model the least busy replica of ``pool`` serves (of ``allowed``,
+        when given): never an embedding model, whatever the order the replica lists them in."""
+        for replica in self.candidates(pool=pool, include_saturated=True, embeddings=False):
+            for model in replica.text_models():
                 if not allowed or model in allowed:
                     return model
-        raise Unavailable(f"no healthy replica serves pool {pool!r}")
+        raise Unavailable(f"no healthy replica of pool {pool!r} serves a text model")
 
     def require_model(self, model: str, routes: Iterable[str] = ()) -> None:
         """NotFound unless a replica serves ``model``; the message lists what a caller may

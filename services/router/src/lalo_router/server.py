@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from lalo_router.classify.model import ArtifactError
 from lalo_router.complex_path import WorkflowChat
+from lalo_router.embeddings import Embedder
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.llm_classifier import LlmClassifier
 from lalo_router.policy import (
@@ -109,7 +110,13 @@ def build_server(
         workflows=WorkflowChat(workflows.stub) if enabled else None,
     )
     router_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(forwarder, replicas, workflows_enabled=enabled), server.server
+        RouterServicer(
+            forwarder,
+            Embedder(replicas, settings.backend_timeout_s),
+            replicas,
+            workflows_enabled=enabled,
+        ),
+        server.server,
     )
     return server
 

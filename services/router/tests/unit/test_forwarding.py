@@ -5,7 +5,7 @@ request ids, deadlines and cancellation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -22,12 +22,9 @@ from lalo_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from lalo_common.grpc_client import create_channel
 from lalo_router.forwarding import ChatForwarder
 from lalo_router.policy import PolicyRouter, PolicySpec
 from lalo_router.replicas import FAILURES_TO_OPEN, ReplicaSet
-from lalo_router.server import build_server
-from lalo_router.settings import RouterSettings
 from lalo_testing.inference import (
     FakeServer,
     GenerateResult,
@@ -293,16 +290,10 @@ async def test_closing_the_stream_cancels_the_backend_call(fleet: Fleet) -> None
 
 
 @pytest.fixture
-async def router(fleet: Fleet) -> AsyncIterator[router_pb2_grpc.RouterServiceStub]:
-    settings = RouterSettings.model_validate(
-        {"LALO_SERVICE_TOKEN": TOKEN, "grace_period_s": 0, "classifier": "none"}
-    )
-    server = build_server(settings, fleet.replicas)
-    port = await server.start("127.0.0.1:0")
-    channel = create_channel(f"127.0.0.1:{port}", service_token=TOKEN)
-    yield router_pb2_grpc.RouterServiceStub(channel)
-    await channel.close()
-    await server.stop()
+async def router(
+    fleet: Fleet, start_router: Callable[..., Awaitable[router_pb2_grpc.RouterServiceStub]]
+) -> router_pb2_grpc.RouterServiceStub:
+    return await start_router(fleet.replicas, TOKEN)
 
 
 async def test_router_server_streams_route_then_tokens(

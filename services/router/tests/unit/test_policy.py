@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
-from lalo_common.errors import NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from lalo_common.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from lalo_router.llm_classifier import DEFAULT_LABELS
 from lalo_router.policy import (
     PolicyError,
@@ -52,13 +58,15 @@ def replica(
     outstanding: int = 0,
     limit: int | None = None,
     target: str = "",
+    embeddings: tuple[str, ...] = (),
 ) -> Replica:
+    """``embeddings``: which of ``models`` are embedding models."""
     return Replica(
         pool=pool,
         target=target or f"{pool}:1",
         stub=None,
         channel=None,  # type: ignore[arg-type]
-        models={model: ipb.ModelInfo(id=model) for model in models},
+        models={model: ipb.ModelInfo(id=model, embeddings=model in embeddings) for model in models},
         healthy=healthy,
         outstanding=outstanding,
         max_outstanding=limit,
@@ -634,6 +642,52 @@ async def test_the_complex_path_needs_the_workflow_entry() -> None:
     assert allowed.pool == "workflow"
     assert allowed.direct is not None
     assert allowed.direct.model == "s"
+
+
+async def test_auto_never_gets_an_embedding_model_the_replica_lists_first() -> None:
+    rs = replica_set(replica("small", "embed", "s", embeddings=("embed",)))
+    router = PolicyRouter(PolicySpec(default_pool="small"), rs, None)
+    assert (await router.route(chat("hi"))).model == "s"
+    # A key that may only use the embedding model has no model for a chat.
+    with pytest.raises(PermissionDenied, match="may not use any model"):
+        await router.route(restricted("hi", "auto", "embed"))
+
+
+async def test_a_pool_listing_an_embedding_model_first_still_gets_a_text_model() -> None:
+    spec = PolicySpec.model_validate({"pools": {"small": {"models": ["embed", "s"]}}})
+    rs = replica_set(replica("small", "embed", "s", embeddings=("embed",)))
+    assert (await PolicyRouter(spec, rs, None).route(chat("hi"))).model == "s"
+    only_embedding = PolicySpec.model_validate({"pools": {"small": {"models": ["embed"]}}})
+    with pytest.raises(Unavailable, match="no healthy pool"):
+        await PolicyRouter(only_embedding, rs, None).route(chat("hi"))
+
+
+async def test_a_pool_serving_only_embedding_models_is_down_for_chats() -> None:
+    rs = replica_set(
+        replica("small", "embed", embeddings=("embed",)), replica("large", "l", "embed-l")
+    )
+    route = await PolicyRouter(SPEC, rs, FakeClassifier(Result("chat"))).route(chat("hi"))
+    assert (route.pool, route.model) == ("large", "l")
+    assert "small down" in route.reason
+
+
+async def test_a_workflows_direct_route_is_a_text_model() -> None:
+    spec = PolicySpec.model_validate({"categories": {"agentic": "workflow"}})
+    rs = replica_set(replica("small", "embed", "s", embeddings=("embed",)))
+    router = PolicyRouter(spec, rs, FakeClassifier(Result("agentic")), workflows_enabled=True)
+    route = await router.route(chat("book a flight"))
+    assert route.direct is not None
+    assert route.direct.model == "s"
+
+
+def test_a_chat_naming_an_embedding_model_is_refused() -> None:
+    rs = replica_set(replica("small", "embed", "s", embeddings=("embed",)))
+    router = PolicyRouter(PolicySpec(default_pool="small"), rs, None)
+    with pytest.raises(InvalidArgument) as info:
+        router.decide(chat("hi", model="embed"))
+    assert info.value.message == "'embed' is an embedding model: use /v1/embeddings"
+    assert info.value.param == "model"
+    assert router.decide(chat("hi", model="s")).model == "s"
 
 
 def test_the_example_policy_is_valid() -> None:

@@ -4,7 +4,8 @@
   …) are removed from client requests; the gateway derives them from the verified identity.
 * Bodies over ``max_body_bytes`` are refused with 413, by ``Content-Length`` up front and by
   counting while streaming (a chunked body cannot slip past).
-* Routes call :func:`check_generation_limits` for message count and ``max_tokens`` (400).
+* Routes call :func:`check_generation_limits` for message count and ``max_tokens`` (400);
+  embeddings, over REST and gRPC, call :func:`check_input_count` for their inputs (400).
 """
 
 from __future__ import annotations
@@ -147,6 +148,15 @@ def check_generation_limits(
         raise RequestLimitExceeded(
             f"max_tokens is {max_tokens}; this gateway accepts at most {max_tokens_limit}.",
             param="max_tokens",
+        )
+
+
+def check_input_count(inputs: int, max_inputs: int) -> None:
+    """400 when an embeddings request carries more inputs than the gateway accepts."""
+    if inputs > max_inputs:
+        raise RequestLimitExceeded(
+            f"Too many inputs: {inputs} given, at most {max_inputs} are accepted.",
+            param="input",
         )
 
 

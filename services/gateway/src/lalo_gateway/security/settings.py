@@ -85,6 +85,8 @@ class SecuritySettings(ServiceSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_messages: int = Field(default=512, ge=1)
     max_tokens_limit: int = Field(default=32_768, ge=1)
+    # Inputs per /v1/embeddings request (OpenAI's own limit by default).
+    max_embedding_inputs: int = Field(default=2048, ge=1)
 
     @property
     def is_relaxed(self) -> bool:

@@ -196,7 +196,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "backend", "context_length", "owned_by", "supports_json_schema", "supports_grammar", "supports_logprobs", "supports_tools")
+    __slots__ = ("id", "backend", "context_length", "owned_by", "supports_json_schema", "supports_grammar", "supports_logprobs", "supports_tools", "embeddings", "embedding_dimensions")
     ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +205,8 @@ class ModelInfo(_message.Message):
     SUPPORTS_GRAMMAR_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     SUPPORTS_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     backend: str
     context_length: int
@@ -213,7 +215,9 @@ class ModelInfo(_message.Message):
     supports_grammar: bool
     supports_logprobs: bool
     supports_tools: bool
-    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., context_length: _Optional[int] = ..., owned_by: _Optional[str] = ..., supports_json_schema: _Optional[bool] = ..., supports_grammar: _Optional[bool] = ..., supports_logprobs: _Optional[bool] = ..., supports_tools: _Optional[bool] = ...) -> None: ...
+    embeddings: bool
+    embedding_dimensions: int
+    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., context_length: _Optional[int] = ..., owned_by: _Optional[str] = ..., supports_json_schema: _Optional[bool] = ..., supports_grammar: _Optional[bool] = ..., supports_logprobs: _Optional[bool] = ..., supports_tools: _Optional[bool] = ..., embeddings: _Optional[bool] = ..., embedding_dimensions: _Optional[int] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -256,3 +260,29 @@ class LoadReport(_message.Message):
     kv_cache_usage: float
     max_sequences: int
     def __init__(self, running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_cache_usage: _Optional[float] = ..., max_sequences: _Optional[int] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("request_id", "model", "inputs")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("model", "embeddings", "prompt_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    prompt_tokens: int
+    def __init__(self, model: _Optional[str] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class InferenceServiceStub:
                 request_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.SerializeToString,
                 response_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.LoadReport.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/lalo.inference.v1.InferenceService/Embed',
+                request_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -88,6 +93,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Sentence embeddings, one per input, from a model whose ModelInfo.embeddings is set.
+        INVALID_ARGUMENT for an empty input, an input longer than the model's context (nothing
+        is cut silently) or a model that generates text; NOT_FOUND for an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.GetLoad,
                     request_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.FromString,
                     response_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.LoadReport.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
+                    response_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class InferenceService:
             '/lalo.inference.v1.InferenceService/GetLoad',
             lalo_dot_inference_dot_v1_dot_inference__pb2.GetLoadRequest.SerializeToString,
             lalo_dot_inference_dot_v1_dot_inference__pb2.LoadReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lalo.inference.v1.InferenceService/Embed',
+            lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
+            lalo_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

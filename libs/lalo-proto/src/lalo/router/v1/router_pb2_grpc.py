@@ -45,6 +45,11 @@ class RouterServiceStub:
                 request_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/lalo.router.v1.RouterService/Embed',
+                request_serializer=lalo_dot_router_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=lalo_dot_router_dot_v1_dot_router__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -63,6 +68,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeddings from the named embedding model on a healthy, least-busy replica that serves
+        it (no classification: "auto" routes chat requests, not embeddings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=lalo_dot_router_dot_v1_dot_router__pb2.EmbedRequest.FromString,
+                    response_serializer=lalo_dot_router_dot_v1_dot_router__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class RouterService:
             '/lalo.router.v1.RouterService/ListModels',
             lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             lalo_dot_inference_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lalo.router.v1.RouterService/Embed',
+            lalo_dot_router_dot_v1_dot_router__pb2.EmbedRequest.SerializeToString,
+            lalo_dot_router_dot_v1_dot_router__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,159 @@
+"""Embed over real gRPC with a real embedding model: all-MiniLM-L6-v2 converted to GGUF from
+the installed package, served beside the tiny chat model by one inference-small server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from lalo.inference.v1 import inference_pb2 as pb
+from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.grpc_client import create_channel
+from lalo_inference_small.catalog import ModelSpec
+from lalo_inference_small.embedding import EmbeddingEngine
+from lalo_inference_small.server import build_server, load_any_engine
+from lalo_inference_small.settings import InferenceSmallSettings
+
+from .conftest import MODEL_ID, SERVICE_TOKEN
+
+EMBED_ID = "all-minilm-l6-v2"
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+]
+# all-MiniLM-L6-v2's sentence embedding of SENTENCES[0] (mean pooling, normalised), first four
+# dimensions, as the reference BERT computes it in float32 (the router's numpy encoder and
+# sentence-transformers agree on it to 1e-6).
+REFERENCE_HEAD = [0.0332, 0.0044, -0.0063, 0.0484]
+
+
+@pytest.fixture(scope="module")
+async def stub(
+    tiny_model_path: Path, embedding_model_path: Path
+) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
+    engines = {
+        model_id: await asyncio.to_thread(
+            load_any_engine,
+            ModelSpec(id=model_id, path=path, n_ctx=512, parallel=4, threads=1),
+        )
+        for model_id, path in ((MODEL_ID, tiny_model_path), (EMBED_ID, embedding_model_path))
+    }
+    assert isinstance(engines[EMBED_ID], EmbeddingEngine)
+    settings = InferenceSmallSettings.model_validate(
+        {"LALO_SERVICE_TOKEN": SERVICE_TOKEN, "grace_period_s": 0.1}
+    )
+    server = build_server(settings, engines)
+    port = await server.start("127.0.0.1:0")
+    await server.set_serving(True)
+    channel = create_channel(f"127.0.0.1:{port}", service_token=SERVICE_TOKEN)
+    try:
+        yield inference_pb2_grpc.InferenceServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
+        for engine in engines.values():
+            await asyncio.to_thread(engine.close)
+
+
+def vectors(reply: pb.EmbedResponse) -> np.ndarray:
+    return np.array([list(e.values) for e in reply.embeddings], dtype=np.float32)
+
+
+async def embed(
+    stub: inference_pb2_grpc.InferenceServiceStub, inputs: list[str]
+) -> pb.EmbedResponse:
+    return await stub.Embed(pb.EmbedRequest(model=EMBED_ID, inputs=inputs), timeout=60)
+
+
+async def test_embeddings_are_the_real_models_normalised_and_in_order(stub) -> None:
+    reply = await embed(stub, SENTENCES)
+    assert reply.model == EMBED_ID
+    got = vectors(reply)
+    assert got.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got[0, :4], REFERENCE_HEAD, atol=2e-3)
+    similarity = got @ got.T
+    # Related sentences are close, unrelated ones are not (what a real model gives).
+    assert similarity[0, 1] > 0.7
+    assert similarity[0, 2] < 0.1
+    assert similarity[0, 1] > similarity[0, 3] > similarity[0, 2]
+    # [CLS] + WordPiece tokens + [SEP] per input.
+    tokenized = [
+        (await stub.Tokenize(pb.TokenizeRequest(model=EMBED_ID, prompt=s), timeout=10)).count
+        for s in SENTENCES
+    ]
+    assert reply.prompt_tokens == sum(tokenized) == 8 + 11 + 9 + 9
+
+
+async def test_an_input_embeds_the_same_alone_and_in_a_batch(stub) -> None:
+    many = [f"Sentence number {i} talks about the weather in town." for i in range(30)]
+    batched = vectors(await embed(stub, many))
+    alone = vectors(await embed(stub, [many[17]]))
+    np.testing.assert_allclose(batched[17], alone[0], atol=1e-4)
+    assert not np.allclose(batched[16], batched[17], atol=1e-3)
+
+
+async def test_concurrent_calls_each_get_their_own_vectors(stub) -> None:
+    replies = await asyncio.gather(*(embed(stub, [s]) for s in SENTENCES))
+    together = vectors(await embed(stub, SENTENCES))
+    for index, reply in enumerate(replies):
+        np.testing.assert_allclose(vectors(reply)[0], together[index], atol=1e-4)
+
+
+async def test_an_input_over_the_context_is_refused_not_cut(stub) -> None:
+    long_text = "word " * 600
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embed(stub, ["fine", long_text])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input[1]" in caught.value.details()
+    assert "context length of 512" in caught.value.details()
+
+
+@pytest.mark.parametrize("inputs", [[], [""], ["ok", "   "]])
+async def test_empty_input_is_refused(stub, inputs: list[str]) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await embed(stub, inputs)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_models_are_used_for_what_they_are(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(pb.EmbedRequest(model=MODEL_ID, inputs=["hi"]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "generates text" in caught.value.details()
+    assert EMBED_ID in caught.value.details()
+
+    generate = stub.Generate(
+        pb.GenerateRequest(
+            model=EMBED_ID,
+            prompt="hello",
+            sampling=pb.SamplingParams(max_tokens=4),
+        ),
+        timeout=10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in generate:
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "embedding model" in caught.value.details()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(pb.EmbedRequest(model="nope", inputs=["hi"]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_models_says_which_model_embeds(stub) -> None:
+    models = {m.id: m for m in (await stub.ListModels(pb.ListModelsRequest(), timeout=10)).models}
+    assert models[EMBED_ID].embeddings
+    assert models[EMBED_ID].embedding_dimensions == 384
+    assert models[EMBED_ID].context_length == 512
+    assert not models[MODEL_ID].embeddings
+    assert models[MODEL_ID].supports_json_schema
+    load = await stub.GetLoad(pb.GetLoadRequest(), timeout=10)
+    assert load.running == 0

@@ -6,7 +6,8 @@ The model is all-MiniLM-L6-v2 converted to GGUF from the installed package (real
 Three paths, measured in one run, interleaved round by round so a noisy machine hits them
 alike:
 
-* raw: ``llama_cpp.Llama(embedding=True).embed`` in this process (the reference);
+* raw: ``llama_cpp.Llama(embedding=True, flash_attn=True).embed`` in this process (the
+  reference, with the engine settings inference-small uses);
 * gRPC: inference-small's Embed over loopback gRPC (conversion, thread hop, protobuf);
 * gateway: POST /v1/embeddings through gateway -> router -> inference-small (auth, quota,
   audit, JSON floats), over one kept-alive HTTP connection.
@@ -87,6 +88,10 @@ async def run(args: argparse.Namespace) -> int:
         n_seq_max=8,
         n_threads=args.threads,
         n_threads_batch=args.threads,
+        # The engine settings inference-small runs with: llama.cpp's default flash attention
+        # (llama-cpp-python's Llama turns it off unless asked: a batch of 32 then takes ~2.8x
+        # as long, which would flatter LALO).
+        flash_attn=True,
         verbose=False,
     )
     channel = create_channel(stack.inference_target, service_token=SERVICE_TOKEN)

@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import FailedPrecondition
 from lalo_common.grpc_client import create_channel
 from lalo_inference_small.catalog import ModelSpec
 from lalo_inference_small.embedding import EmbeddingEngine
+from lalo_inference_small.llama_model import LlamaModel
 from lalo_inference_small.server import build_server, load_any_engine
 from lalo_inference_small.settings import InferenceSmallSettings
+from lalo_testing.embedding_model import write_bert_gguf
 
 from .conftest import MODEL_ID, SERVICE_TOKEN
 
@@ -157,3 +160,22 @@ async def test_list_models_says_which_model_embeds(stub) -> None:
     assert models[MODEL_ID].supports_json_schema
     load = await stub.GetLoad(pb.GetLoadRequest(), timeout=10)
     assert load.running == 0
+
+
+def test_a_text_generator_cannot_be_loaded_as_an_embedding_model(tiny_model_path: Path) -> None:
+    model = LlamaModel(tiny_model_path)
+    try:
+        assert not model.pools_embeddings
+        with pytest.raises(FailedPrecondition, match="not a sentence-embedding model"):
+            EmbeddingEngine(model, MODEL_ID)
+    finally:
+        model.close()
+
+
+def test_the_converter_refuses_what_is_not_a_mean_pooled_bert(tmp_path: Path) -> None:
+    source = tmp_path / "not-bert"
+    source.mkdir()
+    (source / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="not BERT"):
+        write_bert_gguf(source, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()

@@ -78,7 +78,8 @@ def from_grpc(code: grpc.StatusCode, details: str, param: str | None = None) -> 
         param = "model"
     if code == grpc.StatusCode.INVALID_ARGUMENT and "context length" in details:
         error_code = "context_length_exceeded"
-        param = "messages"
+        # The field the service named ("input" for embeddings), else a chat's messages.
+        param = param or "messages"
     return APIError(status, details or code.name, type_=type_, param=param, code=error_code)
 
 

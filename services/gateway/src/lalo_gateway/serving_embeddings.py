@@ -78,12 +78,7 @@ class ServingEmbeddings:
         check_input_count(len(texts), self.max_inputs)
         router_request = rpb.EmbedRequest(request_id=request_id, model=body.model, inputs=texts)
         stamp_caller(router_request, principal)
-        try:
-            reply = await self.router.embed(router_request)
-        except APIError as exc:
-            if exc.code == "context_length_exceeded":
-                exc.param = INPUT_PARAM
-            raise
+        reply = await self.router.embed(router_request)
         result = reply.result
         model = result.model or body.model
         if len(result.embeddings) != len(texts):

@@ -60,6 +60,13 @@ def test_context_length() -> None:
         "This model's maximum context length is 1024 tokens, but the prompt has 2000 tokens.",
     )
     assert (error.status, error.code, error.param) == (400, "context_length_exceeded", "messages")
+    # A service that names the field keeps it (an embedding input over the context).
+    named = from_grpc(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input[1] has 600 tokens, over all-minilm-l6-v2's context length of 512 tokens",
+        "input",
+    )
+    assert (named.code, named.param) == ("context_length_exceeded", "input")
 
 
 def test_backend_validation_errors_keep_the_param_their_service_named() -> None:

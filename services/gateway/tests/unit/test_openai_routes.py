@@ -69,9 +69,10 @@ def error_event(code: grpc.StatusCode, message: str) -> rpb.ChatResponse:
     return rpb.ChatResponse(error=ipb.GenerateError(code=code.value[0], message=message))
 
 
-def status_error(code: grpc.StatusCode, message: str) -> Exception:
-    """What RouterClient raises for a failed gRPC call."""
-    return from_grpc(code, message)
+def status_error(code: grpc.StatusCode, message: str, param: str | None = None) -> Exception:
+    """What RouterClient raises for a failed gRPC call (``param``: the field the service that
+    failed named, as its trailing metadata carries it)."""
+    return from_grpc(code, message, param)
 
 
 HELLO = [route(), chunk("Hel", "Hel"), chunk("lo", "lo"), complete()]
@@ -860,11 +861,12 @@ def test_embeddings_need_a_key_with_inference(app_client: TestClient, router: Fa
 
 
 @pytest.mark.parametrize(
-    ("code", "details", "status", "error_code", "param"),
+    ("code", "details", "sent_param", "status", "error_code", "param"),
     [
         (
             grpc.StatusCode.NOT_FOUND,
             "The model 'x' does not exist",
+            None,
             404,
             "model_not_found",
             "model",
@@ -872,19 +874,21 @@ def test_embeddings_need_a_key_with_inference(app_client: TestClient, router: Fa
         (
             grpc.StatusCode.INVALID_ARGUMENT,
             "model 'tiny-chat' generates text; it has no embeddings",
+            "model",
             400,
             None,
-            None,
+            "model",
         ),
         (
             grpc.StatusCode.INVALID_ARGUMENT,
             "input 1 is longer than the model's maximum context length (512 tokens)",
+            "input",
             400,
             "context_length_exceeded",
             "input",
         ),
-        (grpc.StatusCode.UNAVAILABLE, "no healthy replica", 503, "backend_unavailable", None),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", 429, "overloaded", None),
+        (grpc.StatusCode.UNAVAILABLE, "no healthy replica", None, 503, "backend_unavailable", None),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", None, 429, "overloaded", None),
     ],
 )
 def test_embedding_router_errors(
@@ -892,11 +896,12 @@ def test_embedding_router_errors(
     router: FakeRouter,
     code: grpc.StatusCode,
     details: str,
+    sent_param: str | None,
     status: int,
     error_code: str | None,
     param: str | None,
 ) -> None:
-    router.embed_failure = status_error(code, details)
+    router.embed_failure = status_error(code, details, sent_param)
     error = assert_openai_error(
         post("/v1/embeddings", embed_body()), status, code=error_code, param=param
     )

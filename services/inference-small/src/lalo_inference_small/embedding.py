@@ -10,7 +10,9 @@ is L2-normalised, as OpenAI's are, so a dot product is the cosine similarity.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import llama_cpp
@@ -28,7 +30,8 @@ class Embeddings:
 
 
 class EmbeddingEngine:
-    """Serves one embedding model; ``embed`` is thread-safe (calls take turns on the context)."""
+    """Serves one embedding model. ``embed`` is thread-safe (calls take turns on the
+    context); ``embed_async`` queues calls on the engine's own thread."""
 
     def __init__(
         self,
@@ -47,26 +50,27 @@ class EmbeddingEngine:
         self.model_id = model_id
         self.n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
         self.max_sequences = max_sequences
-        params = llama_cpp.llama_context_default_params()
-        params.embeddings = True
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_ctx
-        params.n_ubatch = self.n_ctx
-        params.n_seq_max = max_sequences
         # One pool of n_ctx cells shared by the batch's sequences (split per sequence, each
-        # would get n_ctx / max_sequences rounded up, and llama.cpp would warn of it).
-        params.kv_unified = True
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model.model, params)
-        if not ctx:
-            raise Unavailable(f"llama.cpp could not create an embedding context for {model_id}")
+        # would get n_ctx / max_sequences rounded up, and llama.cpp would warn of it); a whole
+        # input in one micro-batch, as encoders need.
+        ctx = model.new_context(
+            model_id,
+            n_ctx=self.n_ctx,
+            n_batch=self.n_ctx,
+            n_seq_max=max_sequences,
+            threads=threads,
+            kv_unified=True,
+            embeddings=True,
+        )
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.dimensions = int(llama_cpp.llama_model_n_embd(model.model))
         self.batch = llama_cpp.llama_batch_init(self.n_ctx, 0, 1)
         self._lock = threading.Lock()
+        # Calls wait their turn here rather than in asyncio's default thread pool: a burst of
+        # embeddings blocked on the lock there would hold every thread that chat requests
+        # need to tokenize their prompts.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{model_id}")
         self._count_lock = threading.Lock()
         self.running = 0
         self.waiting = 0
@@ -78,6 +82,36 @@ class EmbeddingEngine:
         """One normalised vector per text, in order. Raises InvalidArgument for an empty text
         or one longer than the context (nothing is cut silently: the vector would describe
         only part of the text)."""
+        self._count("waiting", 1)
+        return self._embed_counted(texts)
+
+    async def embed_async(self, texts: list[str]) -> Embeddings:
+        """``embed`` on the engine's own thread (counted as waiting while queued)."""
+        self._count("waiting", 1)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._embed_counted, texts)
+
+    def _count(self, what: str, step: int) -> None:
+        with self._count_lock:
+            setattr(self, what, getattr(self, what) + step)
+
+    def _embed_counted(self, texts: list[str]) -> Embeddings:
+        """``embed`` for a call already counted as waiting."""
+        try:
+            token_lists = self._checked_tokens(texts)
+        except BaseException:
+            self._count("waiting", -1)
+            raise
+        with self._lock:
+            self._count("waiting", -1)
+            self._count("running", 1)
+            try:
+                vectors = self._embed_locked(token_lists)
+            finally:
+                self._count("running", -1)
+        return Embeddings(vectors=vectors, prompt_tokens=sum(len(ids) for ids in token_lists))
+
+    def _checked_tokens(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             raise InvalidArgument("no input to embed", param="input")
         token_lists: list[list[int]] = []
@@ -93,18 +127,7 @@ class EmbeddingEngine:
                     param="input",
                 )
             token_lists.append(ids)
-        with self._count_lock:
-            self.waiting += 1
-        with self._lock:
-            with self._count_lock:
-                self.waiting -= 1
-                self.running += 1
-            try:
-                vectors = self._embed_locked(token_lists)
-            finally:
-                with self._count_lock:
-                    self.running -= 1
-        return Embeddings(vectors=vectors, prompt_tokens=sum(len(ids) for ids in token_lists))
+        return token_lists
 
     def _embed_locked(self, token_lists: list[list[int]]) -> list[NDArray[np.float32]]:
         if self.ctx is None:
@@ -151,6 +174,7 @@ class EmbeddingEngine:
         return out
 
     def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             if self.batch is not None:
                 llama_cpp.llama_batch_free(self.batch)

@@ -187,24 +187,20 @@ class BatchEngine:
         self.config = config
         self.model_id = model_id
         self.n_ctx = min(config.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else config.n_ctx
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.n_ctx * config.parallel
-        params.n_batch = max(config.n_batch, config.parallel)
-        params.n_ubatch = params.n_batch
-        params.n_seq_max = config.parallel
-        params.n_threads = config.threads
-        params.n_threads_batch = config.threads
+        self.n_batch = max(config.n_batch, config.parallel)
         # A KV stream per sequence: each gets its own n_ctx cells, and a sequence's numbers do
         # not depend on what else is in the batch (a shared stream changes float sums, so
         # greedy output in a batch would differ from the same request alone).
-        params.kv_unified = False
-        params.no_perf = True
-        ctx = llama_cpp.llama_init_from_model(model.model, params)
-        if not ctx:
-            raise Unavailable(f"llama.cpp could not create a context for {model_id}")
+        ctx = model.new_context(
+            model_id,
+            n_ctx=self.n_ctx * config.parallel,
+            n_batch=self.n_batch,
+            n_seq_max=config.parallel,
+            threads=config.threads,
+            kv_unified=False,
+        )
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
-        self.n_batch = int(params.n_batch)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._pending: collections.deque[tuple[PreparedRequest, RequestHandle]] = (
             collections.deque()

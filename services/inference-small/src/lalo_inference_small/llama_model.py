@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 import llama_cpp
-from lalo_common.errors import FailedPrecondition, InvalidArgument
+from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,35 @@ class LlamaModel:
             buffer = ctypes.create_string_buffer(size + 1)
             llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buffer, size + 1)
         return buffer.value.decode("utf-8", errors="replace")
+
+    def new_context(
+        self,
+        model_id: str,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        n_seq_max: int,
+        threads: int,
+        kv_unified: bool,
+        embeddings: bool = False,
+    ) -> Any:
+        """A llama.cpp context over these weights (the caller frees it with llama_free):
+        ``n_ctx`` cells in all, micro-batches as large as ``n_batch``, CPU threads for
+        decoding and prompt processing alike."""
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = kv_unified
+        params.embeddings = embeddings
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not ctx:
+            raise Unavailable(f"llama.cpp could not create a context for {model_id}")
+        return ctx
 
     def close(self) -> None:
         if self.model:

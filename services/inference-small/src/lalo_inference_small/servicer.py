@@ -144,7 +144,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         model_id, engine = self._embedder(request.model)
-        result = await asyncio.to_thread(engine.embed, list(request.inputs))
+        result = await engine.embed_async(list(request.inputs))
         return pb.EmbedResponse(
             model=model_id,
             embeddings=[pb.Embedding(values=vector.tolist()) for vector in result.vectors],

@@ -18,6 +18,7 @@ from lalo_inference_small.catalog import ModelSpec
 from lalo_inference_small.embedding import EmbeddingEngine
 from lalo_inference_small.llama_model import LlamaModel
 from lalo_inference_small.server import build_server, load_any_engine
+from lalo_inference_small.servicer import Engine
 from lalo_inference_small.settings import InferenceSmallSettings
 from lalo_testing.embedding_model import write_bert_gguf
 
@@ -37,17 +38,28 @@ REFERENCE_HEAD = [0.0332, 0.0044, -0.0063, 0.0484]
 
 
 @pytest.fixture(scope="module")
-async def stub(
+async def engines(
     tiny_model_path: Path, embedding_model_path: Path
-) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
-    engines = {
+) -> AsyncIterator[dict[str, Engine]]:
+    loaded = {
         model_id: await asyncio.to_thread(
             load_any_engine,
             ModelSpec(id=model_id, path=path, n_ctx=512, parallel=4, threads=1),
         )
         for model_id, path in ((MODEL_ID, tiny_model_path), (EMBED_ID, embedding_model_path))
     }
-    assert isinstance(engines[EMBED_ID], EmbeddingEngine)
+    assert isinstance(loaded[EMBED_ID], EmbeddingEngine)
+    try:
+        yield loaded
+    finally:
+        for engine in loaded.values():
+            await asyncio.to_thread(engine.close)
+
+
+@pytest.fixture(scope="module")
+async def stub(
+    engines: dict[str, Engine],
+) -> AsyncIterator[inference_pb2_grpc.InferenceServiceStub]:
     settings = InferenceSmallSettings.model_validate(
         {"LALO_SERVICE_TOKEN": SERVICE_TOKEN, "grace_period_s": 0.1}
     )
@@ -60,8 +72,6 @@ async def stub(
     finally:
         await channel.close()
         await server.stop()
-        for engine in engines.values():
-            await asyncio.to_thread(engine.close)
 
 
 def vectors(reply: pb.EmbedResponse) -> np.ndarray:
@@ -179,3 +189,34 @@ def test_the_converter_refuses_what_is_not_a_mean_pooled_bert(tmp_path: Path) ->
     with pytest.raises(ValueError, match="not BERT"):
         write_bert_gguf(source, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
+
+
+async def test_queued_embeddings_do_not_hold_the_threads_chat_requests_need(
+    stub, engines: dict[str, Engine]
+) -> None:
+    embedder = engines[EMBED_ID]
+    assert isinstance(embedder, EmbeddingEngine)
+    # More queued calls than asyncio's default pool has threads (2 cores: 6).
+    queued = 12
+    embedder._lock.acquire()  # the context is busy with a long batch
+    try:
+        calls = [asyncio.ensure_future(embed(stub, [f"sentence {i}"])) for i in range(queued)]
+        load = pb.LoadReport()
+        for _ in range(200):
+            load = await stub.GetLoad(pb.GetLoadRequest(), timeout=10)
+            if load.waiting == queued:
+                break
+            await asyncio.sleep(0.01)
+        assert load.waiting == queued
+        # A chat model's tokenization (asyncio's default pool) still answers at once.
+        counted = await stub.Tokenize(
+            pb.TokenizeRequest(model=MODEL_ID, prompt="still served"), timeout=5
+        )
+        assert counted.count > 0
+        assert not any(call.done() for call in calls)
+    finally:
+        embedder._lock.release()
+    replies = await asyncio.gather(*calls)
+    assert [len(r.embeddings) for r in replies] == [1] * queued
+    load = await stub.GetLoad(pb.GetLoadRequest(), timeout=10)
+    assert (load.waiting, load.running) == (0, 0)

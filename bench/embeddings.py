@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 import httpx
 import llama_cpp
+from embedding_workload import batch_of, percentile
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
 from lalo_common.grpc_client import create_channel
@@ -40,25 +41,6 @@ from lalo_testing.tiny_model import write_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_TOKEN = secrets.token_hex(16)  # the stack and this client share it
-SENTENCES = [
-    "A man is eating food.",
-    "The new movie is awesome and everyone should see it this weekend.",
-    "How do I reset my password if I no longer have access to my email account?",
-    "Quarterly revenue grew by twelve percent, driven mostly by the services business.",
-    "The cat sits outside.",
-    "Which planet in the solar system has the most moons, and how were they discovered?",
-    "Please summarise the attached meeting notes in three bullet points for the team.",
-    "Paris is the capital and most populous city of France.",
-]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def batch_of(size: int, round_no: int) -> list[str]:
-    return [f"{SENTENCES[(i + round_no) % len(SENTENCES)]} ({i})" for i in range(size)]
 
 
 async def run(args: argparse.Namespace) -> int:

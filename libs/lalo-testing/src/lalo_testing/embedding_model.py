@@ -22,6 +22,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 MODEL_ID = "all-minilm-l6-v2"
+
+# What every embedding test checks a served all-MiniLM-L6-v2 against, whatever the engine.
+REFERENCE_SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+]
+# The sentence embedding of REFERENCE_SENTENCES[0] (mean pooling, normalised), first four
+# dimensions, as the reference BERT computes it in float32 (the router's numpy encoder and
+# sentence-transformers agree on it to 1e-6).
+REFERENCE_HEAD = [0.0332, 0.0044, -0.0063, 0.0484]
+# [CLS] + WordPiece tokens + [SEP] of each reference sentence.
+REFERENCE_TOKEN_COUNTS = [8, 11, 9, 9]
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 

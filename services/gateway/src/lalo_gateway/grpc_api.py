@@ -19,7 +19,7 @@ import grpc
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
-from lalo_common.errors import LaloError
+from lalo_common.errors import PARAM_METADATA, LaloError, error_param
 from lalo_common.grpc_client import request_metadata
 from lalo_common.grpc_server import GrpcServer, request_id_of
 
@@ -102,10 +102,15 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def _relay_failure(
         exc: grpc.aio.AioRpcError, context: grpc.aio.ServicerContext, record: AuditRecord
     ) -> None:
-        """The router's status, passed on to the client as it is."""
+        """The router's status, passed on to the client as it is, with the field at fault
+        (the ``lalo-error-param`` trailer) when the router named one."""
         record.status = HTTP_STATUS.get(exc.code(), 500)
         record.error_code = exc.code().name.lower()
-        await context.abort(exc.code(), exc.details() or exc.code().name)
+        param = error_param(exc)
+        trailing = ((PARAM_METADATA, param),) if param else ()
+        await context.abort(
+            exc.code(), exc.details() or exc.code().name, trailing_metadata=trailing
+        )
 
     async def Chat(
         self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext

@@ -14,6 +14,7 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
+from lalo_common.errors import PARAM_METADATA, error_param
 from lalo_common.grpc_server import GrpcServer
 from lalo_gateway.errors import APIError
 from lalo_gateway.grpc_api import SERVICE_NAME, start_public_grpc
@@ -100,13 +101,15 @@ class FakeRouterService(router_pb2_grpc.RouterServiceServicer):
     def __init__(self) -> None:
         self.requests: list[rpb.EmbedRequest] = []
         self.failure: tuple[grpc.StatusCode, str] | None = None
+        self.failure_param = ""
 
     async def Embed(
         self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> rpb.EmbedResponse:
         self.requests.append(request)
         if self.failure is not None:
-            await context.abort(*self.failure)
+            trailing = ((PARAM_METADATA, self.failure_param),) if self.failure_param else ()
+            await context.abort(*self.failure, trailing_metadata=trailing)
         return rpb.EmbedResponse(
             result=ipb.EmbedResponse(
                 model=request.model,
@@ -220,6 +223,21 @@ async def test_grpc_embed_relays_the_routers_status_and_charges_nothing(
     assert (record.status, record.error_code) == (404, "not_found")
     admission = await public_api.limiter.admit(PRINCIPALS["embedder"])
     assert admission.remaining_tokens == 100
+    assert error_param(failed.value) is None
+
+
+async def test_grpc_relays_the_field_the_router_named(public_api: PublicApi) -> None:
+    """A public gRPC caller learns which field was wrong, as a REST caller reads ``param``."""
+    public_api.router.failure = (grpc.StatusCode.INVALID_ARGUMENT, "input[1] is too long")
+    public_api.router.failure_param = "input"
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await public_api.stub.Embed(
+            embed_request(), metadata=(("authorization", "Bearer embedder"),)
+        )
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(failed.value) == "input"
+    (record,) = public_api.audit.records
+    assert (record.status, record.error_code) == (400, "invalid_argument")
 
 
 async def test_router_client_embed(public_api: PublicApi) -> None:

@@ -11,6 +11,8 @@ from lalo_inference_large.domain import (
     ChatMessage,
     Chunk,
     Complete,
+    EmbeddingRequest,
+    Embeddings,
     Event,
     GenerationRequest,
     Load,
@@ -118,6 +120,18 @@ def tokenize_request(message: pb.TokenizeRequest) -> GenerationRequest:
     return GenerationRequest("", message.model, messages=messages, tools=tools)
 
 
+def embedding_request(message: pb.EmbedRequest, request_id: str = "") -> EmbeddingRequest:
+    return EmbeddingRequest(message.request_id or request_id, message.model, tuple(message.inputs))
+
+
+def embed_message(result: Embeddings) -> pb.EmbedResponse:
+    return pb.EmbedResponse(
+        model=result.model,
+        embeddings=[pb.Embedding(values=vector) for vector in result.vectors],
+        prompt_tokens=result.prompt_tokens,
+    )
+
+
 def event_message(event: Event) -> pb.GenerateResponse:
     if isinstance(event, Chunk):
         return pb.GenerateResponse(
@@ -172,6 +186,8 @@ def models_message(cards: list[ModelCard]) -> pb.ListModelsResponse:
                 supports_grammar=c.supports_grammar,
                 supports_logprobs=c.supports_logprobs,
                 supports_tools=c.supports_tools,
+                embeddings=c.embeddings,
+                embedding_dimensions=c.embedding_dimensions,
             )
             for c in cards
         ]

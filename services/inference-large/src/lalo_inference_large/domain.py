@@ -126,6 +126,24 @@ class ModelCard:
     supports_grammar: bool = False
     supports_logprobs: bool = False
     supports_tools: bool = False
+    # A sentence-embedding model (vLLM's pooling runner): Embed, never Generate.
+    embeddings: bool = False
+    embedding_dimensions: int = 0
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    request_id: str
+    model: str
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    model: str
+    # One L2-normalised vector per input, in the order of the inputs.
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,8 @@ class Backend(Protocol):
     async def list_models(self) -> list[ModelCard]: ...
 
     async def tokenize(self, request: GenerationRequest) -> TokenCount: ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings: ...
 
     async def load(self) -> Load: ...
 

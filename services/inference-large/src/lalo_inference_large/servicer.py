@@ -52,6 +52,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         backend = self._ready()
         return convert.tokenize_message(await backend.tokenize(convert.tokenize_request(request)))
 
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        backend = self._ready()
+        result = await backend.embed(convert.embedding_request(request, request_id_of(context)))
+        return convert.embed_message(result)
+
     async def GetLoad(
         self, request: pb.GetLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoadReport:

@@ -51,6 +51,11 @@ class InferenceLargeSettings(ServiceSettings):
     served_model_name: str = ""
     model_aliases: Annotated[list[str], NoDecode] = []
     tokenizer: str = ""
+    # "pooling" serves the model as a sentence-embedding model (Embed, /v1/embeddings);
+    # "generate" as a text generator; "auto" lets vLLM decide from the architecture (BERT-like
+    # encoders pool, causal LMs generate). A causal LM trained for embeddings (Qwen3-Embedding,
+    # e5-mistral) needs "pooling".
+    runner: Literal["auto", "generate", "pooling"] = "auto"
     revision: str = ""
     download_dir: str = ""
     # "auto" follows the checkpoint; "bfloat16" on GPUs, "float32" on CPU.
@@ -71,7 +76,9 @@ class InferenceLargeSettings(ServiceSettings):
     kv_cache_memory_bytes: int = Field(default=0, ge=0)
     max_num_seqs: int = Field(default=256, ge=1)
     max_num_batched_tokens: int = Field(default=0, ge=0)
-    enable_prefix_caching: bool = True
+    # Unset: vLLM's default for the model (on for text generators; off for encoder-only
+    # embedding models, whose attention keeps no KV cache to share).
+    enable_prefix_caching: bool | None = None
     kv_cache_dtype: str = "auto"
     # Skips CUDA-graph capture / torch.compile: faster start, slower decode.
     enforce_eager: bool = False

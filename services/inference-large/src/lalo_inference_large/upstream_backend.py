@@ -29,6 +29,8 @@ from lalo_common.errors import (
 from lalo_inference_large.domain import (
     Chunk,
     Complete,
+    EmbeddingRequest,
+    Embeddings,
     Event,
     FinishReason,
     GenerationRequest,
@@ -344,6 +346,16 @@ class OpenAIUpstreamBackend:
         ids = tuple(int(i) for i in data.get("tokens", []))
         return TokenCount(
             ids, int(data.get("max_model_len", self.settings.upstream_context_length))
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        # ListModels marks none of the upstream's models as an embedding model, so the router
+        # never sends Embed here; a direct caller is told why.
+        model = self._model(request.model)
+        raise InvalidArgument(
+            f"{model!r} generates text, it does not make embeddings (the openai-upstream "
+            "backend serves no embedding models)",
+            param="model",
         )
 
     async def load(self) -> Load:

@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from lalo_common.embedding_inputs import checked_token_lists
 from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
 
 from lalo_inference_large import sampling
 from lalo_inference_large.domain import (
     Chunk,
     Complete,
+    EmbeddingRequest,
+    Embeddings,
     Event,
     GenerationRequest,
     Load,
@@ -58,6 +61,7 @@ def engine_args(settings: InferenceLargeSettings) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": settings.model,
         "served_model_name": [settings.model_name],
+        "runner": settings.runner,
         "dtype": settings.dtype,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "pipeline_parallel_size": settings.pipeline_parallel_size,
@@ -65,7 +69,6 @@ def engine_args(settings: InferenceLargeSettings) -> dict[str, Any]:
         "enable_expert_parallel": settings.enable_expert_parallel,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "max_num_seqs": settings.max_num_seqs,
-        "enable_prefix_caching": settings.enable_prefix_caching,
         "kv_cache_dtype": settings.kv_cache_dtype,
         "enforce_eager": settings.enforce_eager,
         "load_format": settings.load_format,
@@ -91,6 +94,8 @@ def engine_args(settings: InferenceLargeSettings) -> dict[str, Any]:
         "max_num_batched_tokens": settings.max_num_batched_tokens,
     }
     args.update({key: value for key, value in optional.items() if value})
+    if settings.enable_prefix_caching is not None:
+        args["enable_prefix_caching"] = settings.enable_prefix_caching
     return args
 
 
@@ -157,8 +162,14 @@ class VllmBackend:
         self._defaults: dict[str, Any] = dict(model_config.get_diff_sampling_param() or {})
         template = getattr(self.tokenizer, "chat_template", None) or ""
         self._supports_tools = "tools" in str(template)
+        # A pooling model makes sentence embeddings and never generates; its vector size is
+        # measured once at start (a projection layer can make it differ from the hidden size).
+        self.embeds = model_config.runner_type == "pooling"
+        self.embedding_dimensions = 0
+        from vllm.pooling_params import PoolingParams
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
+        self._PoolingParams = PoolingParams
         self._SamplingParams = SamplingParams
         self._StructuredOutputsParams = StructuredOutputsParams
         self._delta = RequestOutputKind.DELTA
@@ -189,7 +200,23 @@ class VllmBackend:
             asyncio.to_thread(AsyncLLM.from_engine_args, engine_arguments, stat_loggers=[factory]),
             timeout=settings.startup_timeout_s,
         )
-        return cls(engine, settings, figures)
+        backend = cls(engine, settings, figures)
+        if backend.embeds:
+            await backend._check_embedding_model()
+        return backend
+
+    async def _check_embedding_model(self) -> None:
+        tasks = await self.engine.get_supported_tasks()
+        if "embed" not in tasks:
+            engine, self.engine = self.engine, None
+            await asyncio.to_thread(engine.shutdown)
+            raise RuntimeError(
+                f"{self.name} runs on vLLM's pooling runner but cannot make sentence embeddings "
+                f"(its tasks: {', '.join(tasks) or 'none'}); inference-large serves text "
+                "generators and embedding models"
+            )
+        probe = await self._pooled(self.tokenizer.encode("probe"), "startup-probe")
+        self.embedding_dimensions = len(probe)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -292,6 +319,13 @@ class VllmBackend:
     # --- Backend interface -------------------------------------------------------------------
 
     async def start(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        if self.embeds:
+            self._check_model(request.model)
+            raise InvalidArgument(
+                f"{self.name!r} is an embedding model: it makes embeddings (/v1/embeddings), "
+                "not text",
+                param="model",
+            )
         prompt_ids = await self._prepare(request)
         params = self._sampling_params(request, len(prompt_ids))
         engine_request_id = f"{request.request_id or 'gen'}-{uuid.uuid4().hex[:12]}"
@@ -363,7 +397,71 @@ class VllmBackend:
             # cancelled, its deadline passed, or it stopped reading).
             await outputs.aclose()  # type: ignore[attr-defined]
 
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        self._check_model(request.model)
+        if not self.embeds:
+            raise InvalidArgument(
+                f"{self.name!r} generates text, it does not make embeddings (embedding models "
+                "here: none)",
+                param="model",
+            )
+        token_lists = await asyncio.to_thread(self._embedding_tokens, request.inputs)
+        prefix = request.request_id or "embed"
+        # One engine request per input, so the scheduler batches them with everything else;
+        # the task group cancels (aborts) the rest when one fails or the caller goes away.
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._pooled(ids, f"{prefix}-{index}-{uuid.uuid4().hex[:8]}"))
+                for index, ids in enumerate(token_lists)
+            ]
+        return Embeddings(
+            model=self.name,
+            vectors=tuple(task.result() for task in tasks),
+            prompt_tokens=sum(len(ids) for ids in token_lists),
+        )
+
+    def _embedding_tokens(self, texts: Sequence[str]) -> list[list[int]]:
+        return checked_token_lists(
+            texts,
+            lambda text: list(self.tokenizer.encode(text, add_special_tokens=True)),
+            self.context_length,
+            self.name,
+        )
+
+    async def _pooled(self, token_ids: Sequence[int], engine_request_id: str) -> tuple[float, ...]:
+        """The model's sentence embedding of one input (pooled and L2-normalised by vLLM)."""
+        if self.engine is None:
+            raise Unavailable("the engine has been shut down")
+        outputs = self.engine.encode(
+            {"prompt_token_ids": list(token_ids)},
+            self._PoolingParams(task="embed"),
+            engine_request_id,
+        )
+        final: Any = None
+        try:
+            async for output in outputs:
+                final = output
+        except LaloError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        finally:
+            await outputs.aclose()
+        if final is None or not final.finished:
+            raise Unavailable("the engine ended the request without an embedding")
+        return tuple(float(value) for value in final.outputs.data.tolist())
+
     async def list_models(self) -> list[ModelCard]:
+        if self.embeds:
+            return [
+                ModelCard(
+                    id=self.name,
+                    backend="vllm",
+                    context_length=self.context_length,
+                    embeddings=True,
+                    embedding_dimensions=self.embedding_dimensions,
+                )
+            ]
         return [
             ModelCard(
                 id=self.name,

@@ -27,6 +27,7 @@ def test_engine_args_carry_every_engine_setting() -> None:
         enable_prefix_caching=False,
         kv_cache_dtype="fp8",
         enforce_eager=True,
+        runner="pooling",
     )
     args = engine_args(settings)
     assert args["model"] == "/models/m"
@@ -46,6 +47,12 @@ def test_engine_args_carry_every_engine_setting() -> None:
     # Unset optional values are left to vLLM rather than passed as empty strings or zeros.
     assert "kv_cache_memory_bytes" not in args
     assert "tokenizer" not in args
+    assert args["runner"] == "pooling"
+    # Prefix caching is vLLM's call unless set: an encoder-only embedding model fails to start
+    # when it is forced on.
+    defaults = engine_args(InferenceLargeSettings(model="/models/m"))
+    assert "enable_prefix_caching" not in defaults
+    assert defaults["runner"] == "auto"
 
 
 def test_env_prefix_and_shared_service_token(monkeypatch: pytest.MonkeyPatch) -> None:

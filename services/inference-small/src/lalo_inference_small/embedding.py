@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import llama_cpp
 import numpy as np
-from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from lalo_common.embedding_inputs import checked_token_lists
+from lalo_common.errors import FailedPrecondition, Unavailable
 from numpy.typing import NDArray
 
 from lalo_inference_small.llama_model import LlamaModel
@@ -112,22 +113,7 @@ class EmbeddingEngine:
         return Embeddings(vectors=vectors, prompt_tokens=sum(len(ids) for ids in token_lists))
 
     def _checked_tokens(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            raise InvalidArgument("no input to embed", param="input")
-        token_lists: list[list[int]] = []
-        for index, text in enumerate(texts):
-            where = f"input[{index}]" if len(texts) > 1 else "input"
-            if not text.strip():
-                raise InvalidArgument(f"{where} is empty: nothing to embed", param="input")
-            ids = self.tokenize(text)
-            if len(ids) > self.n_ctx:
-                raise InvalidArgument(
-                    f"{where} has {len(ids)} tokens, over {self.model_id}'s context length of "
-                    f"{self.n_ctx} tokens per input. Shorten or split it.",
-                    param="input",
-                )
-            token_lists.append(ids)
-        return token_lists
+        return checked_token_lists(texts, self.tokenize, self.n_ctx, self.model_id)
 
     def _embed_locked(self, token_lists: list[list[int]]) -> list[NDArray[np.float32]]:
         if self.ctx is None:

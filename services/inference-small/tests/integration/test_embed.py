@@ -20,21 +20,17 @@ from lalo_inference_small.llama_model import LlamaModel
 from lalo_inference_small.server import build_server, load_any_engine
 from lalo_inference_small.servicer import Engine
 from lalo_inference_small.settings import InferenceSmallSettings
-from lalo_testing.embedding_model import write_bert_gguf
+from lalo_testing.embedding_model import (
+    REFERENCE_HEAD,
+    REFERENCE_SENTENCES,
+    REFERENCE_TOKEN_COUNTS,
+    write_bert_gguf,
+)
 
 from .conftest import MODEL_ID, SERVICE_TOKEN
 
 EMBED_ID = "all-minilm-l6-v2"
-SENTENCES = [
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-]
-# all-MiniLM-L6-v2's sentence embedding of SENTENCES[0] (mean pooling, normalised), first four
-# dimensions, as the reference BERT computes it in float32 (the router's numpy encoder and
-# sentence-transformers agree on it to 1e-6).
-REFERENCE_HEAD = [0.0332, 0.0044, -0.0063, 0.0484]
+SENTENCES = REFERENCE_SENTENCES
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +97,7 @@ async def test_embeddings_are_the_real_models_normalised_and_in_order(stub) -> N
         (await stub.Tokenize(pb.TokenizeRequest(model=EMBED_ID, prompt=s), timeout=10)).count
         for s in SENTENCES
     ]
-    assert reply.prompt_tokens == sum(tokenized) == 8 + 11 + 9 + 9
+    assert reply.prompt_tokens == sum(tokenized) == sum(REFERENCE_TOKEN_COUNTS)
 
 
 async def test_an_input_embeds_the_same_alone_and_in_a_batch(stub) -> None:

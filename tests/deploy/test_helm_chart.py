@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO_ROOT / "deploy" / "profiles").glob("*.yaml"))
@@ -22,10 +23,12 @@ CALLERS = {
     "router": {"gateway", "orchestrator"},
     "inference-small": {"router", "orchestrator"},
     "inference-large": {"router", "orchestrator"},
+    "inference-large-embed": {"router"},
     "tools": {"orchestrator"},
     "orchestrator": set(),
     "orchestrator-api": {"gateway", "router"},
 }
+GPU_COMPONENTS = {"inference-large", "inference-large-embed"}
 RENDERS: dict[str, list[dict[str, Any]]] = {}
 
 
@@ -181,7 +184,7 @@ def test_gpus_only_where_they_belong(check_chart: ModuleType, helm: Path, profil
                 for c in spec["containers"]
                 if "nvidia.com/gpu" in (c["resources"].get("limits") or {})
             ]
-            if doc["kind"] == "Job" or component(doc) != "inference-large":
+            if doc["kind"] == "Job" or component(doc) not in GPU_COMPONENTS:
                 assert not gpu, f"{name} asks for a GPU"
                 continue
             assert gpu, f"{name} runs vLLM without a GPU"
@@ -191,6 +194,41 @@ def test_gpus_only_where_they_belong(check_chart: ModuleType, helm: Path, profil
             assert {"/dev/shm", "/models"} <= mounts
             if not name.endswith("/worker"):
                 assert [c["name"] for c in spec["initContainers"]] == ["fetch-models"]
+
+
+def test_an_embedding_model_on_the_gpu_is_its_own_deployment_in_the_large_pool(
+    check_chart: ModuleType, helm: Path
+) -> None:
+    docs = render(check_chart, helm, EVERYTHING)
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deployment = by_name[("Deployment", "lalo-inference-large-embed")]
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["LALO_INFERENCE_LARGE_RUNNER"] == "pooling"
+    assert env["LALO_INFERENCE_LARGE_MODEL"] == "/models/qwen3-embedding-0.6b"
+    assert env["LALO_INFERENCE_LARGE_SERVED_MODEL_NAME"] == "qwen3-embedding-0.6b"
+    assert "LALO_INFERENCE_LARGE_DISTRIBUTED_EXECUTOR_BACKEND" not in env
+    # Its own model volume and fetch list, not the text model's.
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == (
+        "lalo-inference-large-embed-models"
+    )
+    fetch = yaml.safe_load(
+        by_name[("ConfigMap", "lalo-inference-large-embed-models")]["data"]["fetch.yaml"]
+    )
+    assert [m["repo"] for m in fetch["models"]] == ["Qwen/Qwen3-Embedding-0.6B"]
+    assert ("Service", "lalo-inference-large-embed") in by_name
+    # The text model still runs as its LeaderWorkerSet, without the pooling runner.
+    assert ("LeaderWorkerSet", "lalo-inference-large") in by_name
+    router = by_name[("Deployment", "lalo-router")]
+    router_env = {
+        e["name"]: e.get("value") for e in router["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert router_env["LALO_ROUTER_BACKENDS"].split(",") == [
+        "small=lalo-inference-small:50061",
+        "large=lalo-inference-large:50062",
+        "large=lalo-inference-large-embed:50062",
+    ]
 
 
 def test_tensor_parallel_matches_gpus(check_chart: ModuleType, helm: Path) -> None:

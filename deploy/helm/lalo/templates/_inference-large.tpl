@@ -1,7 +1,8 @@
-{{/* Pod pieces of inference-large, shared by its Deployment and LeaderWorkerSet pods. */}}
+{{/* Pod pieces of inference-large, shared by its Deployment and LeaderWorkerSet pods and by
+its embedding instance; each takes the component's context (dict "root" "component" "svc"). */}}
 
 {{- define "lalo.inferenceLarge.volumes" -}}
-{{- $svc := .Values.inferenceLarge -}}
+{{- $svc := .svc -}}
 # Ray keeps its session files and logs under /tmp.
 - name: tmp
   emptyDir:
@@ -16,14 +17,14 @@
     sizeLimit: {{ $svc.shmSize }}
 - name: models
   persistentVolumeClaim:
-    claimName: {{ $svc.modelCache.existingClaim | default (printf "%s-models" (include "lalo.name" (dict "root" . "component" "inference-large"))) }}
+    claimName: {{ $svc.modelCache.existingClaim | default (printf "%s-models" (include "lalo.name" .)) }}
 - name: fetch
   configMap:
-    name: {{ printf "%s-models" (include "lalo.name" (dict "root" . "component" "inference-large")) }}
+    name: {{ printf "%s-models" (include "lalo.name" .) }}
 {{- end -}}
 
 {{- define "lalo.inferenceLarge.mounts" -}}
-{{- include "lalo.scratchMounts" . }}
+{{- include "lalo.scratchMounts" .root }}
 - name: cache
   mountPath: /home/lalo/.cache
 - name: dshm
@@ -33,7 +34,6 @@
 {{- end -}}
 
 {{- define "lalo.inferenceLarge.env" -}}
-{{- $svc := .Values.inferenceLarge -}}
 - name: HF_HUB_OFFLINE
   value: "1"
 - name: HF_HOME
@@ -49,21 +49,22 @@
 {{- end -}}
 
 {{- define "lalo.inferenceLarge.fetchInit" -}}
-{{- $svc := .Values.inferenceLarge -}}
+{{- $svc := .svc -}}
+{{- $root := .root -}}
 # Downloads the model onto the cache volume and verifies every file against the sha256 the
 # hub publishes for the resolved commit (or the pins in values) before vLLM loads it.
 - name: fetch-models
-  image: {{ include "lalo.image" (dict "root" . "svc" $svc) }}
-  imagePullPolicy: {{ .Values.global.imagePullPolicy }}
+  image: {{ include "lalo.image" . }}
+  imagePullPolicy: {{ $root.Values.global.imagePullPolicy }}
   command: ["python", "/usr/local/bin/lalo-fetch-models", "--catalog", "/etc/lalo/models/fetch.yaml", "--dest", "/models"]
   env:
-    {{- include "lalo.secretEnv" (dict "root" . "name" "HF_TOKEN" "key" "hf-token" "optional" true) | nindent 4 }}
+    {{- include "lalo.secretEnv" (dict "root" $root "name" "HF_TOKEN" "key" "hf-token" "optional" true) | nindent 4 }}
   securityContext:
-    {{- include "lalo.containerSecurityContext" . | nindent 4 }}
+    {{- include "lalo.containerSecurityContext" $root | nindent 4 }}
   resources:
     {{- toYaml $svc.modelFetch.resources | nindent 4 }}
   volumeMounts:
-    {{- include "lalo.scratchMounts" . | nindent 4 }}
+    {{- include "lalo.scratchMounts" $root | nindent 4 }}
     - name: models
       mountPath: /models
     - name: fetch
@@ -72,9 +73,9 @@
 {{- end -}}
 
 {{- define "lalo.inferenceLarge.server" -}}
-{{- $root := .root }}
-{{- $svc := $root.Values.inferenceLarge }}
-{{- $lws := $svc.leaderWorkerSet.enabled -}}
+{{- $root := .ctx.root }}
+{{- $svc := .ctx.svc }}
+{{- $lws := and $svc.leaderWorkerSet $svc.leaderWorkerSet.enabled -}}
 - name: inference-large
   image: {{ .image }}
   imagePullPolicy: {{ $root.Values.global.imagePullPolicy }}
@@ -88,7 +89,7 @@
       protocol: TCP
   env:
     {{- include "lalo.commonEnv" (dict "root" $root "prefix" "INFERENCE_LARGE" "svc" $svc) | nindent 4 }}
-    {{- include "lalo.inferenceLarge.env" $root | nindent 4 }}
+    {{- include "lalo.inferenceLarge.env" . | nindent 4 }}
     - name: LALO_INFERENCE_LARGE_LISTEN_ADDRESS
       value: {{ printf "0.0.0.0:%d" (int $svc.port) | quote }}
     - name: LALO_INFERENCE_LARGE_MODEL
@@ -103,6 +104,10 @@
       value: {{ $svc.maxModelLen | quote }}
     - name: LALO_INFERENCE_LARGE_GPU_MEMORY_UTILIZATION
       value: {{ $svc.gpuMemoryUtilization | quote }}
+    {{- with $svc.runner }}
+    - name: LALO_INFERENCE_LARGE_RUNNER
+      value: {{ . | quote }}
+    {{- end }}
     {{- if $lws }}
     - name: LALO_INFERENCE_LARGE_DISTRIBUTED_EXECUTOR_BACKEND
       value: ray
@@ -129,5 +134,5 @@
   resources:
     {{- toYaml .resources | nindent 4 }}
   volumeMounts:
-    {{- include "lalo.inferenceLarge.mounts" $root | nindent 4 }}
+    {{- include "lalo.inferenceLarge.mounts" .ctx | nindent 4 }}
 {{- end -}}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +41,7 @@ Stub = inference_pb2_grpc.InferenceServiceStub
 
 
 @pytest.fixture(scope="module")
-async def embed_port() -> AsyncIterator[int]:
+async def embed_server() -> AsyncIterator[tuple[int, VllmBackend]]:
     """inference-large serving the sentence-transformers folder as it is installed: vLLM's
     "auto" runner picks pooling for a BERT encoder."""
     settings = engine_settings(
@@ -51,9 +52,14 @@ async def embed_port() -> AsyncIterator[int]:
     backend = await VllmBackend.create(settings)
     await server.attach(backend)
     try:
-        yield port
+        yield port, backend
     finally:
         await server.stop()
+
+
+@pytest.fixture
+def embed_port(embed_server: tuple[int, VllmBackend]) -> int:
+    return embed_server[0]
 
 
 @pytest.fixture
@@ -102,6 +108,22 @@ async def test_an_input_over_the_context_is_refused_not_cut(stub: Stub) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input[1] has 302 tokens" in caught.value.details()
     assert "context length of 256" in caught.value.details()
+
+
+async def test_a_passed_deadline_aborts_every_input_in_the_engine(
+    stub: Stub, embed_server: tuple[int, VllmBackend]
+) -> None:
+    backend = embed_server[1]
+    # ~200 tokens each: well over a minute of work on this CPU if nothing were aborted.
+    inputs = [f"{i} " + "word " * 200 for i in range(1500)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(pb.EmbedRequest(model=EMBED_MODEL, inputs=inputs), timeout=1.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 10
+    while backend.unfinished_requests() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert backend.unfinished_requests() == 0
+    assert len((await embed(stub, ["still serving"])).embeddings) == 1
 
 
 @pytest.mark.parametrize("inputs", [[], [""], ["ok", "   "]])

@@ -221,9 +221,8 @@ def test_an_embedding_model_on_the_gpu_is_its_own_deployment_in_the_large_pool(
     # The text model still runs as its LeaderWorkerSet, without the pooling runner.
     assert ("LeaderWorkerSet", "lalo-inference-large") in by_name
     router = by_name[("Deployment", "lalo-router")]
-    router_env = {
-        e["name"]: e.get("value") for e in router["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    (router_container,) = router["spec"]["template"]["spec"]["containers"]
+    router_env = {e["name"]: e.get("value") for e in router_container["env"]}
     assert router_env["LALO_ROUTER_BACKENDS"].split(",") == [
         "small=lalo-inference-small:50061",
         "large=lalo-inference-large:50062",

@@ -15,12 +15,20 @@ from lalo_inference_large.vllm_backend import ENGINE_MISSING, vllm_available
 log = logging.getLogger("lalo_inference_large")
 
 
+class LoadFailed(RuntimeError):
+    """The backend could not start (the engine refused the model, the upstream is down)."""
+
+
 async def serve(settings: InferenceLargeSettings) -> None:
     server = build_server(settings)
     port = await server.start()
     log.info("inference-large listening on port %d (not serving until the model is up)", port)
     try:
-        await server.load()
+        try:
+            await server.load()
+        except Exception as exc:
+            # vLLM's own traceback (the engine's root cause) is already in the log above.
+            raise LoadFailed(f"could not load {settings.model_name!r}: {exc}") from exc
         await server.grpc.serve_until_signalled()
     finally:
         # The health watchdog stops before the engine does (it would find no engine).
@@ -37,7 +45,12 @@ def main() -> int:
     if settings.backend == "vllm" and not vllm_available():
         print(f"inference-large: {ENGINE_MISSING}", file=sys.stderr)
         return 3
-    aio.run(serve(settings))
+    try:
+        aio.run(serve(settings))
+    except LoadFailed as exc:
+        log.error("%s", exc, exc_info=exc.__cause__)
+        print(f"inference-large: {exc}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -64,10 +64,14 @@ async def large_server(
     settings = engine_settings(tiny_hf_model_dir)
     server = build_server(settings)
     port = await server.start()
-    backend = await VllmBackend.create(settings)
-    await server.attach(backend)
-    yield server, backend, port
-    await server.stop()
+    try:
+        # Inside the try: a gRPC server left running when the engine fails to start keeps
+        # the test process alive after the session ends (it hangs instead of failing).
+        backend = await VllmBackend.create(settings)
+        await server.attach(backend)
+        yield server, backend, port
+    finally:
+        await server.stop()
 
 
 @pytest.fixture(scope="session")

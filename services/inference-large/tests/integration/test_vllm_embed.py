@@ -49,9 +49,11 @@ async def embed_server() -> AsyncIterator[tuple[int, VllmBackend]]:
     )
     server = build_server(settings)
     port = await server.start()
-    backend = await VllmBackend.create(settings)
-    await server.attach(backend)
     try:
+        # Inside the try: a gRPC server left running when the engine fails to start keeps
+        # the test process alive after the session ends (it hangs instead of failing).
+        backend = await VllmBackend.create(settings)
+        await server.attach(backend)
         yield port, backend
     finally:
         await server.stop()

@@ -1,6 +1,6 @@
-"""The contract's rules for ``Embed`` inputs, the same in every inference service: at least one
-input, none empty, none over the model's context (refused, never cut, so a vector always
-stands for the whole text)."""
+"""The contract's rules for ``Embed`` requests, the same in every inference service: at least
+one input, none empty, none over the model's context (refused, never cut, so a vector always
+stands for the whole text), and ``dimensions`` only where the model can give that length."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def checked_token_lists(
             )
         token_lists.append(ids)
     return token_lists
+
+
+def fixed_length_refusal(model: str, length: int) -> InvalidArgument:
+    """The 400 for ``dimensions`` other than the length of a model that cannot shorten its
+    vectors (anything but a Matryoshka model)."""
+    return InvalidArgument(
+        f"The model '{model}' returns {length}-dimensional vectors and cannot shorten them: "
+        f"send dimensions={length} or leave it out.",
+        param="dimensions",
+    )

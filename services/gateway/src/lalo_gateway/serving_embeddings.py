@@ -49,7 +49,9 @@ def encode_base64(values: Sequence[float]) -> str:
 
 
 def check_dimensions(wanted: int | None, model: str, result: ipb.EmbedResponse) -> None:
-    """LALO does not shorten vectors: ``dimensions``, when given, must be the model's own."""
+    """The vectors must have the length asked for: a model that can shorten its vectors
+    (Matryoshka, on inference-large) was asked to, and every other model refuses another
+    length itself; this catches a replica that ignored the request."""
     if wanted is None or not result.embeddings:
         return
     length = len(result.embeddings[0].values)
@@ -77,6 +79,8 @@ class ServingEmbeddings:
         texts = embedding_texts(body.input)
         check_input_count(len(texts), self.max_inputs)
         router_request = rpb.EmbedRequest(request_id=request_id, model=body.model, inputs=texts)
+        if body.dimensions is not None:
+            router_request.dimensions = body.dimensions
         stamp_caller(router_request, principal)
         reply = await self.router.embed(router_request)
         result = reply.result

@@ -773,10 +773,16 @@ def test_embeddings_explicit_nulls_and_user(post: Callable[..., Any], router: Fa
 
 def test_embeddings_dimensions(post: Callable[..., Any], router: FakeRouter) -> None:
     assert post("/v1/embeddings", embed_body(dimensions=3)).status_code == 200
+    assert router.embed_requests[-1].dimensions == 3
+    # A replica that returned another length than asked for (here: ignored the request) is
+    # caught at the gateway too.
     error = assert_openai_error(
         post("/v1/embeddings", embed_body(dimensions=2)), 400, param="dimensions"
     )
     assert "3-dimensional" in error["message"]
+    assert router.embed_requests[-1].dimensions == 2
+    post("/v1/embeddings", embed_body())
+    assert not router.embed_requests[-1].HasField("dimensions")
 
 
 @pytest.mark.parametrize(

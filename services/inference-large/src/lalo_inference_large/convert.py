@@ -121,7 +121,12 @@ def tokenize_request(message: pb.TokenizeRequest) -> GenerationRequest:
 
 
 def embedding_request(message: pb.EmbedRequest, request_id: str = "") -> EmbeddingRequest:
-    return EmbeddingRequest(message.request_id or request_id, message.model, tuple(message.inputs))
+    return EmbeddingRequest(
+        message.request_id or request_id,
+        message.model,
+        tuple(message.inputs),
+        dimensions=message.dimensions if message.HasField("dimensions") else None,
+    )
 
 
 def embed_message(result: Embeddings) -> pb.EmbedResponse:

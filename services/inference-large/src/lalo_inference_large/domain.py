@@ -136,6 +136,8 @@ class EmbeddingRequest:
     request_id: str
     model: str
     inputs: tuple[str, ...]
+    # Shorter vectors from a Matryoshka model; None: the model's own length.
+    dimensions: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from lalo_common.embedding_inputs import checked_token_lists
+from lalo_common.embedding_inputs import checked_token_lists, fixed_length_refusal
 from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
 
 from lalo_inference_large import sampling
@@ -405,13 +405,16 @@ class VllmBackend:
                 "here: none)",
                 param="model",
             )
+        dimensions = self._dimensions(request.dimensions)
         token_lists = await asyncio.to_thread(self._embedding_tokens, request.inputs)
         prefix = request.request_id or "embed"
         # One engine request per input, so the scheduler batches them with everything else;
         # the task group cancels (aborts) the rest when one fails or the caller goes away.
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(self._pooled(ids, f"{prefix}-{index}-{uuid.uuid4().hex[:8]}"))
+                group.create_task(
+                    self._pooled(ids, f"{prefix}-{index}-{uuid.uuid4().hex[:8]}", dimensions)
+                )
                 for index, ids in enumerate(token_lists)
             ]
         return Embeddings(
@@ -428,13 +431,34 @@ class VllmBackend:
             self.name,
         )
 
-    async def _pooled(self, token_ids: Sequence[int], engine_request_id: str) -> tuple[float, ...]:
-        """The model's sentence embedding of one input (pooled and L2-normalised by vLLM)."""
+    def _dimensions(self, wanted: int | None) -> int | None:
+        """The length to ask vLLM for: None for the model's own; a shorter one only from a
+        Matryoshka model, and only a length it was trained for."""
+        if wanted is None or wanted == self.embedding_dimensions:
+            return None
+        model_config = self.engine.model_config
+        if not model_config.is_matryoshka:
+            raise fixed_length_refusal(self.name, self.embedding_dimensions)
+        trained = list(model_config.matryoshka_dimensions or [])
+        if not 1 <= wanted <= self.embedding_dimensions or (trained and wanted not in trained):
+            lengths = ", ".join(map(str, trained)) or f"1 to {self.embedding_dimensions}"
+            raise InvalidArgument(
+                f"The model '{self.name}' can shorten its vectors to {lengths} dimensions, "
+                f"not {wanted}.",
+                param="dimensions",
+            )
+        return wanted
+
+    async def _pooled(
+        self, token_ids: Sequence[int], engine_request_id: str, dimensions: int | None = None
+    ) -> tuple[float, ...]:
+        """The model's sentence embedding of one input (pooled, shortened when asked, and
+        L2-normalised by vLLM)."""
         if self.engine is None:
             raise Unavailable("the engine has been shut down")
         outputs = self.engine.encode(
             {"prompt_token_ids": list(token_ids)},
-            self._PoolingParams(task="embed"),
+            self._PoolingParams(task="embed", dimensions=dimensions),
             engine_request_id,
         )
         final: Any = None

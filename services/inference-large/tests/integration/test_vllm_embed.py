@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import openai
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import error_param
 from lalo_inference_large.server import build_server
 from lalo_inference_large.vllm_backend import VllmBackend, vllm_available
 
@@ -40,12 +43,25 @@ SENTENCES = REFERENCE_SENTENCES
 Stub = inference_pb2_grpc.InferenceServiceStub
 
 
+# Lengths the served copy declares it was trained for (Matryoshka); all-MiniLM-L6-v2 was not,
+# so shortened vectors only show that the length reaches vLLM and comes back normalised.
+MATRYOSHKA = [384, 256, 128]
+
+
 @pytest.fixture(scope="module")
-async def embed_server() -> AsyncIterator[tuple[int, VllmBackend]]:
-    """inference-large serving the sentence-transformers folder as it is installed: vLLM's
-    "auto" runner picks pooling for a BERT encoder."""
+async def embed_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[int, VllmBackend]]:
+    """inference-large serving the sentence-transformers folder as it is installed (vLLM's
+    "auto" runner picks pooling for a BERT encoder), its config declaring Matryoshka lengths."""
+    model_dir = tmp_path_factory.mktemp("models") / "minilm"
+    shutil.copytree(minilm_dir(), model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(
+        json.dumps(config | {"matryoshka_dimensions": MATRYOSHKA})
+    )
     settings = engine_settings(
-        minilm_dir(), served_model_name=EMBED_MODEL, model_aliases=[], max_model_len=0
+        model_dir, served_model_name=EMBED_MODEL, model_aliases=[], max_model_len=0
     )
     server = build_server(settings)
     port = await server.start()
@@ -128,6 +144,28 @@ async def test_a_passed_deadline_aborts_every_input_in_the_engine(
     assert len((await embed(stub, ["still serving"])).embeddings) == 1
 
 
+async def test_a_matryoshka_model_gives_the_lengths_it_was_trained_for(stub: Stub) -> None:
+    full = vectors(await embed(stub, SENTENCES[:2]))
+    short = vectors(
+        await stub.Embed(
+            pb.EmbedRequest(model=EMBED_MODEL, inputs=SENTENCES[:2], dimensions=128), timeout=60
+        )
+    )
+    assert short.shape == (2, 128)
+    # The first 128 values of the pooled vector, normalised again.
+    head = full[:, :128] / np.linalg.norm(full[:, :128], axis=1, keepdims=True)
+    np.testing.assert_allclose(short, head, atol=1e-4)
+    own = await stub.Embed(
+        pb.EmbedRequest(model=EMBED_MODEL, inputs=SENTENCES[:2], dimensions=384), timeout=60
+    )
+    np.testing.assert_allclose(vectors(own), full, atol=1e-6)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(pb.EmbedRequest(model=EMBED_MODEL, inputs=["hi"], dimensions=100))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "384, 256, 128 dimensions, not 100" in caught.value.details()
+    assert error_param(caught.value) == "dimensions"
+
+
 @pytest.mark.parametrize("inputs", [[], [""], ["ok", "   "]])
 async def test_empty_input_is_refused(stub: Stub, inputs: list[str]) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -202,6 +240,13 @@ async def test_embeddings_through_router_and_gateway_with_the_sdk(
             )
             decoded = np.frombuffer(base64.b64decode(str(raw.data[0].embedding)), "<f4")
             np.testing.assert_allclose(decoded, direct[0], atol=1e-6)
+            short = await client.embeddings.create(
+                model=EMBED_MODEL, input="A man is eating food.", dimensions=256
+            )
+            assert len(short.data[0].embedding) == 256
+            with pytest.raises(openai.BadRequestError) as bad_length:
+                await client.embeddings.create(model=EMBED_MODEL, input="hi", dimensions=300)
+            assert bad_length.value.body["param"] == "dimensions"  # type: ignore[index]
             with pytest.raises(openai.BadRequestError) as chat:
                 await client.chat.completions.create(
                     model=EMBED_MODEL, messages=[{"role": "user", "content": "hi"}]

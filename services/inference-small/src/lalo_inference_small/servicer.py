@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.embedding_inputs import fixed_length_refusal
 from lalo_common.errors import InvalidArgument, NotFound
 
 from lalo_inference_small.convert import chat_from_pb, event_to_pb, sampling_from_pb
@@ -144,6 +145,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         model_id, engine = self._embedder(request.model)
+        if request.HasField("dimensions") and request.dimensions != engine.dimensions:
+            # llama.cpp gives the model's whole vector; truncating one that was not trained
+            # for it (Matryoshka) would return a worse embedding without saying so.
+            raise fixed_length_refusal(model_id, engine.dimensions)
         result = await engine.embed_async(list(request.inputs))
         return pb.EmbedResponse(
             model=model_id,

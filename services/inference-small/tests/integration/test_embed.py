@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
-from lalo_common.errors import FailedPrecondition
+from lalo_common.errors import FailedPrecondition, error_param
 from lalo_common.grpc_client import create_channel
 from lalo_inference_small.catalog import ModelSpec
 from lalo_inference_small.embedding import EmbeddingEngine
@@ -122,6 +122,20 @@ async def test_an_input_over_the_context_is_refused_not_cut(stub) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input[1]" in caught.value.details()
     assert "context length of 512" in caught.value.details()
+
+
+async def test_dimensions_are_the_models_own_or_refused(stub) -> None:
+    """llama.cpp gives the whole vector; a shorter one is refused (param: dimensions), never
+    cut from a model not trained for it."""
+    same = await stub.Embed(
+        pb.EmbedRequest(model=EMBED_ID, inputs=["hi"], dimensions=384), timeout=60
+    )
+    assert len(same.embeddings[0].values) == 384
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Embed(pb.EmbedRequest(model=EMBED_ID, inputs=["hi"], dimensions=128), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "returns 384-dimensional vectors and cannot shorten them" in caught.value.details()
+    assert error_param(caught.value) == "dimensions"
 
 
 @pytest.mark.parametrize("inputs", [[], [""], ["ok", "   "]])

@@ -107,6 +107,8 @@ class Embedder:
                 "'input' is empty: give at least one text to embed", param="input"
             )
         embed = ipb.EmbedRequest(request_id=request.request_id, model=model, inputs=request.inputs)
+        if request.HasField("dimensions"):
+            embed.dimensions = request.dimensions
         deadline = time.monotonic() + time_remaining if time_remaining is not None else None
         last_error: LaloError | None = None
         for _attempt in range(EMBED_ATTEMPTS):

@@ -95,9 +95,21 @@ async def test_embed_answers_from_a_replica_serving_the_model(fleet: Fleet) -> N
     assert (call.request.model, list(call.request.inputs)) == (EMBED_MODEL, ["one", "three"])
     assert call.request.request_id == "req-7"
     assert call.metadata[REQUEST_ID_METADATA] == "req-7"
+    assert not call.request.HasField("dimensions")
     assert not [*fleet.b.embed_calls, *fleet.c.embed_calls]
     assert fleet.replicas.replicas[0].outstanding == 0
     assert embed_count(EMBED_MODEL, "small", "ok") == before + 1
+
+
+async def test_the_length_asked_for_reaches_the_replica(fleet: Fleet) -> None:
+    """``dimensions`` is the replica's to honour or refuse (only it knows whether the model
+    can shorten its vectors); the router passes it on unchanged."""
+    shorter = request(inputs=("one",))
+    shorter.dimensions = 2
+    await fleet.embedder.embed(shorter, None)
+    (call,) = fleet.a.embed_calls
+    assert call.request.HasField("dimensions")
+    assert call.request.dimensions == 2
 
 
 async def test_embed_goes_to_the_least_busy_replica_in_any_pool(fleet: Fleet) -> None:

@@ -78,18 +78,20 @@ class ChatResponse(_message.Message):
     def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ..., progress: _Optional[_Union[WorkflowProgress, _Mapping]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("request_id", "model", "inputs", "principal", "tenant")
+    __slots__ = ("request_id", "model", "inputs", "principal", "tenant", "dimensions")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     principal: str
     tenant: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    dimensions: int
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., dimensions: _Optional[int] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("result", "pool", "replica")

@@ -36,6 +36,20 @@ REFERENCE_SENTENCES = [
 REFERENCE_HEAD = [0.0332, 0.0044, -0.0063, 0.0484]
 # [CLS] + WordPiece tokens + [SEP] of each reference sentence.
 REFERENCE_TOKEN_COUNTS = [8, 11, 9, 9]
+
+
+def check_reference_vectors(vectors: NDArray[np.float32]) -> None:
+    """Asserts that ``vectors`` (one row per REFERENCE_SENTENCES) are all-MiniLM-L6-v2's:
+    normalised, the reference values, and related sentences close, unrelated ones not."""
+    assert vectors.shape == (len(REFERENCE_SENTENCES), 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[0, :4], REFERENCE_HEAD, atol=2e-3)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > 0.7
+    assert similarity[0, 2] < 0.1
+    assert similarity[0, 1] > similarity[0, 3] > similarity[0, 2]
+
+
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 

@@ -28,9 +28,9 @@ if not vllm_available():
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
 from lalo_testing.embedding_model import (
-    REFERENCE_HEAD,
     REFERENCE_SENTENCES,
     REFERENCE_TOKEN_COUNTS,
+    check_reference_vectors,
     minilm_dir,
 )
 from lalo_testing.stack import start_relay
@@ -97,14 +97,7 @@ async def embed(stub: Stub, inputs: list[str], model: str = EMBED_MODEL) -> pb.E
 async def test_embeddings_are_the_real_models_normalised_and_in_order(stub: Stub) -> None:
     reply = await embed(stub, SENTENCES)
     assert reply.model == EMBED_MODEL
-    got = vectors(reply)
-    assert got.shape == (4, 384)
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(got[0, :4], REFERENCE_HEAD, atol=2e-3)
-    similarity = got @ got.T
-    assert similarity[0, 1] > 0.7
-    assert similarity[0, 2] < 0.1
-    assert similarity[0, 1] > similarity[0, 3] > similarity[0, 2]
+    check_reference_vectors(vectors(reply))
     # [CLS] + WordPiece tokens + [SEP] per input, as inference-small counts them.
     assert reply.prompt_tokens == sum(REFERENCE_TOKEN_COUNTS)
 

@@ -21,9 +21,9 @@ from lalo_inference_small.server import build_server, load_any_engine
 from lalo_inference_small.servicer import Engine
 from lalo_inference_small.settings import InferenceSmallSettings
 from lalo_testing.embedding_model import (
-    REFERENCE_HEAD,
     REFERENCE_SENTENCES,
     REFERENCE_TOKEN_COUNTS,
+    check_reference_vectors,
     write_bert_gguf,
 )
 
@@ -83,15 +83,7 @@ async def embed(
 async def test_embeddings_are_the_real_models_normalised_and_in_order(stub) -> None:
     reply = await embed(stub, SENTENCES)
     assert reply.model == EMBED_ID
-    got = vectors(reply)
-    assert got.shape == (4, 384)
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(got[0, :4], REFERENCE_HEAD, atol=2e-3)
-    similarity = got @ got.T
-    # Related sentences are close, unrelated ones are not (what a real model gives).
-    assert similarity[0, 1] > 0.7
-    assert similarity[0, 2] < 0.1
-    assert similarity[0, 1] > similarity[0, 3] > similarity[0, 2]
+    check_reference_vectors(vectors(reply))
     # [CLS] + WordPiece tokens + [SEP] per input.
     tokenized = [
         (await stub.Tokenize(pb.TokenizeRequest(model=EMBED_ID, prompt=s), timeout=10)).count

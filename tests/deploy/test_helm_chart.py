@@ -282,6 +282,15 @@ def test_gpu_count_must_match_parallelism(check_chart: ModuleType, helm: Path) -
             [SECRETS],
             sets=["inferenceLarge.enabled=true", "inferenceLarge.tensorParallelSize=2"],
         )
+    with pytest.raises(check_chart.ChartError, match=r"inferenceLargeEmbedding.gpusPerPod \(1\)"):
+        check_chart.render(
+            helm,
+            [SECRETS],
+            sets=[
+                "inferenceLargeEmbedding.enabled=true",
+                "inferenceLargeEmbedding.tensorParallelSize=2",
+            ],
+        )
 
 
 def test_validator_rejects_unknown_fields_and_kinds(check_chart: ModuleType) -> None:

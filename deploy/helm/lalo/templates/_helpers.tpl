@@ -248,12 +248,19 @@ spec:
 {{- fail "externalRedis.url is required for the orchestrator (or set secrets.existingSecret)" -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.inferenceLarge.enabled (not .Values.inferenceLarge.leaderWorkerSet.enabled) -}}
-{{- $need := mul (int .Values.inferenceLarge.tensorParallelSize) (int .Values.inferenceLarge.pipelineParallelSize) -}}
-{{- if ne (int .Values.inferenceLarge.gpusPerPod) $need -}}
-{{- fail (printf "inferenceLarge.gpusPerPod (%d) must equal tensorParallelSize x pipelineParallelSize (%d) on a single node" (int .Values.inferenceLarge.gpusPerPod) $need) -}}
+{{- /* Every single-node vLLM instance: the text model (unless a LeaderWorkerSet) and the
+embedding model. */ -}}
+{{- range $key := list "inferenceLarge" "inferenceLargeEmbedding" }}
+{{- $svc := index $.Values $key }}
+{{- $lws := false }}
+{{- with $svc.leaderWorkerSet }}{{ $lws = .enabled }}{{ end }}
+{{- if and $svc.enabled (not $lws) -}}
+{{- $need := mul (int $svc.tensorParallelSize) (int $svc.pipelineParallelSize) -}}
+{{- if ne (int $svc.gpusPerPod) $need -}}
+{{- fail (printf "%s.gpusPerPod (%d) must equal tensorParallelSize x pipelineParallelSize (%d) on a single node" $key (int $svc.gpusPerPod) $need) -}}
 {{- end -}}
 {{- end -}}
+{{- end }}
 {{- if and .Values.inferenceLarge.enabled .Values.inferenceLarge.leaderWorkerSet.enabled -}}
 {{- $need := mul (int .Values.inferenceLarge.tensorParallelSize) (int .Values.inferenceLarge.pipelineParallelSize) -}}
 {{- $have := mul (int .Values.inferenceLarge.gpusPerPod) (int .Values.inferenceLarge.leaderWorkerSet.size) -}}

@@ -136,3 +136,187 @@ its embedding instance; each takes the component's context (dict "root" "compone
   volumeMounts:
     {{- include "lalo.inferenceLarge.mounts" .ctx | nindent 4 }}
 {{- end -}}
+
+{{- /* One inference-large instance (context: dict "root" "component" "svc" "callers"): its
+model ConfigMap and cache, the Deployment or LeaderWorkerSet, Service, HPA, PDB and
+NetworkPolicy admitting only "callers". */ -}}
+{{- define "lalo.inferenceLarge.instance" }}
+{{- $root := .root }}
+{{- $svc := .svc }}
+{{- $ctx := dict "root" $root "component" .component "svc" $svc }}
+{{- $name := include "lalo.name" $ctx }}
+{{- $lws := $svc.leaderWorkerSet.enabled }}
+{{- $fetch := dict "id" $svc.model.id "repo" $svc.model.repo "revision" ($svc.model.revision | default "main") "allow_patterns" $svc.model.allowPatterns }}
+{{- with $svc.model.sha256 }}
+{{- $_ := set $fetch "sha256" . }}
+{{- end }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ printf "%s-models" $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+data:
+  fetch.yaml: |
+    {{- toYaml (dict "models" (list $fetch)) | nindent 4 }}
+{{- if not $svc.modelCache.existingClaim }}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ printf "%s-models" $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+  annotations:
+    # Hundreds of GB of weights outlive `helm uninstall`; delete the claim by hand.
+    helm.sh/resource-policy: keep
+spec:
+  accessModes:
+    {{- toYaml $svc.modelCache.accessModes | nindent 4 }}
+  {{- with $svc.modelCache.storageClassName }}
+  storageClassName: {{ . }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ $svc.modelCache.size }}
+{{- end }}
+{{- /* Pieces shared by the Deployment pod and the LeaderWorkerSet leader/worker pods. */}}
+{{- $image := include "lalo.image" $ctx }}
+{{- $resources := deepCopy $svc.resources }}
+{{- $_ := set $resources "limits" (merge (dict "nvidia.com/gpu" $svc.gpusPerPod) ($resources.limits | default dict)) }}
+{{- $_ := set $resources "requests" (merge (dict "nvidia.com/gpu" $svc.gpusPerPod) ($resources.requests | default dict)) }}
+{{- $serverContainer := include "lalo.inferenceLarge.server" (dict "ctx" $ctx "image" $image "resources" $resources) }}
+---
+{{- if not $lws }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+spec:
+  {{- if not $svc.autoscaling.enabled }}
+  replicas: {{ $svc.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  # The GPUs of the old pod must be free before the new one can be scheduled.
+  strategy:
+    type: Recreate
+  selector:
+    matchLabels:
+      {{- include "lalo.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      {{- include "lalo.podMetadata" $ctx | nindent 6 }}
+    spec:
+      {{- include "lalo.podCommon" $ctx | nindent 6 }}
+      terminationGracePeriodSeconds: 60
+      {{- if $svc.modelFetch.enabled }}
+      initContainers:
+        {{- include "lalo.inferenceLarge.fetchInit" $ctx | nindent 8 }}
+      {{- end }}
+      containers:
+        {{- $serverContainer | nindent 8 }}
+      volumes:
+        {{- include "lalo.inferenceLarge.volumes" $ctx | nindent 8 }}
+{{- else }}
+# One group = one leader (serves gRPC, drives vLLM) + size-1 workers (Ray), restarted together.
+apiVersion: leaderworkerset.x-k8s.io/v1
+kind: LeaderWorkerSet
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+spec:
+  replicas: {{ $svc.replicas }}
+  startupPolicy: LeaderCreated
+  leaderWorkerTemplate:
+    size: {{ $svc.leaderWorkerSet.size }}
+    restartPolicy: RecreateGroupOnPodRestart
+    leaderTemplate:
+      metadata:
+        {{- include "lalo.podMetadata" (merge (dict "extraLabels" (dict "lalo.dev/role" "leader")) $ctx) | nindent 8 }}
+      spec:
+        {{- include "lalo.podCommon" $ctx | nindent 8 }}
+        terminationGracePeriodSeconds: 60
+        {{- if $svc.modelFetch.enabled }}
+        initContainers:
+          {{- include "lalo.inferenceLarge.fetchInit" $ctx | nindent 10 }}
+        {{- end }}
+        containers:
+          {{- $serverContainer | nindent 10 }}
+        volumes:
+          {{- include "lalo.inferenceLarge.volumes" $ctx | nindent 10 }}
+    workerTemplate:
+      metadata:
+        labels:
+          app.kubernetes.io/name: {{ $root.Chart.Name }}
+          app.kubernetes.io/instance: {{ $root.Release.Name }}
+          app.kubernetes.io/component: inference-large-worker
+          app.kubernetes.io/part-of: lalo
+      spec:
+        {{- include "lalo.podCommon" $ctx | nindent 8 }}
+        containers:
+          - name: ray-worker
+            image: {{ $image }}
+            imagePullPolicy: {{ $root.Values.global.imagePullPolicy }}
+            # Joins the leader's Ray cluster; vLLM places model shards on this node's GPUs.
+            command: ["sh", "-c", "exec ray start --address=\"$LWS_LEADER_ADDRESS:{{ $svc.leaderWorkerSet.rayPort }}\" --block"]
+            env:
+              {{- include "lalo.inferenceLarge.env" $ctx | nindent 14 }}
+            securityContext:
+              {{- include "lalo.containerSecurityContext" $root | nindent 14 }}
+            resources:
+              {{- toYaml $resources | nindent 14 }}
+            volumeMounts:
+              {{- include "lalo.inferenceLarge.mounts" $ctx | nindent 14 }}
+        volumes:
+          {{- include "lalo.inferenceLarge.volumes" $ctx | nindent 10 }}
+{{- end }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "lalo.selectorLabels" $ctx | nindent 4 }}
+    {{- if $lws }}
+    lalo.dev/role: leader
+    {{- end }}
+  ports:
+    - name: grpc
+      port: {{ $svc.port }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+{{- if not $lws }}
+{{- include "lalo.hpa" $ctx }}
+{{- end }}
+{{- include "lalo.pdb" $ctx }}
+{{- include "lalo.networkPolicy" (merge (dict "callers" .callers "ports" (list $svc.port)) $ctx) }}
+{{- if and $lws $root.Values.networkPolicy.enabled }}
+---
+# Ray and NCCL traffic inside a LeaderWorkerSet group: leader and workers reach each other
+# on any port, nothing else reaches the workers.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ printf "%s-group" $name }}
+  labels:
+    {{- include "lalo.labels" $ctx | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      leaderworkerset.sigs.k8s.io/name: {{ $name }}
+  policyTypes: ["Ingress"]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels:
+              leaderworkerset.sigs.k8s.io/name: {{ $name }}
+{{- end }}
+{{- end }}

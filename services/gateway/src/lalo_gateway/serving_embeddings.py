@@ -15,6 +15,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
+from lalo_common.embedding_inputs import fixed_length_refusal
 
 from lalo_gateway.errors import APIError
 from lalo_gateway.protocol import EmbeddingRequest
@@ -56,14 +57,7 @@ def check_dimensions(wanted: int | None, model: str, result: ipb.EmbedResponse) 
         return
     length = len(result.embeddings[0].values)
     if wanted != length:
-        raise APIError(
-            400,
-            f"The model '{model}' returns {length}-dimensional vectors and cannot shorten them: "
-            f"send dimensions={length} or leave it out.",
-            param="dimensions",
-            code="invalid_value",
-        )
-
+        raise fixed_length_refusal(model, length)
 
 class ServingEmbeddings:
     def __init__(

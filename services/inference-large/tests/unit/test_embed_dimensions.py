@@ -1,7 +1,9 @@
-"""Which vector lengths inference-large asks vLLM for (no engine needed)."""
+"""Which vector lengths inference-large asks vLLM for, and which pooling models it refuses to
+serve (no engine needed)."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,3 +41,27 @@ def test_a_matryoshka_model_gives_its_trained_lengths_only() -> None:
     assert backend(True)._dimensions(300) == 300
     with pytest.raises(InvalidArgument, match="1 to 1024 dimensions, not 2048"):
         backend(True)._dimensions(2048)
+
+
+class ClassifierEngine:
+    """A pooling engine whose model classifies (no "embed" task)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def get_supported_tasks(self) -> tuple[str, ...]:
+        return ("classify", "token_classify")
+
+    def shutdown(self) -> None:
+        self.stopped = True
+
+
+def test_a_pooling_model_that_cannot_embed_is_refused_at_start() -> None:
+    engine = ClassifierEngine()
+    fake: Any = VllmBackend.__new__(VllmBackend)
+    fake.name = "a-classifier"
+    fake.engine = engine
+    with pytest.raises(RuntimeError, match="cannot make sentence embeddings.*classify"):
+        asyncio.run(fake._check_embedding_model())
+    assert engine.stopped
+    assert fake.engine is None

@@ -114,16 +114,20 @@ def test_production_refuses_a_placeholder_service_token() -> None:
 
 
 @pytest.mark.skipif(vllm_available(), reason="vLLM is installed here; this checks its absence")
-def test_without_vllm_the_service_says_so_and_exits() -> None:
-    env = {**os.environ, "LALO_INFERENCE_LARGE_MODEL": "/models/m"}
-    result = subprocess.run(
+def run_service(**env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m lalo_inference_large`` with ``env`` added, to its exit."""
+    return subprocess.run(
         [sys.executable, "-m", "lalo_inference_large"],
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_without_vllm_the_service_says_so_and_exits() -> None:
+    result = run_service(LALO_INFERENCE_LARGE_MODEL="/models/m")
     assert result.returncode == 3
     assert "vLLM is not installed" in result.stderr
 
@@ -131,21 +135,12 @@ def test_without_vllm_the_service_says_so_and_exits() -> None:
 def test_a_backend_that_cannot_start_ends_the_service_with_a_clear_reason() -> None:
     """A process that cannot serve exits (status 4) so its supervisor restarts it and says
     why, instead of staying up NOT_SERVING or dying on a bare traceback."""
-    env = {
-        **os.environ,
-        "LALO_INFERENCE_LARGE_BACKEND": "openai-upstream",
+    result = run_service(
+        LALO_INFERENCE_LARGE_BACKEND="openai-upstream",
         # Nothing listens on port 1.
-        "LALO_INFERENCE_LARGE_UPSTREAM_BASE_URL": "http://127.0.0.1:1/v1",
-        "LALO_INFERENCE_LARGE_SERVED_MODEL_NAME": "remote-model",
-        "LALO_INFERENCE_LARGE_LISTEN_ADDRESS": "127.0.0.1:0",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "lalo_inference_large"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        LALO_INFERENCE_LARGE_UPSTREAM_BASE_URL="http://127.0.0.1:1/v1",
+        LALO_INFERENCE_LARGE_SERVED_MODEL_NAME="remote-model",
+        LALO_INFERENCE_LARGE_LISTEN_ADDRESS="127.0.0.1:0",
     )
     assert result.returncode == 4, result.stderr
     assert "inference-large: could not load 'remote-model': upstream unreachable" in result.stderr

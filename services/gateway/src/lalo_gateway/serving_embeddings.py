@@ -59,6 +59,7 @@ def check_dimensions(wanted: int | None, model: str, result: ipb.EmbedResponse) 
     if wanted != length:
         raise fixed_length_refusal(model, length)
 
+
 class ServingEmbeddings:
     def __init__(
         self, router: RouterClient, on_usage: UsageHook | None = None, *, max_inputs: int = 2048

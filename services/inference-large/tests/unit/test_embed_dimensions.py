@@ -61,7 +61,7 @@ def test_a_pooling_model_that_cannot_embed_is_refused_at_start() -> None:
     fake: Any = VllmBackend.__new__(VllmBackend)
     fake.name = "a-classifier"
     fake.engine = engine
-    with pytest.raises(RuntimeError, match="cannot make sentence embeddings.*classify"):
+    with pytest.raises(RuntimeError, match=r"cannot make sentence embeddings.*classify"):
         asyncio.run(fake._check_embedding_model())
     assert engine.stopped
     assert fake.engine is None

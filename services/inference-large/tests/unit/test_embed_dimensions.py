@@ -3,7 +3,6 @@ serve (no engine needed)."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,12 +55,12 @@ class ClassifierEngine:
         self.stopped = True
 
 
-def test_a_pooling_model_that_cannot_embed_is_refused_at_start() -> None:
+async def test_a_pooling_model_that_cannot_embed_is_refused_at_start() -> None:
     engine = ClassifierEngine()
     fake: Any = VllmBackend.__new__(VllmBackend)
     fake.name = "a-classifier"
     fake.engine = engine
     with pytest.raises(RuntimeError, match=r"cannot make sentence embeddings.*classify"):
-        asyncio.run(fake._check_embedding_model())
+        await fake._check_embedding_model()
     assert engine.stopped
     assert fake.engine is None

@@ -113,7 +113,6 @@ def test_production_refuses_a_placeholder_service_token() -> None:
         InferenceLargeSettings(model="m", environment="production", service_token="changeme")
 
 
-@pytest.mark.skipif(vllm_available(), reason="vLLM is installed here; this checks its absence")
 def run_service(**env: str) -> subprocess.CompletedProcess[str]:
     """``python -m lalo_inference_large`` with ``env`` added, to its exit."""
     return subprocess.run(
@@ -126,6 +125,7 @@ def run_service(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.skipif(vllm_available(), reason="vLLM is installed here; this checks its absence")
 def test_without_vllm_the_service_says_so_and_exits() -> None:
     result = run_service(LALO_INFERENCE_LARGE_MODEL="/models/m")
     assert result.returncode == 3

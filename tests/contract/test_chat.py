@@ -290,6 +290,62 @@ def test_seed_repeats_when_streamed(client: openai.OpenAI, vocab: Vocab) -> None
     assert streamed(99) == plain.choices[0].message.content
 
 
+def test_several_choices(client: openai.OpenAI, vocab: Vocab) -> None:
+    """n=3: three answers from the same model, each its own sample (choice i is sampled
+    with seed + i), the prompt counted once and every completion."""
+    single = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=1)
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        n=3,
+        max_tokens=8,
+        temperature=0.8,
+        seed=7,
+        logit_bias=vocab.no_eos(),
+    )
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert all(c.finish_reason == "length" for c in completion.choices)
+    contents = [c.message.content for c in completion.choices]
+    assert all(contents)
+    assert len(set(contents)) > 1  # different seeds, different samples
+    assert completion.usage is not None
+    assert single.usage is not None
+    assert completion.usage.prompt_tokens == single.usage.prompt_tokens
+    assert completion.usage.completion_tokens == 3 * 8
+
+
+def test_several_choices_streamed(client: openai.OpenAI, vocab: Vocab) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            n=2,
+            max_tokens=5,
+            logit_bias=vocab.no_eos(),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts: dict[int, str] = {}
+    finishes: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert sorted(texts) == [0, 1]
+    assert all(texts.values())
+    assert finishes == {0: "length", 1: "length"}
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 2 * 5
+    # Greedy decoding gives every choice the same answer.
+    greedy = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, n=2, max_tokens=5, temperature=0
+    )
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+
+
 # Bounded so that even random weights must close the object within max_tokens: enums,
 # a short patterned string, a short array and a boolean. (A free string with only
 # maxLength is not used: llama.cpp's grammar decodes UTF-8 leniently, so a random model can

@@ -159,3 +159,24 @@ def test_seed(client: openai.OpenAI, vocab: Vocab) -> None:
         )
 
     assert sample() == sample()
+
+
+def test_several_choices(client: openai.OpenAI, vocab: Vocab) -> None:
+    completion = client.completions.create(
+        model=MODEL,
+        prompt=PROMPT,
+        n=2,
+        max_tokens=4,
+        logprobs=1,
+        logit_bias=vocab.no_eos(),
+    )
+    assert [c.index for c in completion.choices] == [0, 1]
+    for choice in completion.choices:
+        assert choice.text
+        assert choice.finish_reason == "length"
+        assert choice.logprobs is not None
+        assert len(choice.logprobs.tokens or []) == 4
+        # Offsets index each choice's own text.
+        assert (choice.logprobs.text_offset or [None])[0] == 0
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 2 * 4

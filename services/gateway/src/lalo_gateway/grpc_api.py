@@ -25,13 +25,14 @@ from lalo_common.grpc_server import GrpcServer, request_id_of
 
 from lalo_gateway.router_client import RouterClient, stamp_caller
 from lalo_gateway.security.audit import AuditRecord
-from lalo_gateway.security.edge import check_input_count
+from lalo_gateway.security.edge import check_generation_limits, check_input_count
 from lalo_gateway.security.errors import ModelNotAllowed
 from lalo_gateway.security.grpc_auth import authorize_call
 from lalo_gateway.security.http import make_request_id
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
+from lalo_gateway.serving import add_usage
 
 log = logging.getLogger(__name__)
 AUTO_MODELS = frozenset({"", "auto"})
@@ -125,6 +126,18 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
         # As over REST, "auto" is an allowlist entry like any other.
         model = request.model if request.model not in AUTO_MODELS else "auto"
         principal = await self._authorize(context, record, model)
+        # The limits REST requests meet (messages, max_tokens, n), so the gRPC door is no
+        # wider than the HTTP one.
+        settings = self._runtime.settings
+        check_generation_limits(
+            messages=len(request.chat.messages) if request.HasField("chat") else None,
+            max_tokens=request.sampling.max_tokens
+            if request.sampling.HasField("max_tokens")
+            else None,
+            max_messages=settings.max_messages,
+            max_tokens_limit=settings.max_tokens_limit,
+            choices=request.n,
+        )
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
         forwarded.request_id = record.request_id
@@ -136,6 +149,7 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             metadata=request_metadata(forwarded.request_id),
         )
         tokens = 0
+        usage: ipb.Usage | None = None
         try:
             async for event in call:
                 kind = event.WhichOneof("event")
@@ -148,7 +162,8 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
                 if kind == "route":
                     record.model = event.route.model
                 if kind == "complete":
-                    usage: ipb.Usage = event.complete.usage
+                    # One complete per choice: the prompt counts once, every completion.
+                    usage = add_usage(usage, event.complete.usage)
                     tokens = usage.prompt_tokens + usage.completion_tokens
                     record.tokens_in = usage.prompt_tokens
                     record.tokens_out = usage.completion_tokens

@@ -94,8 +94,6 @@ def sampling_from_request(
 
 
 def _check_common(body: SamplingFields) -> None:
-    if body.n is not None and body.n > 1:
-        raise _unsupported("n", "n > 1 is not supported yet: send n=1 (or several requests).")
     if body.stream_options is not None and not body.stream:
         raise APIError(
             400,
@@ -106,12 +104,37 @@ def _check_common(body: SamplingFields) -> None:
 
 
 @dataclass
-class Collected:
-    route: rpb.RouteDecision | None = None
+class CollectedChoice:
     text: list[str] = field(default_factory=list)
     tokens: list[ipb.TokenInfo] = field(default_factory=list)
     finish_reason: str = "stop"
+
+
+@dataclass
+class Collected:
+    route: rpb.RouteDecision | None = None
+    choices: dict[int, CollectedChoice] = field(default_factory=dict)
     usage: ipb.Usage | None = None
+
+    def choice(self, index: int) -> CollectedChoice:
+        return self.choices.setdefault(index, CollectedChoice())
+
+
+def add_usage(total: ipb.Usage | None, usage: ipb.Usage) -> ipb.Usage:
+    """The usage of a response whose choices each reported their own: as OpenAI counts
+    it, the prompt once (every choice read the same one) and every choice's completion."""
+    if total is None:
+        return ipb.Usage(
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+    return ipb.Usage(
+        prompt_tokens=max(total.prompt_tokens, usage.prompt_tokens),
+        completion_tokens=total.completion_tokens + usage.completion_tokens,
+    )
+
+
+def choice_count(body: SamplingFields) -> int:
+    return body.n or 1
 
 
 def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str, str]:
@@ -207,11 +230,14 @@ class Serving:
                 # model answers directly (it names the workflow that was tried).
                 out.route = event.route
             elif kind == "chunk":
-                out.text.append(event.chunk.text)
-                out.tokens.extend(event.chunk.tokens)
+                choice = out.choice(event.choice)
+                choice.text.append(event.chunk.text)
+                choice.tokens.extend(event.chunk.tokens)
             elif kind == "complete":
-                out.finish_reason = FINISH_REASONS[event.complete.finish_reason]
-                out.usage = event.complete.usage
+                out.choice(event.choice).finish_reason = FINISH_REASONS[
+                    event.complete.finish_reason
+                ]
+                out.usage = add_usage(out.usage, event.complete.usage)
             elif kind == "error":
                 raise _in_band(event.error, out.route)
         return out
@@ -235,22 +261,27 @@ class Serving:
         request: rpb.ChatRequest,
         request_id: str,
         render: Callable[[rpb.ChatResponse], dict[str, Any] | None],
-        finish: Callable[[str], dict[str, Any]],
+        finish: Callable[[str, int], dict[str, Any]],
         usage_chunk: Callable[[ipb.Usage], dict[str, Any]] | None,
-        opening: Callable[[], dict[str, Any]] | None,
+        opening: Callable[[int], dict[str, Any]] | None,
     ) -> StreamingResponse:
+        """``finish`` is sent for each choice as it completes, ``opening`` (when given) for
+        each choice before any output."""
         events = self.router.chat(request)
         route, pending = await self._open(events)
 
         async def body() -> AsyncIterator[str]:
-            finish_reason = "stop"
             usage: ipb.Usage | None = None
             answered_by = route.model if route else ""
             try:
                 # The opening chunk (built now that the routed model is known) and the
                 # output already read go out in one write: each write is a trip through
                 # every middleware's send and a syscall.
-                head = [sse(opening())] if opening is not None else []
+                head = (
+                    [sse(opening(index)) for index in range(max(1, request.n))]
+                    if opening is not None
+                    else []
+                )
                 while pending and pending[0].WhichOneof("event") in ("chunk", "progress"):
                     payload = render(pending.pop(0))
                     if payload is not None:
@@ -262,8 +293,9 @@ class Serving:
                     if kind == "route":
                         answered_by = event.route.model
                     if kind == "complete":
-                        finish_reason = FINISH_REASONS[event.complete.finish_reason]
-                        usage = event.complete.usage
+                        usage = add_usage(usage, event.complete.usage)
+                        reason = FINISH_REASONS[event.complete.finish_reason]
+                        yield sse(finish(reason, event.choice))
                     elif kind == "error":
                         # The 200 is already sent: the error goes in-band, shaped and
                         # classified like the same failure before the stream.
@@ -274,7 +306,6 @@ class Serving:
                         payload = render(event)
                         if payload is not None:
                             yield sse(payload)
-                yield sse(finish(finish_reason))
                 if usage_chunk is not None and usage is not None:
                     yield sse(usage_chunk(usage))
                 self._report_usage(usage, answered_by)
@@ -302,6 +333,7 @@ class ServingChat(Serving):
             request_id=request_id,
             model=body.model,
             stream=bool(body.stream),
+            n=choice_count(body),
         )
         stamp_caller(router_request, principal)
         for message in body.messages:
@@ -343,11 +375,16 @@ class ServingChat(Serving):
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(out.text), "refusal": None},
-                    "logprobs": chat_logprobs(out.tokens) if want_logprobs else None,
-                    "finish_reason": out.finish_reason,
+                    "index": index,
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(choice.text),
+                        "refusal": None,
+                    },
+                    "logprobs": chat_logprobs(choice.tokens) if want_logprobs else None,
+                    "finish_reason": choice.finish_reason,
                 }
+                for index, choice in ((i, out.choice(i)) for i in range(router_request.n))
             ],
             "usage": self.usage_dict(out.usage),
             "system_fingerprint": None,
@@ -368,6 +405,7 @@ class ServingChat(Serving):
 
         def chunk(
             delta: dict[str, Any],
+            index: int,
             finish_reason: str | None = None,
             logprobs: dict[str, Any] | None = None,
         ) -> dict[str, Any]:
@@ -379,7 +417,7 @@ class ServingChat(Serving):
                 "system_fingerprint": None,
                 "choices": [
                     {
-                        "index": 0,
+                        "index": index,
                         "delta": delta,
                         "logprobs": logprobs,
                         "finish_reason": finish_reason,
@@ -400,7 +438,7 @@ class ServingChat(Serving):
             if kind == "progress":
                 # Workflow progress (complex path) is not the answer: it travels beside it,
                 # as reasoning models' thoughts do.
-                return chunk({"reasoning_content": event.progress.text + "\n"})
+                return chunk({"reasoning_content": event.progress.text + "\n"}, 0)
             if kind != "chunk":
                 return None
             piece = event.chunk
@@ -408,6 +446,7 @@ class ServingChat(Serving):
                 return None
             return chunk(
                 {"content": piece.text},
+                event.choice,
                 logprobs=chat_logprobs(piece.tokens) if want_logprobs else None,
             )
 
@@ -426,10 +465,10 @@ class ServingChat(Serving):
             router_request,
             request_id,
             render,
-            finish=lambda reason: chunk({}, reason),
+            finish=lambda reason, index: chunk({}, index, reason),
             usage_chunk=usage_chunk if include_usage else None,
             # The opening chunk carries the role, as OpenAI's does.
-            opening=lambda: chunk({"role": "assistant", "content": ""}),
+            opening=lambda index: chunk({"role": "assistant", "content": ""}, index),
         )
         model_holder["model"] = response.headers.get("x-lalo-model", body.model)
         return response
@@ -460,6 +499,7 @@ class ServingCompletions(Serving):
             model=body.model,
             prompt=prompts[0],
             stream=bool(body.stream),
+            n=choice_count(body),
         )
         stamp_caller(router_request, principal)
         want_logprobs = body.logprobs is not None
@@ -477,11 +517,16 @@ class ServingCompletions(Serving):
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             model_holder = {"model": body.model}
-            offset = {"value": 0}
+            # Where each choice's text has got to (logprobs' text_offset).
+            offsets: dict[int, int] = {}
 
             def chunk(
-                text: str, finish_reason: str | None, tokens: list[ipb.TokenInfo] | None = None
+                text: str,
+                index: int,
+                finish_reason: str | None,
+                tokens: list[ipb.TokenInfo] | None = None,
             ) -> dict[str, Any]:
+                offset = offsets.get(index, 0)
                 payload: dict[str, Any] = {
                     "id": completion_id,
                     "object": "text_completion",
@@ -489,10 +534,10 @@ class ServingCompletions(Serving):
                     "model": model_holder["model"],
                     "choices": [
                         {
-                            "index": 0,
+                            "index": index,
                             "text": text,
                             "finish_reason": finish_reason,
-                            "logprobs": completion_logprobs(tokens or [], offset["value"])
+                            "logprobs": completion_logprobs(tokens or [], offset)
                             if want_logprobs and tokens
                             else None,
                         }
@@ -500,7 +545,7 @@ class ServingCompletions(Serving):
                 }
                 if include_usage:
                     payload["usage"] = None
-                offset["value"] += len(text)
+                offsets[index] = offset + len(text)
                 return payload
 
             def render(event: rpb.ChatResponse) -> dict[str, Any] | None:
@@ -508,7 +553,7 @@ class ServingCompletions(Serving):
                     return None
                 if not event.chunk.text and not (want_logprobs and event.chunk.tokens):
                     return None
-                return chunk(event.chunk.text, None, list(event.chunk.tokens))
+                return chunk(event.chunk.text, event.choice, None, list(event.chunk.tokens))
 
             def usage_chunk(usage: ipb.Usage) -> dict[str, Any]:
                 return {
@@ -524,7 +569,7 @@ class ServingCompletions(Serving):
                 router_request,
                 request_id,
                 render,
-                finish=lambda reason: chunk("", reason),
+                finish=lambda reason, index: chunk("", index, reason),
                 usage_chunk=usage_chunk if include_usage else None,
                 opening=None,
             )
@@ -540,11 +585,12 @@ class ServingCompletions(Serving):
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "text": "".join(out.text),
-                    "logprobs": completion_logprobs(out.tokens, 0) if want_logprobs else None,
-                    "finish_reason": out.finish_reason,
+                    "index": index,
+                    "text": "".join(choice.text),
+                    "logprobs": completion_logprobs(choice.tokens, 0) if want_logprobs else None,
+                    "finish_reason": choice.finish_reason,
                 }
+                for index, choice in ((i, out.choice(i)) for i in range(router_request.n))
             ],
             "usage": self.usage_dict(out.usage),
             "system_fingerprint": None,

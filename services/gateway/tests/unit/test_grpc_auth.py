@@ -27,6 +27,7 @@ from lalo_gateway.security.ratelimit import InProcessRateLimiter
 from lalo_gateway.security.rbac import Permission, Role
 
 EMBED_MODEL = "tiny-embed"
+CHAT_MODEL = "tiny-chat"
 # Credentials the fake authenticator knows, by the bearer value that presents them.
 PRINCIPALS = {
     "dev": Principal(subject="d", role=Role.DEVELOPER, kind="api_key", key_id="d", rpm=1),
@@ -38,6 +39,9 @@ PRINCIPALS = {
         key_prefix="lalo-e",
         allowed_models=frozenset({EMBED_MODEL}),
         tpm=100,
+    ),
+    "chatter": Principal(
+        subject="team-c", role=Role.DEVELOPER, kind="api_key", key_id="c", tpm=100
     ),
     "viewer": Principal(subject="v", role=Role.VIEWER, kind="api_key", key_id="v"),
 }
@@ -100,8 +104,25 @@ class FakeRouterService(router_pb2_grpc.RouterServiceServicer):
 
     def __init__(self) -> None:
         self.requests: list[rpb.EmbedRequest] = []
+        self.chat_requests: list[rpb.ChatRequest] = []
         self.failure: tuple[grpc.StatusCode, str] | None = None
         self.failure_param = ""
+
+    async def Chat(
+        self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        """The route, then per choice one chunk and a complete of 7 prompt tokens and
+        choice + 1 completion tokens."""
+        self.chat_requests.append(request)
+        yield rpb.ChatResponse(route=rpb.RouteDecision(pool="small", model=CHAT_MODEL))
+        for choice in range(max(1, request.n)):
+            yield rpb.ChatResponse(chunk=ipb.GenerateChunk(text=f"c{choice}"), choice=choice)
+            yield rpb.ChatResponse(
+                complete=ipb.GenerateComplete(
+                    usage=ipb.Usage(prompt_tokens=7, completion_tokens=choice + 1)
+                ),
+                choice=choice,
+            )
 
     async def Embed(
         self, request: rpb.EmbedRequest, context: grpc.aio.ServicerContext
@@ -143,7 +164,7 @@ async def public_api() -> AsyncIterator[PublicApi]:
         authenticator=FakeAuthenticator(),
         limiter=limiter,
         audit=audit,
-        settings=SimpleNamespace(max_embedding_inputs=2),
+        settings=SimpleNamespace(max_embedding_inputs=2, max_messages=2, max_tokens_limit=50),
     )
     public = await start_public_grpc(client, runtime, "127.0.0.1:0", 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{public.port}")
@@ -257,3 +278,52 @@ async def test_router_client_embed(public_api: PublicApi) -> None:
     with pytest.raises(APIError) as down:
         await public_api.client.embed(embed_request())
     assert (down.value.status, down.value.code) == (503, "backend_unavailable")
+
+
+def chat_request(**fields: Any) -> rpb.ChatRequest:
+    request = rpb.ChatRequest(model=CHAT_MODEL, **fields)
+    request.chat.messages.add(role="user", content="hi")
+    return request
+
+
+async def test_grpc_chat_with_several_choices_charges_the_prompt_once(
+    public_api: PublicApi,
+) -> None:
+    metadata = (("authorization", "Bearer chatter"),)
+    events = [e async for e in public_api.stub.Chat(chat_request(n=3), metadata=metadata)]
+    completes = [e.choice for e in events if e.WhichOneof("event") == "complete"]
+    assert completes == [0, 1, 2]
+    assert public_api.router.chat_requests[0].n == 3
+    (record,) = public_api.audit.records
+    assert (record.tokens_in, record.tokens_out) == (7, 1 + 2 + 3)
+    admission = await public_api.limiter.admit(PRINCIPALS["chatter"])
+    assert admission.remaining_tokens == 100 - 13
+
+
+@pytest.mark.parametrize(
+    ("request_", "param"),
+    [
+        (chat_request(n=129), "n"),
+        (chat_request(sampling=ipb.SamplingParams(max_tokens=51)), "max_tokens"),
+        (
+            rpb.ChatRequest(
+                model=CHAT_MODEL,
+                chat=ipb.ChatInput(messages=[ipb.ChatMessage(role="user", content="x")] * 3),
+            ),
+            "messages",
+        ),
+    ],
+    ids=["n", "max_tokens", "messages"],
+)
+async def test_grpc_chat_meets_the_rest_apis_limits(
+    public_api: PublicApi, request_: rpb.ChatRequest, param: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await anext(
+            aiter(public_api.stub.Chat(request_, metadata=(("authorization", "Bearer chatter"),)))
+        )
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(failed.value) == param
+    assert public_api.router.chat_requests == []
+    (record,) = public_api.audit.records
+    assert record.status == 400

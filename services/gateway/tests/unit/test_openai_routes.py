@@ -559,7 +559,6 @@ def test_completion_context_overflow_names_the_prompt(
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
         ({"best_of": 2}, "best_of"),
         ({"echo": True}, "echo"),
         ({"suffix": "end"}, "suffix"),
@@ -583,7 +582,7 @@ def test_completion_unsupported(
         ({"model": MODEL}, "messages"),
         (chat_body(messages=[]), "messages"),
         (chat_body(temperature=3), "temperature"),
-        (chat_body(n=2), "n"),
+        (chat_body(n=129), "n"),
         (chat_body(top_logprobs=3), "top_logprobs"),
         (chat_body(stop=["1", "2", "3", "4", "5"]), "stop"),
         (chat_body(messages=[{"role": "bot", "content": "x"}]), "messages[0].role"),
@@ -972,3 +971,105 @@ def test_embeddings_are_audited(
     else:
         assert record.content is None
         assert "PRIVATE-TEXT" not in json.dumps(record.to_json())
+
+
+# --- several choices (n) ------------------------------------------------------------------
+
+
+def of_choice(event: rpb.ChatResponse, index: int) -> rpb.ChatResponse:
+    event.choice = index
+    return event
+
+
+# Two choices whose events interleave, as the router merges them; choice 1 ends first.
+TWO_CHOICES = [
+    route(),
+    of_choice(chunk("Hel", "Hel"), 0),
+    of_choice(chunk("Bye", "Bye"), 1),
+    of_choice(complete(ipb.FINISH_REASON_LENGTH, completion=1), 1),
+    of_choice(chunk("lo", "lo"), 0),
+    of_choice(complete(completion=2), 0),
+]
+
+
+def test_chat_with_several_choices(
+    app_client: TestClient, post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(TWO_CHOICES)
+    response = post(
+        "/v1/chat/completions", chat_body(n=2, logprobs=True), **{"x-request-id": "rid-n2"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert [c["message"]["content"] for c in body["choices"]] == ["Hello", "Bye"]
+    assert [c["finish_reason"] for c in body["choices"]] == ["stop", "length"]
+    assert [len(c["logprobs"]["content"]) for c in body["choices"]] == [2, 1]
+    # The prompt is counted once, every choice's completion.
+    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    (sent,) = router.requests
+    assert sent.n == 2
+    record = audit_record(app_client, "rid-n2")
+    assert (record.tokens_in, record.tokens_out) == (7, 3)
+
+
+def test_one_choice_by_default(post: Callable[..., Any], router: FakeRouter) -> None:
+    post("/v1/chat/completions", chat_body())
+    post("/v1/completions", {"model": MODEL, "prompt": "p", "n": 1})
+    assert [request.n for request in router.requests] == [1, 1]
+
+
+def test_chat_stream_with_several_choices(post: Callable[..., Any], router: FakeRouter) -> None:
+    router.script = list(TWO_CHOICES)
+    body = chat_body(n=2, stream=True, stream_options={"include_usage": True})
+    *events, usage = sse_events(post("/v1/chat/completions", body))
+    choices = [(e["choices"][0]["index"], e["choices"][0]) for e in events]
+    # Every choice opens with the role, before any text.
+    assert [(i, c["delta"]) for i, c in choices[:2]] == [
+        (0, {"role": "assistant", "content": ""}),
+        (1, {"role": "assistant", "content": ""}),
+    ]
+    text = {0: "", 1: ""}
+    for index, choice in choices:
+        text[index] += choice["delta"].get("content", "")
+    assert text == {0: "Hello", 1: "Bye"}
+    # Each choice's finish goes out when that choice ends: choice 1 before choice 0's "lo".
+    finishes = [(i, c["finish_reason"]) for i, c in choices if c["finish_reason"]]
+    assert finishes == [(1, "length"), (0, "stop")]
+    assert choices[-1][0] == 0
+    assert usage["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+
+def test_completion_stream_offsets_are_per_choice(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(TWO_CHOICES)
+    body = {"model": MODEL, "prompt": "Say", "n": 2, "stream": True, "logprobs": 0}
+    events = sse_events(post("/v1/completions", body))
+    offsets = [
+        (e["choices"][0]["index"], e["choices"][0]["logprobs"]["text_offset"])
+        for e in events
+        if e["choices"][0]["logprobs"]
+    ]
+    assert offsets == [(0, [0]), (1, [0]), (0, [3])]
+    finishes = [(e["choices"][0]["index"], e["choices"][0]["finish_reason"]) for e in events]
+    assert [f for f in finishes if f[1]] == [(1, "length"), (0, "stop")]
+
+
+def test_completion_with_several_choices(post: Callable[..., Any], router: FakeRouter) -> None:
+    router.script = list(TWO_CHOICES)
+    body = post("/v1/completions", {"model": MODEL, "prompt": "Say", "n": 2}).json()
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "Hello"), (1, "Bye")]
+    assert body["usage"]["completion_tokens"] == 3
+
+
+def test_an_error_in_one_choice_fails_the_response(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = [
+        *TWO_CHOICES[:3],
+        of_choice(error_event(grpc.StatusCode.UNAVAILABLE, "replica died"), 0),
+    ]
+    assert_openai_error(post("/v1/chat/completions", chat_body(n=2)), 503)
+    events = sse_events(post("/v1/chat/completions", chat_body(n=2, stream=True)))
+    assert "replica died" in events[-1]["error"]["message"]

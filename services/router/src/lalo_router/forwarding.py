@@ -3,11 +3,17 @@
 Failures before the first token are retried on another replica of the same pool (a
 request that produced no output can be replayed safely); nothing is retried after tokens
 were sent — the caller gets an in-band error instead.
+
+A request for ``n`` choices is routed once; each choice is then its own generation on the
+routed model (a replica request each, so they spread over replicas and batch with other
+traffic), and their events are merged, tagged with the choice they belong to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,6 +56,7 @@ RETRYABLE = frozenset(
     }
 )
 MAX_ATTEMPTS = 3
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Codes that are the caller's doing, not a sign of a sick replica.
 NOT_REPLICA_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 
@@ -100,6 +107,10 @@ class ChatForwarder:
     ) -> AsyncIterator[rpb.ChatResponse]:
         deadline = time.monotonic() + time_remaining if time_remaining else None
         route = await self.decide(request, time_remaining)
+        if request.n > 1:
+            async for response in self._choices(request, self._direct(route), deadline):
+                yield response
+            return
         if route.pool != WORKFLOW_POOL:
             async for response in self._forward(request, route, deadline):
                 yield response
@@ -146,6 +157,84 @@ class ChatForwarder:
             request, route.direct, deadline, workflow_id=decision.workflow_id
         ):
             yield response
+
+    @staticmethod
+    def _direct(route: Route) -> Route:
+        """The route of a request for several choices: a workflow writes one answer, so
+        when the policy chose one the choices come from the model that would answer it
+        directly; a caller who named the workflow is told it cannot give several."""
+        if route.pool != WORKFLOW_POOL:
+            return route
+        if route.direct is None:
+            raise InvalidArgument(
+                "n > 1 is not supported for workflows (a workflow writes one answer); "
+                "send n=1, or name a model",
+                param="n",
+            )
+        return dataclasses.replace(
+            route.direct, reason=f"{route.direct.reason}; n > 1, so not a workflow"
+        )
+
+    async def _choices(
+        self, request: rpb.ChatRequest, route: Route, deadline: float | None
+    ) -> AsyncIterator[rpb.ChatResponse]:
+        """``request.n`` generations on ``route``, merged as they come. The route goes out
+        once, when the first choice has a replica answering. A choice that fails before
+        anything was sent fails the whole request (a plain error with its status and field);
+        once the route is out, a failure is an in-band error for the response and the other
+        choices are stopped: a response is whole or an error, never some of its choices."""
+        queue: asyncio.Queue[tuple[int, rpb.ChatResponse | LaloError | None]] = asyncio.Queue()
+
+        async def pump(index: int) -> None:
+            choice = rpb.ChatRequest()
+            choice.CopyFrom(request)
+            choice.n = 1
+            if request.sampling.HasField("seed"):
+                # Different samples per choice, still repeatable as a whole.
+                seed = request.sampling.seed + index
+                choice.sampling.seed = seed if seed <= INT64_MAX else seed - 2**64
+            try:
+                async for response in self._forward(choice, route, deadline):
+                    await queue.put((index, response))
+            except LaloError as exc:
+                await queue.put((index, exc))
+            except Exception:  # a bug here must fail the response, not drop a choice
+                log.exception("choice %d of request %s failed", index, request.request_id)
+                await queue.put((index, LaloError(f"choice {index} failed: internal error")))
+            finally:
+                await queue.put((index, None))
+
+        tasks = [asyncio.create_task(pump(index)) for index in range(request.n)]
+        announced = False
+        finished = 0
+        try:
+            while finished < len(tasks):
+                index, item = await queue.get()
+                if item is None:
+                    finished += 1
+                    continue
+                if isinstance(item, LaloError):
+                    if not announced:
+                        raise item
+                    yield rpb.ChatResponse(
+                        error=ipb.GenerateError(code=item.code.value[0], message=item.message),
+                        choice=index,
+                    )
+                    return
+                kind = item.WhichOneof("event")
+                if kind == "route":
+                    if not announced:
+                        announced = True
+                        yield item
+                    continue
+                item.choice = index
+                yield item
+                if kind == "error":
+                    return
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _forward(
         self,

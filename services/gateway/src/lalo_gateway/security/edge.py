@@ -131,14 +131,23 @@ def _replay(body: bytes, receive: Receive, first: Message | None = None) -> Rece
     return replayed
 
 
+# OpenAI's own bound on ``n``; every choice is a generation of up to max_tokens.
+MAX_CHOICES = 128
+
+
 def check_generation_limits(
     *,
     messages: int | None,
     max_tokens: int | None,
     max_messages: int,
     max_tokens_limit: int,
+    choices: int | None = None,
 ) -> None:
     """400 with a clear message when a request asks for more than the gateway allows."""
+    if choices is not None and choices > MAX_CHOICES:
+        raise RequestLimitExceeded(
+            f"n is {choices}; at most {MAX_CHOICES} choices are accepted.", param="n"
+        )
     if messages is not None and messages > max_messages:
         raise RequestLimitExceeded(
             f"Too many messages: {messages} given, at most {max_messages} are accepted.",

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("request_id", "model", "chat", "prompt", "sampling", "stream", "principal", "tenant", "allowed_models")
+    __slots__ = ("request_id", "model", "chat", "prompt", "sampling", "stream", "principal", "tenant", "allowed_models", "n")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class ChatRequest(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     chat: _inference_pb2.ChatInput
@@ -27,7 +28,8 @@ class ChatRequest(_message.Message):
     principal: str
     tenant: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    n: int
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
     __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms", "workflow_id")
@@ -64,18 +66,20 @@ class WorkflowProgress(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., type: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
-    __slots__ = ("route", "chunk", "complete", "error", "progress")
+    __slots__ = ("route", "chunk", "complete", "error", "progress", "choice")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
     route: RouteDecision
     chunk: _inference_pb2.GenerateChunk
     complete: _inference_pb2.GenerateComplete
     error: _inference_pb2.GenerateError
     progress: WorkflowProgress
-    def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ..., progress: _Optional[_Union[WorkflowProgress, _Mapping]] = ...) -> None: ...
+    choice: int
+    def __init__(self, route: _Optional[_Union[RouteDecision, _Mapping]] = ..., chunk: _Optional[_Union[_inference_pb2.GenerateChunk, _Mapping]] = ..., complete: _Optional[_Union[_inference_pb2.GenerateComplete, _Mapping]] = ..., error: _Optional[_Union[_inference_pb2.GenerateError, _Mapping]] = ..., progress: _Optional[_Union[WorkflowProgress, _Mapping]] = ..., choice: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("request_id", "model", "inputs", "principal", "tenant", "dimensions")

@@ -1,0 +1,174 @@
+"""Requests for several choices (OpenAI's ``n``): routed once, one generation per choice on
+the routed model, events merged and tagged; failures fail the whole response and stop the
+other choices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from lalo.inference.v1 import inference_pb2 as ipb
+from lalo.router.v1 import router_pb2 as rpb
+from lalo.router.v1 import router_pb2_grpc
+from lalo_common.errors import InvalidArgument
+from lalo_router.complex_path import WORKFLOW_POOL
+from lalo_router.forwarding import ChatForwarder, Route
+from lalo_router.policy import PolicyRouter, PolicySpec
+from lalo_router.replicas import ReplicaSet
+from lalo_testing.inference import FakeServer, start_fake_inference, wait_until
+
+TOKEN = "router-choices-token"
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeServer, FakeServer, ReplicaSet, ChatForwarder]]:
+    a = await start_fake_inference("a", ["tiny"], service_token=TOKEN)
+    b = await start_fake_inference("b", ["tiny"], service_token=TOKEN)
+    replicas = ReplicaSet([("small", a.target), ("small", b.target)], service_token=TOKEN)
+    await replicas.refresh()
+    forwarder = ChatForwarder(
+        replicas, PolicyRouter(PolicySpec(default_pool="small"), replicas, None).route
+    )
+    yield a, b, replicas, forwarder
+    await replicas.close()
+    await a.stop()
+    await b.stop()
+
+
+def request(n: int, model: str = "tiny", **sampling: Any) -> rpb.ChatRequest:
+    return rpb.ChatRequest(
+        request_id="r-n",
+        model=model,
+        n=n,
+        chat=ipb.ChatInput(messages=[ipb.ChatMessage(role="user", content="hi")]),
+        sampling=ipb.SamplingParams(**sampling),
+    )
+
+
+async def events_of(stream: AsyncIterator[rpb.ChatResponse]) -> list[rpb.ChatResponse]:
+    return [event async for event in stream]
+
+
+def texts(events: list[rpb.ChatResponse]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for event in events:
+        if event.WhichOneof("event") == "chunk":
+            out[event.choice] = out.get(event.choice, "") + event.chunk.text
+    return out
+
+
+async def test_each_choice_is_its_own_generation_and_the_route_goes_out_once(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    events = await events_of(forwarder.chat(request(3, "auto")))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "route"
+    assert kinds.count("route") == 1
+    assert events[0].route.model == "tiny"
+    completes = [e for e in events if e.WhichOneof("event") == "complete"]
+    assert sorted(e.choice for e in completes) == [0, 1, 2]
+    # Each choice's text is one replica's whole answer, in order.
+    assert sorted(texts(events).values()) == sorted(
+        f"{c.servicer.name}-0 {c.servicer.name}-1 {c.servicer.name}-2 "
+        for c in (a, b)
+        for _call in c.servicer.calls
+    )
+    # Least outstanding requests: the choices spread over both replicas.
+    assert a.servicer.calls
+    assert b.servicer.calls
+    assert len(a.servicer.calls) + len(b.servicer.calls) == 3
+    # A choice's events keep their order: its complete comes after its chunks.
+    for choice in range(3):
+        own = [e.WhichOneof("event") for e in events if e.choice == choice and e.HasField("chunk")]
+        assert own == ["chunk"] * 3
+        last = max(i for i, e in enumerate(events) if e.choice == choice)
+        assert events[last].WhichOneof("event") == "complete"
+
+
+async def test_a_seed_gives_each_choice_its_own_repeatable_seed(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    await events_of(forwarder.chat(request(3, seed=41)))
+    seeds = sorted(call.request.sampling.seed for c in (a, b) for call in c.servicer.calls)
+    assert seeds == [41, 42, 43]
+    # It wraps within int64 instead of overflowing.
+    for c in (a, b):
+        c.servicer.calls.clear()
+    await events_of(forwarder.chat(request(2, seed=2**63 - 1)))
+    seeds = sorted(call.request.sampling.seed for c in (a, b) for call in c.servicer.calls)
+    assert seeds == [-(2**63), 2**63 - 1]
+    # Without a seed none is invented.
+    for c in (a, b):
+        c.servicer.calls.clear()
+    await events_of(forwarder.chat(request(2)))
+    assert not any(
+        call.request.sampling.HasField("seed") for c in (a, b) for call in c.servicer.calls
+    )
+
+
+async def test_a_failure_before_any_output_fails_the_request_with_its_field(fakes: Any) -> None:
+    a, b, replicas, forwarder = fakes
+    for fake in (a, b):
+        fake.servicer.behaviour = "fail_before"
+        fake.servicer.fail_code = grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(InvalidArgument, match="failed before output"):
+        await events_of(forwarder.chat(request(4)))
+    await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
+
+
+async def test_a_failure_after_output_ends_the_response_in_band_and_stops_the_others(
+    fakes: Any,
+) -> None:
+    a, b, replicas, forwarder = fakes
+    a.servicer.behaviour = "fail_after"
+    b.servicer.behaviour = "hang"
+    events = await asyncio.wait_for(events_of(forwarder.chat(request(2))), timeout=20)
+    assert events[-1].WhichOneof("event") == "error"
+    assert events[-1].choice == 0  # the first choice went to a, the least busy first
+    assert "died mid-stream" in events[-1].error.message
+    assert not any(e.WhichOneof("event") == "complete" for e in events)
+    (hung,) = b.servicer.calls
+    await asyncio.wait_for(hung.cancelled.wait(), timeout=10)
+    await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
+
+
+async def test_closing_the_stream_stops_every_choice(fakes: Any) -> None:
+    a, b, replicas, forwarder = fakes
+    a.servicer.behaviour = b.servicer.behaviour = "hang"
+    stream = forwarder.chat(request(2))
+    assert (await stream.__anext__()).WhichOneof("event") == "route"
+    await stream.__anext__()
+    await stream.aclose()
+    calls = [*a.servicer.calls, *b.servicer.calls]
+    assert len(calls) == 2
+    for call in calls:
+        await asyncio.wait_for(call.cancelled.wait(), timeout=10)
+    await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
+
+
+def test_a_workflow_the_policy_chose_gives_way_to_its_direct_model() -> None:
+    direct = Route(pool="small", model="tiny", reason="default pool")
+    chosen = Route(pool=WORKFLOW_POOL, model="workflow", reason="agentic", direct=direct)
+    routed = ChatForwarder._direct(chosen)
+    assert (routed.pool, routed.model) == ("small", "tiny")
+    assert "n > 1" in routed.reason
+    plain = Route(pool="small", model="tiny", reason="explicit model")
+    assert ChatForwarder._direct(plain) is plain
+
+
+def test_a_workflow_the_caller_named_cannot_give_several_choices() -> None:
+    named = Route(pool=WORKFLOW_POOL, model="workflow", reason="explicit model")
+    with pytest.raises(InvalidArgument, match="n > 1 is not supported for workflows") as info:
+        ChatForwarder._direct(named)
+    assert info.value.param == "n"
+
+
+async def test_through_a_router_server_events_carry_their_choice(
+    fakes: Any, start_router: Callable[..., Awaitable[router_pb2_grpc.RouterServiceStub]]
+) -> None:
+    _a, _b, replicas, _forwarder = fakes
+    router = await start_router(replicas, TOKEN)
+    events = [e async for e in router.Chat(request(2), timeout=10)]
+    assert sorted(e.choice for e in events if e.WhichOneof("event") == "complete") == [0, 1]
+    assert len(texts(events)) == 2

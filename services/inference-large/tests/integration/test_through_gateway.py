@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -103,6 +104,22 @@ def test_streamed_chat_completion(sdk: openai.OpenAI) -> None:
     deltas = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert len([d for d in deltas if d]) > 1
     assert "".join(deltas)
+
+
+def test_several_choices_on_vllm(sdk: openai.OpenAI) -> None:
+    """n=2: two engine requests (seeds 3 and 4), the prompt counted once."""
+    messages: Any = [{"role": "user", "content": "Tell me a story."}]
+    single = sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=1)
+    reply = sdk.chat.completions.create(
+        model=MODEL, messages=messages, n=2, max_tokens=8, temperature=1.0, seed=3
+    )
+    assert [choice.index for choice in reply.choices] == [0, 1]
+    assert all(choice.message.content for choice in reply.choices)
+    assert all(choice.finish_reason in ("stop", "length") for choice in reply.choices)
+    assert reply.usage is not None
+    assert single.usage is not None
+    assert reply.usage.prompt_tokens == single.usage.prompt_tokens
+    assert 2 <= reply.usage.completion_tokens <= 2 * 8
 
 
 def test_json_schema_through_the_stack(sdk: openai.OpenAI) -> None:

@@ -56,7 +56,9 @@ RETRYABLE = frozenset(
     }
 )
 MAX_ATTEMPTS = 3
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_MAX = 2**63 - 1
+# OpenAI's bound on ``n`` (the gateway holds callers to it; this guards the router itself).
+MAX_CHOICES = 128
 # Codes that are the caller's doing, not a sign of a sick replica.
 NOT_REPLICA_FAULTS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 
@@ -106,6 +108,10 @@ class ChatForwarder:
         self, request: rpb.ChatRequest, time_remaining: float | None = None
     ) -> AsyncIterator[rpb.ChatResponse]:
         deadline = time.monotonic() + time_remaining if time_remaining else None
+        if request.n > MAX_CHOICES:
+            raise InvalidArgument(
+                f"n is {request.n}; at most {MAX_CHOICES} choices are accepted", param="n"
+            )
         route = await self.decide(request, time_remaining)
         if request.n > 1:
             async for response in self._choices(request, self._direct(route), deadline):

@@ -147,6 +147,15 @@ async def test_closing_the_stream_stops_every_choice(fakes: Any) -> None:
     await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
 
 
+async def test_more_choices_than_openai_allows_are_refused(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    with pytest.raises(InvalidArgument, match="at most 128") as info:
+        await events_of(forwarder.chat(request(129)))
+    assert info.value.param == "n"
+    assert not a.servicer.calls
+    assert not b.servicer.calls
+
+
 def test_a_workflow_the_policy_chose_gives_way_to_its_direct_model() -> None:
     direct = Route(pool="small", model="tiny", reason="default pool")
     chosen = Route(pool=WORKFLOW_POOL, model="workflow", reason="agentic", direct=direct)

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from lalo_gateway.security.edge import MAX_CHOICES
+
 log = logging.getLogger(__name__)
 
 MAX_STOP = 4
@@ -123,7 +125,7 @@ class SamplingFields(OpenAIModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: Temperature | None = None
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    n: int | None = Field(default=None, ge=1, le=128)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None

@@ -13,7 +13,7 @@ import pytest
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
 from lalo.router.v1 import router_pb2_grpc
-from lalo_common.errors import InvalidArgument
+from lalo_common.errors import InvalidArgument, LaloError
 from lalo_router.complex_path import WORKFLOW_POOL
 from lalo_router.forwarding import ChatForwarder, Route
 from lalo_router.policy import PolicyRouter, PolicySpec
@@ -130,6 +130,28 @@ async def test_a_failure_after_output_ends_the_response_in_band_and_stops_the_ot
     assert not any(e.WhichOneof("event") == "complete" for e in events)
     (hung,) = b.servicer.calls
     await asyncio.wait_for(hung.cancelled.wait(), timeout=10)
+    await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
+
+
+async def test_an_unexpected_failure_in_one_choice_fails_the_response(
+    fakes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in one choice's forwarding must not drop that choice silently: the caller
+    gets an error (before any output: a plain INTERNAL one) and nothing is left running."""
+    a, b, replicas, forwarder = fakes
+    forward = forwarder._forward
+    calls = {"count": 0}
+
+    def broken_second(*args: Any, **kwargs: Any) -> Any:
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise RuntimeError("bug")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(forwarder, "_forward", broken_second)
+    with pytest.raises(LaloError, match="choice 1 failed: internal error") as info:
+        await events_of(forwarder.chat(request(2)))
+    assert info.value.code is grpc.StatusCode.INTERNAL
     await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
 
 

@@ -131,7 +131,8 @@ def _replay(body: bytes, receive: Receive, first: Message | None = None) -> Rece
     return replayed
 
 
-# OpenAI's own bound on ``n``; every choice is a generation of up to max_tokens.
+# OpenAI's own bound on ``n`` (every choice is a generation of up to max_tokens): REST
+# bodies meet it in protocol.py, public gRPC calls in check_generation_limits.
 MAX_CHOICES = 128
 
 

@@ -138,7 +138,7 @@ async def test_an_unexpected_failure_in_one_choice_fails_the_response(
 ) -> None:
     """A bug in one choice's forwarding must not drop that choice silently: the caller
     gets an error (before any output: a plain INTERNAL one) and nothing is left running."""
-    a, b, replicas, forwarder = fakes
+    _a, _b, replicas, forwarder = fakes
     forward = forwarder._forward
     calls = {"count": 0}
 

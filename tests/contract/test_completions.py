@@ -180,3 +180,72 @@ def test_several_choices(client: openai.OpenAI, vocab: Vocab) -> None:
         assert (choice.logprobs.text_offset or [None])[0] == 0
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 2 * 4
+
+
+def test_a_list_of_prompts(client: openai.OpenAI, vocab: Vocab) -> None:
+    """OpenAI's batch form: one response, n choices per prompt in prompt order, each
+    prompt's tokens counted once."""
+    prompts = [PROMPT, "Once upon a time there was"]
+
+    def greedy(prompt: str | list[str], n: int = 1) -> Any:
+        return client.completions.create(
+            model=MODEL,
+            prompt=prompt,
+            n=n,
+            max_tokens=5,
+            temperature=0,
+            logprobs=0,
+            logit_bias=vocab.no_eos(),
+        )
+
+    def logprobs(choice: Any) -> list[float]:
+        return list(choice.logprobs.token_logprobs)
+
+    alone = [greedy(prompt) for prompt in prompts]
+    batch = greedy(prompts, n=2)
+    assert batch.model == MODEL
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    texts = [c.text for c in batch.choices]
+    assert texts == [alone[0].choices[0].text] * 2 + [alone[1].choices[0].text] * 2
+    # Which prompt a choice answered shows in its logprobs (the tiny model's text may be
+    # the same for both): choices 0-1 read the first prompt, 2-3 the second.
+    first, second = (logprobs(a.choices[0]) for a in alone)
+    assert first != pytest.approx(second, abs=1e-3)
+    for choice, expected in zip(batch.choices, [first, first, second, second], strict=True):
+        assert logprobs(choice) == pytest.approx(expected, abs=1e-3)
+    assert all(c.finish_reason == "length" for c in batch.choices)
+    assert batch.usage is not None
+    assert batch.usage.prompt_tokens == sum(
+        a.usage.prompt_tokens for a in alone if a.usage is not None
+    )
+    assert batch.usage.completion_tokens == 4 * 5
+
+
+def test_a_list_of_prompts_streamed(http: httpx.Client, vocab: Vocab) -> None:
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "prompt": [PROMPT, "Once upon a time there was"],
+        "max_tokens": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "logit_bias": vocab.no_eos(),
+    }
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        lines = list(response.iter_lines())
+    assert response.status_code == 200
+    *events, usage = parse_sse(lines)
+    finished = sorted(
+        e["choices"][0]["index"] for e in events if e["choices"][0]["finish_reason"] == "length"
+    )
+    assert finished == [0, 1]
+    assert usage["usage"]["completion_tokens"] == 2 * 3
+
+
+def test_auto_routes_a_list_of_prompts_once(client: openai.OpenAI) -> None:
+    raw = client.completions.with_raw_response.create(
+        model="auto", prompt=["What is 17 * 23?", "Hello!"], max_tokens=2
+    )
+    completion = raw.parse()
+    assert len(completion.choices) == 2
+    assert completion.model == raw.headers["x-lalo-model"]
+    assert raw.headers["x-lalo-route"]

@@ -206,10 +206,13 @@ def test_n_one_is_accepted(http: httpx.Client) -> None:
     ("body", "param"),
     [
         pytest.param({"model": MODEL}, "prompt", id="missing-prompt"),
-        pytest.param({"model": MODEL, "prompt": [1, 2]}, "prompt[0]", id="token-prompt"),
+        pytest.param({"model": MODEL, "prompt": [1, 2]}, "prompt", id="token-prompt"),
+        pytest.param({"model": MODEL, "prompt": [[1], [2]]}, "prompt", id="token-prompts"),
+        pytest.param({"model": MODEL, "prompt": []}, "prompt", id="no-prompts"),
+        pytest.param({"model": MODEL, "prompt": ["a"] * 129}, "prompt", id="129-prompts"),
+        pytest.param({"model": MODEL, "prompt": ["a"] * 65, "n": 2}, "prompt", id="65x2"),
         pytest.param({"model": MODEL, "prompt": "hi", "logprobs": 9}, "logprobs", id="logprobs"),
         pytest.param({"model": MODEL, "prompt": "hi", "n": 200}, "n", id="n-200"),
-        pytest.param({"model": MODEL, "prompt": ["a", "b"]}, "prompt", id="two-prompts"),
         pytest.param({"model": MODEL, "prompt": "hi", "echo": True}, "echo", id="echo"),
     ],
 )

@@ -100,7 +100,8 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     ``behaviour`` decides what Generate does: ``"ok"`` streams ``tokens`` chunks and a
     complete; ``"fail_before"`` aborts with ``fail_code`` before any output; ``"fail_after"``
     streams two chunks and then aborts; ``"hang"`` streams one chunk and waits until the
-    caller goes away (recording the cancellation).
+    caller goes away (recording the cancellation); ``"echo"`` answers the raw prompt (or
+    the last message) as one chunk.
 
     ``embedding`` (model id -> dimensions) marks some of ``models`` as embedding models:
     ListModels says so and Embed answers for them (vectors of the input's length), with
@@ -135,7 +136,11 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
             count = 1 if self.behaviour == "hang" else self.tokens
             if self.behaviour == "fail_after":
                 count = 2
-            for i in range(count):
+            if self.behaviour == "echo":
+                count = 1
+                said = request.chat.messages[-1].content if request.HasField("chat") else ""
+                yield pb.GenerateResponse(chunk=pb.GenerateChunk(text=said or request.prompt))
+            for i in range(count if self.behaviour != "echo" else 0):
                 yield pb.GenerateResponse(chunk=pb.GenerateChunk(text=f"{self.name}-{i} "))
             if self.behaviour == "fail_after":
                 await context.abort(self.fail_code, f"{self.name} died mid-stream")

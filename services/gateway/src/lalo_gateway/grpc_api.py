@@ -32,7 +32,7 @@ from lalo_gateway.security.http import make_request_id
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
-from lalo_gateway.serving import add_usage
+from lalo_gateway.serving import UsageTotal
 
 log = logging.getLogger(__name__)
 AUTO_MODELS = frozenset({"", "auto"})
@@ -137,6 +137,7 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             max_messages=settings.max_messages,
             max_tokens_limit=settings.max_tokens_limit,
             choices=request.n,
+            prompts=len(request.prompts.prompts) if request.HasField("prompts") else None,
         )
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)
@@ -149,7 +150,7 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             metadata=request_metadata(forwarded.request_id),
         )
         tokens = 0
-        usage: ipb.Usage | None = None
+        total = UsageTotal(request.n)
         try:
             async for event in call:
                 kind = event.WhichOneof("event")
@@ -162,8 +163,8 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
                 if kind == "route":
                     record.model = event.route.model
                 if kind == "complete":
-                    # One complete per choice: the prompt counts once, every completion.
-                    usage = add_usage(usage, event.complete.usage)
+                    # One complete per choice: each prompt counts once, every completion.
+                    usage = total.add(event.choice, event.complete.usage)
                     tokens = usage.prompt_tokens + usage.completion_tokens
                     record.tokens_in = usage.prompt_tokens
                     record.tokens_out = usage.completion_tokens

@@ -178,12 +178,22 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    # Text or a list of texts; OpenAI also takes token ids, which ServingCompletions refuses.
+    prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(
+        cls, value: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        if value == []:
+            raise ValueError("it is an empty list; send a string or a list of strings")
+        return value
 
 
 class EmbeddingRequest(OpenAIModel):

@@ -51,6 +51,20 @@ def _unsupported(param: str, message: str) -> APIError:
     return APIError(400, message, param=param, code="unsupported_parameter")
 
 
+def prompt_texts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    """A completions request's prompts as text. Token ids are refused: the contract carries
+    text, and the model the router picks decides the vocabulary."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(item, str) for item in prompt):
+        return [str(item) for item in prompt]
+    raise _unsupported(
+        "prompt",
+        "token-id prompts are not supported; send the prompt as text (a string or a list "
+        "of strings).",
+    )
+
+
 def sampling_from_request(
     body: SamplingFields,
     *,
@@ -120,21 +134,39 @@ class Collected:
         return self.choices.setdefault(index, CollectedChoice())
 
 
-def add_usage(total: ipb.Usage | None, usage: ipb.Usage) -> ipb.Usage:
-    """The usage of a response whose choices each reported their own: as OpenAI counts
-    it, the prompt once (every choice read the same one) and every choice's completion."""
-    if total is None:
+class UsageTotal:
+    """The usage of a response whose choices each reported their own, as OpenAI counts it:
+    each prompt once (all of its choices read it) and every choice's completion. Choice i
+    answers prompt i // ``per_prompt`` (``n``; one prompt unless a list of them was sent)."""
+
+    def __init__(self, per_prompt: int = 1) -> None:
+        self.per_prompt = max(per_prompt, 1)
+        self._prompt_tokens: dict[int, int] = {}
+        self._completion_tokens = 0
+
+    def add(self, choice: int, usage: ipb.Usage) -> ipb.Usage:
+        """Count one choice's usage; returns the total so far."""
+        prompt = choice // self.per_prompt
+        self._prompt_tokens[prompt] = max(self._prompt_tokens.get(prompt, 0), usage.prompt_tokens)
+        self._completion_tokens += usage.completion_tokens
+        return self.total
+
+    @property
+    def total(self) -> ipb.Usage:
         return ipb.Usage(
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+            prompt_tokens=sum(self._prompt_tokens.values()),
+            completion_tokens=self._completion_tokens,
         )
-    return ipb.Usage(
-        prompt_tokens=max(total.prompt_tokens, usage.prompt_tokens),
-        completion_tokens=total.completion_tokens + usage.completion_tokens,
-    )
 
 
 def choice_count(body: SamplingFields) -> int:
     return body.n or 1
+
+
+def choices_in(request: rpb.ChatRequest) -> int:
+    """How many choices the router's answer to ``request`` has: n for each prompt."""
+    prompts = len(request.prompts.prompts) if request.WhichOneof("input") == "prompts" else 1
+    return int(max(request.n, 1) * prompts)
 
 
 def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str, str]:
@@ -221,6 +253,7 @@ class Serving:
 
     async def _collect(self, request: rpb.ChatRequest) -> Collected:
         out = Collected()
+        usage = UsageTotal(request.n)
         events = self.router.chat(request)
         out.route, pending = await self._open(events)
         async for event in _prepend(pending, events):
@@ -237,7 +270,7 @@ class Serving:
                 out.choice(event.choice).finish_reason = FINISH_REASONS[
                     event.complete.finish_reason
                 ]
-                out.usage = add_usage(out.usage, event.complete.usage)
+                out.usage = usage.add(event.choice, event.complete.usage)
             elif kind == "error":
                 raise _in_band(event.error, out.route)
         return out
@@ -272,13 +305,14 @@ class Serving:
 
         async def body() -> AsyncIterator[str]:
             usage: ipb.Usage | None = None
+            total = UsageTotal(request.n)
             answered_by = route.model if route else ""
             try:
                 # The opening chunk (built now that the routed model is known) and the
                 # output already read go out in one write: each write is a trip through
                 # every middleware's send and a syscall.
                 head = (
-                    [sse(opening(index)) for index in range(max(1, request.n))]
+                    [sse(opening(index)) for index in range(choices_in(request))]
                     if opening is not None
                     else []
                 )
@@ -293,7 +327,7 @@ class Serving:
                     if kind == "route":
                         answered_by = event.route.model
                     if kind == "complete":
-                        usage = add_usage(usage, event.complete.usage)
+                        usage = total.add(event.choice, event.complete.usage)
                         reason = FINISH_REASONS[event.complete.finish_reason]
                         yield sse(finish(reason, event.choice))
                     elif kind == "error":
@@ -384,7 +418,7 @@ class ServingChat(Serving):
                     "logprobs": chat_logprobs(choice.tokens) if want_logprobs else None,
                     "finish_reason": choice.finish_reason,
                 }
-                for index, choice in ((i, out.choice(i)) for i in range(router_request.n))
+                for index, choice in ((i, out.choice(i)) for i in range(choices_in(router_request)))
             ],
             "usage": self.usage_dict(out.usage),
             "system_fingerprint": None,
@@ -487,20 +521,18 @@ class ServingCompletions(Serving):
             raise _unsupported("suffix", "suffix is not supported.")
         if body.best_of is not None and body.best_of > 1:
             raise _unsupported("best_of", "best_of > 1 is not supported yet.")
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if len(prompts) != 1:
-            raise _unsupported(
-                "prompt",
-                "exactly one prompt per request is supported (got "
-                f"{len(prompts)}); send several requests instead.",
-            )
+        prompts = prompt_texts(body.prompt)
         router_request = rpb.ChatRequest(
             request_id=request_id,
             model=body.model,
-            prompt=prompts[0],
             stream=bool(body.stream),
             n=choice_count(body),
         )
+        if len(prompts) == 1:
+            router_request.prompt = prompts[0]
+        else:
+            # Answered by one routed model; choice p * n + j is prompt p's j-th.
+            router_request.prompts.prompts.extend(prompts)
         stamp_caller(router_request, principal)
         want_logprobs = body.logprobs is not None
         router_request.sampling.CopyFrom(
@@ -590,7 +622,7 @@ class ServingCompletions(Serving):
                     "logprobs": completion_logprobs(choice.tokens, 0) if want_logprobs else None,
                     "finish_reason": choice.finish_reason,
                 }
-                for index, choice in ((i, out.choice(i)) for i in range(router_request.n))
+                for index, choice in ((i, out.choice(i)) for i in range(choices_in(router_request)))
             ],
             "usage": self.usage_dict(out.usage),
             "system_fingerprint": None,

@@ -111,15 +111,19 @@ class FakeRouterService(router_pb2_grpc.RouterServiceServicer):
     async def Chat(
         self, request: rpb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.ChatResponse]:
-        """The route, then per choice one chunk and a complete of 7 prompt tokens and
-        choice + 1 completion tokens."""
+        """The route, then per choice one chunk and a complete of 7 + p prompt tokens (p:
+        the choice's prompt, for a list of them) and choice + 1 completion tokens."""
         self.chat_requests.append(request)
         yield rpb.ChatResponse(route=rpb.RouteDecision(pool="small", model=CHAT_MODEL))
-        for choice in range(max(1, request.n)):
+        per_prompt = max(1, request.n)
+        prompts = len(request.prompts.prompts) if request.HasField("prompts") else 1
+        for choice in range(per_prompt * prompts):
             yield rpb.ChatResponse(chunk=ipb.GenerateChunk(text=f"c{choice}"), choice=choice)
             yield rpb.ChatResponse(
                 complete=ipb.GenerateComplete(
-                    usage=ipb.Usage(prompt_tokens=7, completion_tokens=choice + 1)
+                    usage=ipb.Usage(
+                        prompt_tokens=7 + choice // per_prompt, completion_tokens=choice + 1
+                    )
                 ),
                 choice=choice,
             )
@@ -300,10 +304,29 @@ async def test_grpc_chat_with_several_choices_charges_the_prompt_once(
     assert admission.remaining_tokens == 100 - 13
 
 
+async def test_grpc_chat_with_a_list_of_prompts_charges_each_prompt_once(
+    public_api: PublicApi,
+) -> None:
+    metadata = (("authorization", "Bearer chatter"),)
+    request = rpb.ChatRequest(model=CHAT_MODEL, n=2, prompts=rpb.PromptList(prompts=["a", "b"]))
+    events = [e async for e in public_api.stub.Chat(request, metadata=metadata)]
+    completes = [e.choice for e in events if e.WhichOneof("event") == "complete"]
+    assert completes == [0, 1, 2, 3]
+    (record,) = public_api.audit.records
+    # Prompt 0 (7 tokens) and prompt 1 (8) once each; completions 1 + 2 + 3 + 4.
+    assert (record.tokens_in, record.tokens_out) == (15, 10)
+    admission = await public_api.limiter.admit(PRINCIPALS["chatter"])
+    assert admission.remaining_tokens == 100 - 25
+
+
 @pytest.mark.parametrize(
     ("request_", "param"),
     [
         (chat_request(n=129), "n"),
+        (
+            rpb.ChatRequest(model=CHAT_MODEL, n=2, prompts=rpb.PromptList(prompts=["x"] * 65)),
+            "prompt",
+        ),
         (chat_request(sampling=ipb.SamplingParams(max_tokens=51)), "max_tokens"),
         (
             rpb.ChatRequest(
@@ -313,7 +336,7 @@ async def test_grpc_chat_with_several_choices_charges_the_prompt_once(
             "messages",
         ),
     ],
-    ids=["n", "max_tokens", "messages"],
+    ids=["n", "prompts", "max_tokens", "messages"],
 )
 async def test_grpc_chat_meets_the_rest_apis_limits(
     public_api: PublicApi, request_: rpb.ChatRequest, param: str

@@ -145,5 +145,11 @@ def test_completion_request() -> None:
     assert request.max_tokens is None
     with pytest.raises(ValidationError):
         CompletionRequest.model_validate({"model": "m", "prompt": "p", "logprobs": 6})
-    with pytest.raises(ValidationError):
-        CompletionRequest.model_validate({"model": "m", "prompt": [1, 2]})
+    # Token ids parse (OpenAI's shape); ServingCompletions refuses them by name.
+    assert CompletionRequest.model_validate({"model": "m", "prompt": [1, 2]}).prompt == [1, 2]
+    listed = CompletionRequest.model_validate({"model": "m", "prompt": ["a", ""]})
+    assert listed.prompt == ["a", ""]
+    with pytest.raises(ValidationError) as exc:
+        CompletionRequest.model_validate({"model": "m", "prompt": []})
+    assert error_locs(exc) == [("prompt",)]
+    assert "empty list" in str(exc.value)

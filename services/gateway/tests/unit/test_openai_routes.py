@@ -562,7 +562,12 @@ def test_completion_context_overflow_names_the_prompt(
         ({"best_of": 2}, "best_of"),
         ({"echo": True}, "echo"),
         ({"suffix": "end"}, "suffix"),
-        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": [1, 2, 3]}, "prompt"),
+        ({"prompt": [[1, 2], [3]]}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": ["a", 1]}, "prompt[1]"),
+        ({"prompt": ["x"] * 129}, "prompt"),
+        ({"prompt": ["x"] * 65, "n": 2}, "prompt"),
     ],
 )
 def test_completion_unsupported(
@@ -1073,3 +1078,90 @@ def test_an_error_in_one_choice_fails_the_response(
     assert_openai_error(post("/v1/chat/completions", chat_body(n=2)), 503)
     events = sse_events(post("/v1/chat/completions", chat_body(n=2, stream=True)))
     assert "replica died" in events[-1]["error"]["message"]
+
+
+# --- a list of prompts (text completions) ------------------------------------------------
+
+# Two prompts, n=2: choices 0-1 answer the first (7 prompt tokens), 2-3 the second (4).
+TWO_PROMPTS = [
+    route(),
+    of_choice(chunk("a0"), 0),
+    of_choice(chunk("b0"), 2),
+    of_choice(complete(prompt=4, completion=1), 2),
+    of_choice(chunk("a1"), 1),
+    of_choice(chunk("b1"), 3),
+    of_choice(complete(completion=2), 0),
+    of_choice(complete(ipb.FINISH_REASON_LENGTH, completion=3), 1),
+    of_choice(complete(prompt=4, completion=4), 3),
+]
+
+
+def test_a_list_of_prompts_is_answered_in_one_response(
+    app_client: TestClient, post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(TWO_PROMPTS)
+    body = {"model": MODEL, "prompt": ["first", "second"], "n": 2, "seed": 3}
+    response = post("/v1/completions", body, **{"x-request-id": "rid-prompts"})
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    # As OpenAI orders them: prompt p's choices are p * n .. p * n + n - 1.
+    assert [(c["index"], c["text"]) for c in payload["choices"]] == [
+        (0, "a0"),
+        (1, "a1"),
+        (2, "b0"),
+        (3, "b1"),
+    ]
+    assert [c["finish_reason"] for c in payload["choices"]] == ["stop", "length", "stop", "stop"]
+    # Each prompt counted once (7 + 4), every completion (2 + 3 + 1 + 4).
+    assert payload["usage"] == {"prompt_tokens": 11, "completion_tokens": 10, "total_tokens": 21}
+    (sent,) = router.requests
+    assert (sent.WhichOneof("input"), list(sent.prompts.prompts)) == (
+        "prompts",
+        ["first", "second"],
+    )
+    assert (sent.n, sent.sampling.seed) == (2, 3)
+    record = audit_record(app_client, "rid-prompts")
+    assert (record.tokens_in, record.tokens_out) == (11, 10)
+
+
+def test_a_list_of_prompts_streams_every_choice(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = list(TWO_PROMPTS)
+    body = {
+        "model": MODEL,
+        "prompt": ["first", "second"],
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    *events, usage = sse_events(post("/v1/completions", body))
+    text: dict[int, str] = {}
+    for event in events:
+        (choice,) = event["choices"]
+        text[choice["index"]] = text.get(choice["index"], "") + choice["text"]
+    assert text == {0: "a0", 1: "a1", 2: "b0", 3: "b1"}
+    finished = [e["choices"][0]["index"] for e in events if e["choices"][0]["finish_reason"]]
+    assert finished == [2, 0, 1, 3]
+    assert usage["usage"] == {"prompt_tokens": 11, "completion_tokens": 10, "total_tokens": 21}
+
+
+def test_a_list_of_one_prompt_is_a_prompt(post: Callable[..., Any], router: FakeRouter) -> None:
+    body = post("/v1/completions", {"model": MODEL, "prompt": ["only"]}).json()
+    assert [c["text"] for c in body["choices"]] == ["Hello"]
+    (sent,) = router.requests
+    assert (sent.WhichOneof("input"), sent.prompt) == ("prompt", "only")
+
+
+def test_the_completion_count_limit_names_the_prompt(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    body = {"model": MODEL, "prompt": ["x"] * 65, "n": 2}
+    error = assert_openai_error(post("/v1/completions", body), 400, param="prompt")
+    assert "65 prompts with n=2 ask for 130 completions" in error["message"]
+    body = {"model": MODEL, "prompt": ["x"] * 64, "n": 2}
+    assert post("/v1/completions", body).status_code == 200
+    error = assert_openai_error(
+        post("/v1/completions", {"model": MODEL, "prompt": [5, 6]}), 400, param="prompt"
+    )
+    assert "token-id prompts are not supported" in error["message"]

@@ -82,6 +82,16 @@ class Route:
 Decider = Callable[[rpb.ChatRequest, float | None], Awaitable[Route]]
 
 
+def single_prompt(request: rpb.ChatRequest) -> rpb.ChatRequest:
+    """A list of one prompt is that prompt (routed, answered and reported alike)."""
+    if request.WhichOneof("input") != "prompts" or len(request.prompts.prompts) != 1:
+        return request
+    out = rpb.ChatRequest()
+    out.CopyFrom(request)
+    out.prompt = request.prompts.prompts[0]
+    return out
+
+
 class ChatForwarder:
     def __init__(
         self,
@@ -112,9 +122,21 @@ class ChatForwarder:
             raise InvalidArgument(
                 f"n is {request.n}; at most {MAX_CHOICES} choices are accepted", param="n"
             )
+        request = single_prompt(request)
+        if request.WhichOneof("input") == "prompts":
+            prompts = len(request.prompts.prompts)
+            if prompts == 0:
+                raise InvalidArgument("prompt is an empty list; send at least one", param="prompt")
+            if prompts * max(request.n, 1) > MAX_CHOICES:
+                raise InvalidArgument(
+                    f"{prompts} prompts with n={max(request.n, 1)} ask for "
+                    f"{prompts * max(request.n, 1)} completions; at most {MAX_CHOICES} are "
+                    "accepted per request: split the prompts over several requests",
+                    param="prompt",
+                )
         route = await self.decide(request, time_remaining)
-        if request.n > 1:
-            async for response in self._choices(request, self._direct(route), deadline):
+        if request.n > 1 or request.WhichOneof("input") == "prompts":
+            async for response in self._choices(request, self._direct(route, request), deadline):
                 yield response
             return
         if route.pool != WORKFLOW_POOL:
@@ -165,12 +187,17 @@ class ChatForwarder:
             yield response
 
     @staticmethod
-    def _direct(route: Route) -> Route:
+    def _direct(route: Route, request: rpb.ChatRequest) -> Route:
         """The route of a request for several choices: a workflow writes one answer, so
         when the policy chose one the choices come from the model that would answer it
         directly; a caller who named the workflow is told it cannot give several."""
         if route.pool != WORKFLOW_POOL:
             return route
+        if route.direct is None and request.WhichOneof("input") == "prompts":
+            # As for one raw prompt (complex_path): the policy never sends one to a workflow.
+            raise InvalidArgument(
+                "workflows answer chat requests (messages), not raw prompts", param="model"
+            )
         if route.direct is None:
             raise InvalidArgument(
                 "n > 1 is not supported for workflows (a workflow writes one answer); "
@@ -184,20 +211,29 @@ class ChatForwarder:
     async def _choices(
         self, request: rpb.ChatRequest, route: Route, deadline: float | None
     ) -> AsyncIterator[rpb.ChatResponse]:
-        """``request.n`` generations on ``route``, merged as they come. The route goes out
+        """``request.n`` generations (of each prompt, for a list of prompts: choice
+        p * n + j is prompt p's j-th) on ``route``, merged as they come. The route goes out
         once, when the first choice has a replica answering. A choice that fails before
         anything was sent fails the whole request (a plain error with its status and field);
         once the route is out, a failure is an in-band error for the response and the other
         choices are stopped: a response is whole or an error, never some of its choices."""
         queue: asyncio.Queue[tuple[int, rpb.ChatResponse | LaloError | None]] = asyncio.Queue()
+        per_prompt = max(request.n, 1)
+        prompts = (
+            list(request.prompts.prompts) if request.WhichOneof("input") == "prompts" else None
+        )
 
         async def pump(index: int) -> None:
             choice = rpb.ChatRequest()
             choice.CopyFrom(request)
             choice.n = 1
+            prompt_index, nth = divmod(index, per_prompt)
+            if prompts is not None:
+                choice.prompt = prompts[prompt_index]
             if request.sampling.HasField("seed"):
-                # Different samples per choice, still repeatable as a whole.
-                seed = request.sampling.seed + index
+                # Different samples per choice, still repeatable as a whole (and each
+                # prompt of a list answered as it would be alone).
+                seed = request.sampling.seed + nth
                 choice.sampling.seed = seed if seed <= INT64_MAX else seed - 2**64
             try:
                 async for response in self._forward(choice, route, deadline):
@@ -210,7 +246,8 @@ class ChatForwarder:
             finally:
                 await queue.put((index, None))
 
-        tasks = [asyncio.create_task(pump(index)) for index in range(request.n)]
+        count = per_prompt * (len(prompts) if prompts is not None else 1)
+        tasks = [asyncio.create_task(pump(index)) for index in range(count)]
         announced = False
         finished = 0
         try:

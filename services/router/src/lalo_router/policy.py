@@ -392,12 +392,26 @@ def replica_limits(spec: PolicySpec) -> dict[str, int | None]:
     return {pool: p.max_outstanding_per_replica for pool, p in spec.pools.items()}
 
 
-def text_to_classify(request: rpb.ChatRequest) -> str:
-    """What the classifier reads: the raw prompt, or the last user turn of a chat (the
-    classifier's own rule, which also bounds the length)."""
-    if request.WhichOneof("input") != "chat":
-        return text_from_messages([{"role": "user", "content": request.prompt}])
-    return text_from_messages(request.chat.messages)
+def texts_to_classify(request: rpb.ChatRequest) -> list[str]:
+    """What the classifier reads: the raw prompt (each of a list of them), or the last user
+    turn of a chat (the classifier's own rule, which also bounds the length)."""
+    which = request.WhichOneof("input")
+    if which == "chat":
+        return [text_from_messages(request.chat.messages)]
+    prompts = list(request.prompts.prompts) if which == "prompts" else [request.prompt]
+    return [text_from_messages([{"role": "user", "content": p}]) for p in prompts or [""]]
+
+
+@dataclass
+class BatchClassification:
+    """A list of prompts classified as one: the classification of the prompt that decides
+    its route (``PolicyRouter._hardest``), the time all of them took."""
+
+    label: str
+    confidence: float
+    p_escalate: float
+    latency_ms: float
+    note: str
 
 
 @dataclass
@@ -602,14 +616,47 @@ class PolicyRouter:
 
     async def route(self, request: rpb.ChatRequest, time_remaining: float | None = None) -> Route:
         """Classify (when the request is "auto" and there is a strategy), then decide."""
-        result = None
+        result: Classification | None = None
         if self.strategy is not None and self.classifies(request):
-            result = await self.strategy.classify(
-                text_to_classify(request),
-                time_remaining=time_remaining,
-                request_id=request.request_id,
-            )
+            strategy = self.strategy
+            texts = texts_to_classify(request)
+            if len(texts) == 1:  # the usual case, without a task per text
+                result = await strategy.classify(
+                    texts[0], time_remaining=time_remaining, request_id=request.request_id
+                )
+            else:
+                results = await asyncio.gather(
+                    *(
+                        strategy.classify(
+                            text, time_remaining=time_remaining, request_id=request.request_id
+                        )
+                        for text in texts
+                    )
+                )
+                result = self._hardest(list(results))
         return self.decide(request, result)
+
+    def _hardest(self, results: list[Classification]) -> BatchClassification:
+        """One route for a list of prompts (one model answers a response): the route of
+        the prompt that most needs the bigger model, the furthest past (or closest to) its
+        category's escalation threshold, so no prompt is answered by a smaller model than
+        it would get alone; the first of equals."""
+
+        def need(result: Classification) -> float:
+            threshold, _ = self._threshold(result.label)
+            return result.p_escalate - threshold
+
+        index = max(range(len(results)), key=lambda i: (need(results[i]), -i))
+        chosen = results[index]
+        own_note = getattr(chosen, "note", "")
+        return BatchClassification(
+            label=chosen.label,
+            confidence=chosen.confidence,
+            p_escalate=chosen.p_escalate,
+            latency_ms=sum(r.latency_ms for r in results),
+            note=f"prompt {index + 1} of {len(results)} routes the batch"
+            + (f"; {own_note}" if own_note else ""),
+        )
 
     def decide(self, request: rpb.ChatRequest, result: Classification | None = None) -> Route:
         """The route for ``request``; ``result`` is its classification (None: none was

@@ -181,17 +181,17 @@ async def test_more_choices_than_openai_allows_are_refused(fakes: Any) -> None:
 def test_a_workflow_the_policy_chose_gives_way_to_its_direct_model() -> None:
     direct = Route(pool="small", model="tiny", reason="default pool")
     chosen = Route(pool=WORKFLOW_POOL, model="workflow", reason="agentic", direct=direct)
-    routed = ChatForwarder._direct(chosen)
+    routed = ChatForwarder._direct(chosen, request(2))
     assert (routed.pool, routed.model) == ("small", "tiny")
     assert "n > 1" in routed.reason
     plain = Route(pool="small", model="tiny", reason="explicit model")
-    assert ChatForwarder._direct(plain) is plain
+    assert ChatForwarder._direct(plain, request(2)) is plain
 
 
 def test_a_workflow_the_caller_named_cannot_give_several_choices() -> None:
     named = Route(pool=WORKFLOW_POOL, model="workflow", reason="explicit model")
     with pytest.raises(InvalidArgument, match="n > 1 is not supported for workflows") as info:
-        ChatForwarder._direct(named)
+        ChatForwarder._direct(named, request(2))
     assert info.value.param == "n"
 
 
@@ -203,3 +203,70 @@ async def test_through_a_router_server_events_carry_their_choice(
     events = [e async for e in router.Chat(request(2), timeout=10)]
     assert sorted(e.choice for e in events if e.WhichOneof("event") == "complete") == [0, 1]
     assert len(texts(events)) == 2
+
+
+def prompt_list(*prompts: str, n: int = 1, model: str = "tiny", **sampling: Any) -> rpb.ChatRequest:
+    return rpb.ChatRequest(
+        request_id="r-list",
+        model=model,
+        n=n,
+        prompts=rpb.PromptList(prompts=prompts),
+        sampling=ipb.SamplingParams(**sampling),
+    )
+
+
+def calls_of(*fakes: FakeServer) -> list[Any]:
+    return [call for fake in fakes for call in fake.servicer.calls]
+
+
+async def test_a_list_of_prompts_gives_n_choices_per_prompt_in_order(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    events = await events_of(forwarder.chat(prompt_list("p0", "p1", "p2", n=2, seed=7)))
+    assert [e.WhichOneof("event") for e in events].count("route") == 1
+    completes = sorted(e.choice for e in events if e.WhichOneof("event") == "complete")
+    assert completes == [0, 1, 2, 3, 4, 5]
+    # Each replica call is one prompt (as a plain prompt), n calls per prompt, and choice
+    # j of every prompt samples with seed + j: each prompt answered as it would be alone.
+    seen = sorted((c.request.prompt, c.request.sampling.seed) for c in calls_of(a, b))
+    assert seen == [("p0", 7), ("p0", 8), ("p1", 7), ("p1", 8), ("p2", 7), ("p2", 8)]
+    assert all(c.request.WhichOneof("input") == "prompt" for c in calls_of(a, b))
+
+
+async def test_choice_p_times_n_plus_j_answers_prompt_p(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    a.servicer.behaviour = b.servicer.behaviour = "echo"  # each answer is its prompt
+    events = await events_of(forwarder.chat(prompt_list("first", "second", "third", n=2)))
+    assert texts(events) == {
+        0: "first",
+        1: "first",
+        2: "second",
+        3: "second",
+        4: "third",
+        5: "third",
+    }
+
+
+async def test_a_list_of_one_prompt_is_that_prompt(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    events = await events_of(forwarder.chat(prompt_list("only")))
+    assert sorted(e.choice for e in events if e.WhichOneof("event") == "complete") == [0]
+    (call,) = calls_of(a, b)
+    assert (call.request.WhichOneof("input"), call.request.prompt) == ("prompt", "only")
+
+
+async def test_an_empty_or_oversized_list_of_prompts_is_refused(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    with pytest.raises(InvalidArgument, match="empty list") as info:
+        await events_of(forwarder.chat(prompt_list()))
+    assert info.value.param == "prompt"
+    with pytest.raises(InvalidArgument, match="65 prompts with n=2 ask for 130") as info:
+        await events_of(forwarder.chat(prompt_list(*["x"] * 65, n=2)))
+    assert info.value.param == "prompt"
+    assert not calls_of(a, b)
+
+
+def test_a_workflow_the_caller_named_cannot_take_a_list_of_prompts() -> None:
+    named = Route(pool=WORKFLOW_POOL, model="workflow", reason="explicit workflow")
+    with pytest.raises(InvalidArgument, match="not raw prompts") as info:
+        ChatForwarder._direct(named, prompt_list("a", "b"))
+    assert info.value.param == "model"

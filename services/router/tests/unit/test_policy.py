@@ -25,7 +25,7 @@ from lalo_router.policy import (
     load_policy,
     merge_backends,
     replica_limits,
-    text_to_classify,
+    texts_to_classify,
 )
 from lalo_router.replicas import Replica, ReplicaSet
 from lalo_router.server import load_routing
@@ -237,6 +237,64 @@ async def test_route_asks_the_strategy_only_for_auto_requests() -> None:
     assert len(strategy.calls) == 1  # a named model is not classified
 
 
+class ByTextStrategy(RecordingStrategy):
+    """Classifies each text by a table (a list of prompts is classified prompt by prompt)."""
+
+    def __init__(self, results: dict[str, Result]) -> None:
+        super().__init__(Result("chat"))
+        self.results = results
+
+    async def classify(
+        self, text: str, *, time_remaining: float | None = None, request_id: str = ""
+    ) -> Result:
+        self.calls.append((text, time_remaining, request_id))
+        return self.results[text]
+
+
+def prompts(*texts: str, model: str = "auto") -> rpb.ChatRequest:
+    return rpb.ChatRequest(model=model, prompts=rpb.PromptList(prompts=texts))
+
+
+async def test_a_list_of_prompts_is_routed_as_its_hardest_prompt() -> None:
+    strategy = ByTextStrategy(
+        {
+            "hi": Result("chat", p_escalate=0.3),  # chat escalates at 0.6: 0.3 short
+            "sum": Result("math", p_escalate=0.5, latency_ms=2.0),  # math at 0.4: 0.1 past
+            "story": Result("chat", p_escalate=0.55),
+        }
+    )
+    router = PolicyRouter(SPEC, both_pools(), None, strategy=strategy)
+    route = await router.route(prompts("hi", "sum", "story"), time_remaining=2.0)
+    assert (route.pool, route.category, route.escalated) == ("large", "math", True)
+    assert sorted(text for text, _, _ in strategy.calls) == ["hi", "story", "sum"]
+    assert all(left == 2.0 for _, left, _ in strategy.calls)
+    assert "prompt 2 of 3 routes the batch" in route.reason
+    assert route.classify_ms == pytest.approx(5.0)  # the time all three took
+
+    # None escalates: the one closest to its threshold decides (first of equals).
+    strategy.results["sum"] = Result("math", p_escalate=0.1)  # 0.3 short of 0.4
+    route = await router.route(prompts("hi", "sum", "story"))
+    assert (route.pool, route.category, route.escalated) == ("small", "chat", False)
+    assert "prompt 3 of 3 routes the batch" in route.reason
+    route = await router.route(prompts("hi", "hi"))
+    assert "prompt 1 of 2 routes the batch" in route.reason
+
+
+async def test_a_named_model_takes_a_list_of_prompts_unclassified() -> None:
+    strategy = ByTextStrategy({})
+    router = PolicyRouter(SPEC, both_pools(), None, strategy=strategy)
+    route = await router.route(prompts("a", "b", model="s"))
+    assert (route.pool, route.model, route.reason) == ("small", "s", "explicit model")
+    assert strategy.calls == []
+
+
+def test_every_prompt_of_a_list_is_read_for_classification() -> None:
+    assert texts_to_classify(prompts("one", "two " + "y" * 100_000))[0] == "one"
+    (_, long_one) = texts_to_classify(prompts("one", "two " + "y" * 100_000))
+    assert long_one.startswith("two")
+    assert len(long_one) < 10_000
+
+
 def test_decide_is_the_synchronous_core() -> None:
     router = PolicyRouter(SPEC, both_pools(), None)
     assert router.decide(chat("x"), Result("code")).pool == "large"
@@ -260,12 +318,12 @@ def test_text_to_classify_uses_the_last_user_turn_and_stays_bounded() -> None:
     request.chat.messages.add(role="user", content="first")
     request.chat.messages.add(role="assistant", content="ok")
     request.chat.messages.add(role="user", content="second " + "x" * 100_000)
-    text = text_to_classify(request)
+    (text,) = texts_to_classify(request)
     assert text.startswith("second")
     assert "first" not in text
     assert len(text) < 10_000
-    assert text_to_classify(rpb.ChatRequest(prompt="solve 2+2")) == "solve 2+2"
-    assert text_to_classify(rpb.ChatRequest(prompt="")) == ""
+    assert texts_to_classify(rpb.ChatRequest(prompt="solve 2+2")) == ["solve 2+2"]
+    assert texts_to_classify(rpb.ChatRequest(prompt="")) == [""]
 
 
 def test_load_policy(tmp_path: Path) -> None:

@@ -20,9 +20,15 @@ async def create_completion(
     principal: InferencePrincipal,
     request_id: RequestId,
 ) -> JSONResponse | StreamingResponse:
-    prompts = 1 if isinstance(body.prompt, str) else len(body.prompt)
     check_request_limits(
-        request, principal, model=body.model, messages=prompts, max_tokens=body.max_tokens
+        request,
+        principal,
+        model=body.model,
+        messages=None,
+        max_tokens=body.max_tokens,
+        choices=body.n,
+        # A list of token ids is one prompt (ServingCompletions refuses it by name).
+        prompts=len(body.prompt) if isinstance(body.prompt, list) else 1,
     )
     serving: ServingCompletions = request.app.state.serving_completions
     return await serving.create(body, request_id, principal)

@@ -143,11 +143,22 @@ def check_generation_limits(
     max_messages: int,
     max_tokens_limit: int,
     choices: int | None = None,
+    prompts: int | None = None,
 ) -> None:
-    """400 with a clear message when a request asks for more than the gateway allows."""
+    """400 with a clear message when a request asks for more than the gateway allows.
+    ``choices``: n; ``prompts``: how many prompts a text completion sends (each answered
+    n times: MAX_CHOICES bounds them all)."""
     if choices is not None and choices > MAX_CHOICES:
         raise RequestLimitExceeded(
             f"n is {choices}; at most {MAX_CHOICES} choices are accepted.", param="n"
+        )
+    per_prompt = max(choices or 1, 1)
+    if prompts is not None and prompts * per_prompt > MAX_CHOICES:
+        raise RequestLimitExceeded(
+            f"{prompts} prompts with n={per_prompt} ask for {prompts * per_prompt} "
+            f"completions; at most {MAX_CHOICES} are accepted per request: split the "
+            "prompts over several requests.",
+            param="prompt",
         )
     if messages is not None and messages > max_messages:
         raise RequestLimitExceeded(

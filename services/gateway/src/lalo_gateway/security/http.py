@@ -203,9 +203,11 @@ def check_request_limits(
     model: str,
     messages: int | None,
     max_tokens: int | None,
+    choices: int | None = None,
+    prompts: int | None = None,
 ) -> None:
     """The per-request checks of a generation route: the key's model allowlist (403) and
-    the gateway's message-count and ``max_tokens`` limits (400)."""
+    the gateway's message-count, ``max_tokens`` and completion-count limits (400)."""
     check_model_allowed(request, principal, model)
     settings = security_runtime(request).settings
     check_generation_limits(
@@ -213,6 +215,8 @@ def check_request_limits(
         max_tokens=max_tokens,
         max_messages=settings.max_messages,
         max_tokens_limit=settings.max_tokens_limit,
+        choices=choices,
+        prompts=prompts,
     )
 
 

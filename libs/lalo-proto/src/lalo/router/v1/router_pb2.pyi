@@ -8,11 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("request_id", "model", "chat", "prompt", "sampling", "stream", "principal", "tenant", "allowed_models", "n")
+    __slots__ = ("request_id", "model", "chat", "prompt", "prompts", "sampling", "stream", "principal", "tenant", "allowed_models", "n")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
@@ -23,13 +24,20 @@ class ChatRequest(_message.Message):
     model: str
     chat: _inference_pb2.ChatInput
     prompt: str
+    prompts: PromptList
     sampling: _inference_pb2.SamplingParams
     stream: bool
     principal: str
     tenant: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     n: int
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., prompts: _Optional[_Union[PromptList, _Mapping]] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ...) -> None: ...
+
+class PromptList(_message.Message):
+    __slots__ = ("prompts",)
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    prompts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
     __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms", "workflow_id")

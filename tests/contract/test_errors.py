@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from lalo_testing.openai_wire import assert_openai_error
+from lalo_testing.openai_wire import assert_openai_error, parse_sse
 from lalo_testing.stack import Stack
 
 pytestmark = pytest.mark.contract
@@ -235,6 +235,19 @@ def test_context_overflow(http: httpx.Client) -> None:
         http.post("/v1/chat/completions", json=body), 400, code="context_length_exceeded"
     )
     assert "1024" in error["message"]
+
+
+def test_context_overflow_in_a_list_of_prompts_names_the_prompt(http: httpx.Client) -> None:
+    body = {"model": MODEL, "prompt": ["hi", LONG_TEXT], "max_tokens": 2}
+    for stream in (False, True):
+        response = http.post("/v1/completions", json={**body, "stream": stream})
+        if response.status_code == 200:  # the short prompt's answer began first: in-band
+            error = parse_sse(response.text.splitlines())[-1]["error"]
+        else:
+            error = assert_openai_error(response, 400, code="context_length_exceeded")
+        assert error["param"] == "prompt[1]", error
+        assert error["message"].startswith("prompt[1]: ")
+        assert "1024" in error["message"]
 
 
 def test_context_overflow_streamed_is_a_plain_400(http: httpx.Client) -> None:

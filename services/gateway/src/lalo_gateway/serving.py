@@ -185,7 +185,7 @@ def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str,
 def _in_band(error: ipb.GenerateError, route: rpb.RouteDecision | None = None) -> APIError:
     """The error an in-band failure becomes; once the route is known its headers go with
     it (a failed workflow's 422 names the workflow to look up, x-lalo-workflow-id)."""
-    exc = from_grpc(status_code_from_int(error.code), error.message)
+    exc = from_grpc(status_code_from_int(error.code), error.message, error.param or None)
     if route is not None:
         headers = route_headers(route, "")
         del headers["x-request-id"]
@@ -246,10 +246,17 @@ class Serving:
             if first is not None and first.WhichOneof("event") == "error":
                 raise _in_band(first.error, route)
         except APIError as exc:
-            if exc.code == "context_length_exceeded":
-                exc.param = self.input_param
-            raise
+            raise self._named(exc) from None
         return route, [first] if first is not None else []
+
+    def _named(self, exc: APIError) -> APIError:
+        """A prompt too long for the context names this API's input field (or the item of
+        it: "prompt[2]" of a list of prompts)."""
+        if exc.code == "context_length_exceeded" and not (exc.param or "").startswith(
+            f"{self.input_param}["
+        ):
+            exc.param = self.input_param
+        return exc
 
     async def _collect(self, request: rpb.ChatRequest) -> Collected:
         out = Collected()
@@ -272,7 +279,7 @@ class Serving:
                 ]
                 out.usage = usage.add(event.choice, event.complete.usage)
             elif kind == "error":
-                raise _in_band(event.error, out.route)
+                raise self._named(_in_band(event.error, out.route))
         return out
 
     def _report_usage(self, usage: ipb.Usage | None, model: str) -> None:

@@ -1165,3 +1165,34 @@ def test_the_completion_count_limit_names_the_prompt(
         post("/v1/completions", {"model": MODEL, "prompt": [5, 6]}), 400, param="prompt"
     )
     assert "token-id prompts are not supported" in error["message"]
+
+
+def test_a_refused_prompt_of_a_list_is_named(post: Callable[..., Any], router: FakeRouter) -> None:
+    refused = of_choice(
+        error_event(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "prompt[1]: This model's maximum context length is 1024 tokens",
+        ),
+        2,
+    )
+    refused.error.param = "prompt[1]"
+    router.script = [*TWO_PROMPTS[:2], refused]
+    body = {"model": MODEL, "prompt": ["a", "b"], "n": 2}
+    error = assert_openai_error(
+        post("/v1/completions", body), 400, code="context_length_exceeded", param="prompt[1]"
+    )
+    assert error["message"].startswith("prompt[1]: ")
+    events = sse_events(post("/v1/completions", {**body, "stream": True}))
+    assert events[-1]["error"]["param"] == "prompt[1]"
+    # An in-band overflow that names no field is the prompt's (not a chat's messages).
+    router.script = [
+        route(),
+        chunk("x"),
+        error_event(grpc.StatusCode.INVALID_ARGUMENT, "maximum context length is 1024"),
+    ]
+    assert_openai_error(
+        post("/v1/completions", {"model": MODEL, "prompt": "a"}),
+        400,
+        code="context_length_exceeded",
+        param="prompt",
+    )

@@ -239,6 +239,14 @@ class ChatForwarder:
                 async for response in self._forward(choice, route, deadline):
                     await queue.put((index, response))
             except LaloError as exc:
+                if prompts is not None and exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    # Say which prompt of the list (one too long for the context, say).
+                    exc = type(exc)(
+                        f"prompt[{prompt_index}]: {exc.message}",
+                        param=exc.param
+                        if exc.param and exc.param != "prompt"
+                        else f"prompt[{prompt_index}]",
+                    )
                 await queue.put((index, exc))
             except Exception:  # a bug here must fail the response, not drop a choice
                 log.exception("choice %d of request %s failed", index, request.request_id)
@@ -260,7 +268,9 @@ class ChatForwarder:
                     if not announced:
                         raise item
                     yield rpb.ChatResponse(
-                        error=ipb.GenerateError(code=item.code.value[0], message=item.message),
+                        error=ipb.GenerateError(
+                            code=item.code.value[0], message=item.message, param=item.param or ""
+                        ),
                         choice=index,
                     )
                     return

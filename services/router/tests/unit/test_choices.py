@@ -270,3 +270,40 @@ def test_a_workflow_the_caller_named_cannot_take_a_list_of_prompts() -> None:
     with pytest.raises(InvalidArgument, match="not raw prompts") as info:
         ChatForwarder._direct(named, prompt_list("a", "b"))
     assert info.value.param == "model"
+
+
+async def test_a_prompt_of_a_list_that_is_refused_is_named(
+    fakes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, replicas, forwarder = fakes
+    forward = forwarder._forward
+    late = {"refusal": False}
+
+    async def refused_after_the_others_began() -> AsyncIterator[rpb.ChatResponse]:
+        await wait_until(lambda: any(c.finished for c in calls_of(a, b)))
+        raise InvalidArgument("This model's maximum context length is 1024 tokens")
+        yield rpb.ChatResponse()  # an async generator, like _forward
+
+    def refuse_the_long_one(request: rpb.ChatRequest, *args: Any, **kwargs: Any) -> Any:
+        if request.prompt == "long" and late["refusal"]:
+            return refused_after_the_others_began()
+        if request.prompt == "long":
+            raise InvalidArgument("This model's maximum context length is 1024 tokens")
+        return forward(request, *args, **kwargs)
+
+    monkeypatch.setattr(forwarder, "_forward", refuse_the_long_one)
+    # Before any output: the call fails, naming the prompt.
+    a.servicer.behaviour = b.servicer.behaviour = "hang"
+    with pytest.raises(InvalidArgument, match=r"^prompt\[1\]: This model's maximum") as info:
+        await events_of(forwarder.chat(prompt_list("short", "long")))
+    assert info.value.param == "prompt[1]"
+    await wait_until(lambda: all(r.outstanding == 0 for r in replicas.replicas))
+    # After output: the in-band error carries the message and the field.
+    a.servicer.behaviour = b.servicer.behaviour = "ok"
+    late["refusal"] = True
+    stream = forwarder.chat(prompt_list("short", "short", "long"))
+    events = await asyncio.wait_for(events_of(stream), timeout=20)
+    error = events[-1]
+    assert error.WhichOneof("event") == "error"
+    assert (error.choice, error.error.param) == (2, "prompt[2]")
+    assert error.error.message.startswith("prompt[2]: ")

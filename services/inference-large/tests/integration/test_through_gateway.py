@@ -73,6 +73,9 @@ def sdk(
             api_key=api_key,
             service_token=token,
             log_dir=logs,
+            # The gateway is ready once a model is served, i.e. once vLLM is up: as patient
+            # as the engine's own wait (a cold start imports torch for over a minute here).
+            timeout_s=300,
         )
         wait_for_grpc(f"127.0.0.1:{large}", 300, engine)
         with openai.OpenAI(

@@ -213,7 +213,10 @@ def test_n_one_is_accepted(http: httpx.Client) -> None:
         pytest.param({"model": MODEL, "prompt": ["a"] * 65, "n": 2}, "prompt", id="65x2"),
         pytest.param({"model": MODEL, "prompt": "hi", "logprobs": 9}, "logprobs", id="logprobs"),
         pytest.param({"model": MODEL, "prompt": "hi", "n": 200}, "n", id="n-200"),
-        pytest.param({"model": MODEL, "prompt": "hi", "echo": True}, "echo", id="echo"),
+        pytest.param(
+            {"model": MODEL, "prompt": "hi", "max_tokens": 0}, "max_tokens", id="no-tokens"
+        ),
+        pytest.param({"model": MODEL, "prompt": "hi", "suffix": "x"}, "suffix", id="suffix"),
     ],
 )
 def test_invalid_completion_body(http: httpx.Client, body: dict[str, Any], param: str) -> None:

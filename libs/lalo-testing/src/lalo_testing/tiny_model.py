@@ -195,8 +195,10 @@ def _q8_0(values: np.ndarray) -> np.ndarray:
     return out.reshape(rows, (cols // 32) * 34)
 
 
-def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Writes the model; the same preset and seed always give the same bytes."""
+def write_model(path: Path, preset: str = "tiny", seed: int = 0, *, add_bos: bool = False) -> Path:
+    """Writes the model; the same preset and seed always give the same bytes. ``add_bos``:
+    the tokenizer starts every text with BOS, as Llama's does (the default, False, is
+    Qwen's way)."""
     import gguf  # imported here: only this tool needs it
 
     shape = PRESETS[preset]
@@ -244,7 +246,7 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
     writer.add_token_merges(tok.merges)
     writer.add_bos_token_id(tok.bos_id)
     writer.add_eos_token_id(tok.eos_id)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     writer.add_chat_template(CHATML_TEMPLATE)
 
     head_dim = shape.n_embd // shape.n_head

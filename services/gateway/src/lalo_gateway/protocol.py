@@ -182,6 +182,8 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
+    # 0 only with echo: the prompt scored, nothing generated (ServingCompletions checks).
+    max_tokens: int | None = Field(default=None, ge=0)
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
     response_format: ResponseFormat | None = None

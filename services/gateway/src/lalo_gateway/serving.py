@@ -522,10 +522,15 @@ class ServingCompletions(Serving):
         self, body: CompletionRequest, request_id: str, principal: Principal | None = None
     ) -> JSONResponse | StreamingResponse:
         _check_common(body)
-        if body.echo:
-            raise _unsupported("echo", "echo is not supported.")
         if body.suffix:
             raise _unsupported("suffix", "suffix is not supported.")
+        if body.max_tokens == 0 and not body.echo:
+            raise APIError(
+                400,
+                "max_tokens must be at least 1 (0 only with echo, to score the prompt).",
+                param="max_tokens",
+                code="invalid_value",
+            )
         if body.best_of is not None and body.best_of > 1:
             raise _unsupported("best_of", "best_of > 1 is not supported yet.")
         prompts = prompt_texts(body.prompt)
@@ -551,6 +556,8 @@ class ServingCompletions(Serving):
                 response_format=body.response_format,
             )
         )
+        # The prompt comes back first (scored, with logprobs) and counts as no completion.
+        router_request.sampling.echo = bool(body.echo)
         completion_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.stream:
@@ -666,7 +673,12 @@ def completion_logprobs(tokens: list[ipb.TokenInfo], start: int) -> dict[str, An
         position += len(decoder.decode(t.token_bytes or t.token.encode("utf-8")))
     return {
         "tokens": [t.token for t in tokens],
-        "token_logprobs": [t.logprob for t in tokens],
-        "top_logprobs": [{a.token: a.logprob for a in t.top_logprobs} for t in tokens],
+        # An echoed prompt's first token has nothing before it to be scored on: null, as
+        # OpenAI and vLLM give it.
+        "token_logprobs": [t.logprob if t.HasField("logprob") else None for t in tokens],
+        "top_logprobs": [
+            {a.token: a.logprob for a in t.top_logprobs} if t.HasField("logprob") else None
+            for t in tokens
+        ],
         "text_offset": offsets,
     }

@@ -560,8 +560,9 @@ def test_completion_context_overflow_names_the_prompt(
     ("extra", "param"),
     [
         ({"best_of": 2}, "best_of"),
-        ({"echo": True}, "echo"),
         ({"suffix": "end"}, "suffix"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"prompt": [[1, 2], [3]]}, "prompt"),
         ({"prompt": []}, "prompt"),
@@ -1196,3 +1197,61 @@ def test_a_refused_prompt_of_a_list_is_named(post: Callable[..., Any], router: F
         code="context_length_exceeded",
         param="prompt",
     )
+
+
+# --- echo ---------------------------------------------------------------------------------
+
+
+def echo_chunk(text: str, *tokens: tuple[str, float | None]) -> rpb.ChatResponse:
+    event = rpb.ChatResponse(chunk=ipb.GenerateChunk(text=text, echo=True))
+    for i, (token, logprob) in enumerate(tokens):
+        info = event.chunk.tokens.add(token_id=i, token=token, token_bytes=token.encode())
+        if logprob is not None:
+            info.logprob = logprob
+            info.top_logprobs.add(token_id=99, token="alt", logprob=-0.1)
+    return event
+
+
+def test_echo_puts_the_scored_prompt_before_the_answer(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = [
+        route(),
+        echo_chunk("Say", ("S", None), ("ay", -2.5)),
+        chunk("Hel", "Hel"),
+        complete(completion=1),
+    ]
+    body = {"model": MODEL, "prompt": "Say", "echo": True, "logprobs": 1, "max_tokens": 1}
+    choice = post("/v1/completions", body).json()["choices"][0]
+    assert choice["text"] == "SayHel"
+    logprobs = choice["logprobs"]
+    assert logprobs["tokens"] == ["S", "ay", "Hel"]
+    # Nothing before the first token: null, as OpenAI gives it.
+    assert logprobs["token_logprobs"] == [None, -2.5, pytest.approx(-0.5)]
+    assert logprobs["top_logprobs"][0] is None
+    assert logprobs["top_logprobs"][1] == {"alt": pytest.approx(-0.1)}
+    assert logprobs["text_offset"] == [0, 1, 3]
+    (sent,) = router.requests
+    assert (sent.sampling.echo, sent.sampling.max_tokens) == (True, 1)
+
+
+def test_echo_with_no_tokens_scores_the_prompt(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    router.script = [
+        route(),
+        echo_chunk("Say", ("S", None), ("ay", -2.5)),
+        complete(ipb.FINISH_REASON_LENGTH, completion=0),
+    ]
+    body = {"model": MODEL, "prompt": "Say", "echo": True, "logprobs": 0, "max_tokens": 0}
+    payload = post("/v1/completions", body).json()
+    assert payload["choices"][0]["text"] == "Say"
+    assert payload["choices"][0]["finish_reason"] == "length"
+    assert payload["usage"]["completion_tokens"] == 0
+    (sent,) = router.requests
+    assert sent.sampling.HasField("max_tokens")
+    assert sent.sampling.max_tokens == 0
+    # Streamed, the echo is the first chunk.
+    router.script = [route(), echo_chunk("Say"), complete(ipb.FINISH_REASON_LENGTH, completion=0)]
+    events = sse_events(post("/v1/completions", {**body, "logprobs": None, "stream": True}))
+    assert [e["choices"][0]["text"] for e in events] == ["Say", ""]

@@ -102,6 +102,13 @@ def generation_request(message: pb.GenerateRequest, request_id: str = "") -> Gen
     which = message.WhichOneof("input")
     if which is None:
         raise InvalidArgument("the request needs an input: chat or prompt")
+    if message.sampling.echo:
+        # Scoring a prompt needs the engine's prompt logprobs, not wired up here yet.
+        raise InvalidArgument(
+            "echo is not supported by this backend (inference-large); it is served by "
+            "inference-small's models",
+            param="echo",
+        )
     sampling = sampling_options(message.sampling)
     rid = message.request_id or request_id
     if which == "prompt":

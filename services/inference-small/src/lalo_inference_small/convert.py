@@ -8,7 +8,7 @@ from typing import Any
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo_common.errors import InvalidArgument
 
-from lalo_inference_small.engine import Event, Failed, Finished, TextDelta
+from lalo_inference_small.engine import Echo, Event, Failed, Finished, TextDelta, TokenOut
 from lalo_inference_small.llama_model import ChatTurn
 from lalo_inference_small.sampling import (
     SamplingConfig,
@@ -52,6 +52,7 @@ def sampling_from_pb(params: pb.SamplingParams) -> SamplingConfig:
         logprobs=params.logprobs or params.top_logprobs > 0,
         top_logprobs=params.top_logprobs,
         grammar=grammar,
+        echo=params.echo,
     )
 
 
@@ -78,29 +79,30 @@ def chat_from_pb(chat: pb.ChatInput) -> tuple[list[ChatTurn], list[dict[str, Any
     return turns, tools
 
 
+def token_to_pb(token: TokenOut) -> pb.TokenInfo:
+    return pb.TokenInfo(
+        token_id=token.token_id,
+        token=token.text,
+        logprob=token.logprob,  # None (unset) only for an echoed prompt's first token
+        token_bytes=token.token_bytes,
+        top_logprobs=[
+            pb.TopLogprob(
+                token_id=a.token_id, token=a.text, logprob=a.logprob, token_bytes=a.token_bytes
+            )
+            for a in token.top
+        ],
+    )
+
+
 def event_to_pb(event: Event, model_id: str) -> pb.GenerateResponse:
     if isinstance(event, TextDelta):
         return pb.GenerateResponse(
+            chunk=pb.GenerateChunk(text=event.text, tokens=[token_to_pb(t) for t in event.tokens])
+        )
+    if isinstance(event, Echo):
+        return pb.GenerateResponse(
             chunk=pb.GenerateChunk(
-                text=event.text,
-                tokens=[
-                    pb.TokenInfo(
-                        token_id=t.token_id,
-                        token=t.text,
-                        logprob=t.logprob,
-                        token_bytes=t.token_bytes,
-                        top_logprobs=[
-                            pb.TopLogprob(
-                                token_id=a.token_id,
-                                token=a.text,
-                                logprob=a.logprob,
-                                token_bytes=a.token_bytes,
-                            )
-                            for a in t.top
-                        ],
-                    )
-                    for t in event.tokens
-                ],
+                text=event.text, tokens=[token_to_pb(t) for t in event.tokens], echo=True
             )
         )
     if isinstance(event, Finished):

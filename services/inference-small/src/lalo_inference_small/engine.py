@@ -44,13 +44,22 @@ class TopToken:
 class TokenOut:
     token_id: int
     text: str
-    logprob: float
+    logprob: float | None  # None only for an echoed prompt's first token
     token_bytes: bytes
     top: tuple[TopToken, ...] = ()
 
 
 @dataclass(frozen=True)
 class TextDelta:
+    text: str
+    tokens: tuple[TokenOut, ...]
+
+
+@dataclass(frozen=True)
+class Echo:
+    """The prompt sent back before any output (SamplingConfig.echo): its text as given and,
+    with logprobs, its tokens each scored given the ones before."""
+
     text: str
     tokens: tuple[TokenOut, ...]
 
@@ -67,7 +76,7 @@ class Failed:
     message: str
 
 
-Event = TextDelta | Finished | Failed
+Event = TextDelta | Echo | Finished | Failed
 
 
 def send_now(now: float, gap: float, oldest: float, hold: float, *, first: bool) -> bool:
@@ -87,6 +96,7 @@ class PreparedRequest:
     prompt_ids: list[int]
     config: SamplingConfig
     max_new_tokens: int
+    prompt_text: str = ""  # what an echo sends back
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,8 @@ class _Sequence:
     out_since: float = 0.0  # when the oldest unsent token was made
     last_release_at: float = 0.0  # released text comes once per token, bar stop hold-back
     sent_any: bool = False
+    # An echo with logprobs: the prompt's tokens scored so far (see BatchEngine._score_prompt).
+    echo_tokens: list[TokenOut] = field(default_factory=list)
 
     @property
     def prefilling(self) -> bool:
@@ -240,6 +252,8 @@ class BatchEngine:
         config.validate(self.model.n_vocab)
         if config.grammar:
             check_grammar(self.model.vocab, config.grammar)
+        if config.echo and prompt is None:
+            raise InvalidArgument("echo is for raw prompts, not chat messages", param="echo")
         ids = self.tokenize(prompt=prompt, chat=chat, tools=tools)
         if not ids:
             raise InvalidArgument("the prompt is empty")
@@ -260,7 +274,7 @@ class BatchEngine:
             max_new = config.max_tokens
         else:
             max_new = limit - len(ids)
-        return PreparedRequest(request_id, ids, config, max_new)
+        return PreparedRequest(request_id, ids, config, max_new, prompt or "")
 
     def tokenize(
         self,
@@ -426,15 +440,20 @@ class BatchEngine:
                 seq.n_past += 1
         # Then prompt chunks within what is left of the batch.
         generating = n
+        # Prompt positions whose logits score the next prompt token (echo with logprobs).
+        scored: list[tuple[_Sequence, int, int]] = []
         for seq in self._active:
             if not seq.prefilling or n >= self.n_batch:
                 continue
             ids = seq.request.prompt_ids
+            score = seq.request.config.echo and seq.request.config.logprobs
             take = min(self.n_batch - n, len(ids) - seq.prefill_done)
             for i in range(take):
                 index = seq.prefill_done + i
                 last = index == len(ids) - 1
-                add(ids[index], index, seq.seq_id, last)
+                add(ids[index], index, seq.seq_id, last or score)
+                if score and not last:
+                    scored.append((seq, n - 1, index + 1))
                 if last:
                     outputs.append((seq, n - 1))
             seq.prefill_done += take
@@ -453,8 +472,32 @@ class BatchEngine:
                 seq.handle.push(Failed(f"decoding failed (llama.cpp status {status})"))
                 self._free(seq)
             return
+        for seq, index, position in scored:
+            token = seq.request.prompt_ids[position]
+            seq.echo_tokens.append(self._token_info(seq, index, token))
         for seq, index in outputs:
+            if seq.generated == 0 and seq.request.config.echo:
+                self._echo(seq)
+            if seq.request.max_new_tokens == 0:  # echo only: the prompt scored, no output
+                self._finish(seq, "length")
+                continue
             self._advance(seq, index)
+
+    def _echo(self, seq: _Sequence) -> None:
+        """Send the prompt back before the first generated token. Its tokens (with logprobs)
+        leave out a leading BOS, which is not in the prompt's text; the first real token is
+        then scored given it, and only a first token with nothing before it has no logprob."""
+        request = seq.request
+        tokens: list[TokenOut] = []
+        if request.config.logprobs:
+            ids = request.prompt_ids
+            first = ids[0]
+            if not (self.model.add_bos and first == self.model.bos_id):
+                text = self.model.token_text(first)
+                tokens.append(TokenOut(first, text, None, self.model.token_bytes(first)))
+            tokens.extend(seq.echo_tokens)
+            seq.echo_tokens = []
+        seq.handle.push(Echo(request.prompt_text, tuple(tokens)))
 
     def _token_info(self, seq: _Sequence, index: int, token: int) -> TokenOut:
         model = self.model

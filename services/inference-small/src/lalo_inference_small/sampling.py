@@ -30,10 +30,14 @@ class SamplingConfig:
     logprobs: bool = False
     top_logprobs: int = 0
     grammar: str | None = None
+    # Send the prompt back first (text completions' echo); then max_tokens may be 0.
+    echo: bool = False
 
     def validate(self, n_vocab: int) -> None:
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise InvalidArgument("max_tokens must be at least 1", param="max_tokens")
+        if self.max_tokens is not None and self.max_tokens < (0 if self.echo else 1):
+            raise InvalidArgument(
+                "max_tokens must be at least 1 (0 only with echo)", param="max_tokens"
+            )
         if not 0.0 <= self.temperature <= 2.0:
             raise InvalidArgument("temperature must be between 0 and 2", param="temperature")
         if not 0.0 < self.top_p <= 1.0:

@@ -80,6 +80,7 @@ def sampling_options(message: pb.SamplingParams) -> SamplingOptions:
         logprobs=message.logprobs,
         top_logprobs=message.top_logprobs,
         response_format=response_format(message.response_format),
+        echo=message.echo,
     )
 
 
@@ -102,13 +103,8 @@ def generation_request(message: pb.GenerateRequest, request_id: str = "") -> Gen
     which = message.WhichOneof("input")
     if which is None:
         raise InvalidArgument("the request needs an input: chat or prompt")
-    if message.sampling.echo:
-        # Scoring a prompt needs the engine's prompt logprobs, not wired up here yet.
-        raise InvalidArgument(
-            "echo is not supported by this backend (inference-large); it is served by "
-            "inference-small's models",
-            param="echo",
-        )
+    if message.sampling.echo and which != "prompt":
+        raise InvalidArgument("echo is for raw prompts, not chat messages", param="echo")
     sampling = sampling_options(message.sampling)
     rid = message.request_id or request_id
     if which == "prompt":
@@ -167,6 +163,7 @@ def event_message(event: Event) -> pb.GenerateResponse:
                     )
                     for t in event.tokens
                 ],
+                echo=event.echo,
             )
         )
     if isinstance(event, Complete):

@@ -55,6 +55,9 @@ class SamplingOptions:
     logprobs: bool = False
     top_logprobs: int = 0
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    # Send the raw prompt back first, scored with logprobs (text completions' echo); with
+    # it max_tokens may be 0 (the prompt scored, nothing generated).
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class TopLogprob:
 class TokenInfo:
     token_id: int
     token: str
-    logprob: float
+    logprob: float | None  # None only for an echoed prompt's first token
     token_bytes: bytes
     top_logprobs: tuple[TopLogprob, ...] = ()
 
@@ -95,6 +98,7 @@ class Chunk:
 
     text: str
     tokens: tuple[TokenInfo, ...] = ()
+    echo: bool = False  # the echoed prompt (SamplingOptions.echo), before any output
 
 
 @dataclass(frozen=True)

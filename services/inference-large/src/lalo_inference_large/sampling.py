@@ -44,9 +44,10 @@ def validate(options: SamplingOptions, *, vocab_size: int, max_logprobs: int) ->
         value = getattr(options, name)
         if not PENALTY_RANGE[0] <= value <= PENALTY_RANGE[1]:
             raise InvalidArgument(f"{name} must be in [-2, 2], got {value}", param=name)
-    if options.max_tokens is not None and options.max_tokens < 1:
+    if options.max_tokens is not None and options.max_tokens < (0 if options.echo else 1):
         raise InvalidArgument(
-            f"max_tokens must be >= 1, got {options.max_tokens}", param="max_tokens"
+            f"max_tokens must be >= 1 (0 only with echo), got {options.max_tokens}",
+            param="max_tokens",
         )
     if options.top_logprobs and not options.logprobs:
         raise InvalidArgument("top_logprobs needs logprobs to be true", param="top_logprobs")

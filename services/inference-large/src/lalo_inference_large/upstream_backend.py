@@ -207,6 +207,11 @@ class OpenAIUpstreamBackend:
         model = self._model(request.model)
         if request.is_chat and not request.messages:
             raise InvalidArgument("a chat request needs at least one message")
+        if request.sampling.echo:
+            # Upstreams differ (OpenAI's chat-era models dropped it): not promised here.
+            raise InvalidArgument(
+                "echo is not supported by the openai-upstream backend", param="echo"
+            )
         path, body = request_body(request, model)
         http_request = self.client.build_request("POST", path, json=body)
         try:

@@ -9,6 +9,7 @@ runs on the official CUDA build (``gpu`` extra) and on the CPU build (``cpu`` ex
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -270,10 +271,15 @@ class VllmBackend:
         sampling.validate(
             options, vocab_size=self.vocab_size, max_logprobs=self.settings.max_logprobs
         )
+        # vLLM generates at least one token: an echo of the prompt alone asks for one and
+        # drops it (as vLLM's own OpenAI server does).
+        wanted = 1 if options.echo and options.max_tokens == 0 else options.max_tokens
         budget = sampling.completion_budget(
-            prompt_len, options.max_tokens, context_length=self.context_length, model=self.name
+            prompt_len, wanted, context_length=self.context_length, model=self.name
         )
         kwargs = sampling.sampling_kwargs(options, max_tokens=budget, defaults=self._defaults)
+        if options.echo and options.logprobs:
+            kwargs["prompt_logprobs"] = options.top_logprobs
         structured = sampling.structured_output_kwargs(options)
         try:
             if structured is not None:
@@ -341,7 +347,47 @@ class VllmBackend:
         except Exception as exc:
             await outputs.aclose()
             raise self._map_error(exc) from exc
-        return self._events(outputs, first, len(prompt_ids), params.logprobs or 0)
+        events = self._events(outputs, first, len(prompt_ids), params.logprobs or 0)
+        if request.sampling.echo:
+            return self._echoed(request, prompt_ids, first, events, outputs)
+        return events
+
+    async def _echoed(
+        self,
+        request: GenerationRequest,
+        prompt_ids: list[int],
+        first: Any,
+        events: AsyncIterator[Event],
+        outputs: AsyncIterator[Any],
+    ) -> AsyncIterator[Event]:
+        """The prompt first (its tokens scored when logprobs were asked for; vLLM returns
+        them all with the first output), then the answer; with max_tokens 0, no answer: the
+        one token vLLM had to make is dropped and the request aborted."""
+        options = request.sampling
+        tokens: tuple[TokenInfo, ...] = ()
+        if options.logprobs:
+            # A leading BOS is not in the prompt's text; a first token with nothing before
+            # it has no logprob.
+            bos = self.tokenizer.bos_token_id
+            start = 1 if bos is not None and prompt_ids[:1] == [bos] else 0
+            scored = list(first.prompt_logprobs or [])[start:]
+            tokens = self._token_infos(prompt_ids[start:], scored, options.top_logprobs)
+            if start == 0 and tokens:
+                tokens = (
+                    dataclasses.replace(tokens[0], logprob=None, top_logprobs=()),
+                    *tokens[1:],
+                )
+        try:
+            yield Chunk(text=request.prompt or "", tokens=tokens, echo=True)
+            if options.max_tokens == 0:
+                yield Complete("length", len(prompt_ids), 0, self.name)
+                return
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            # (An events generator never started does not close vLLM's: this aborts it.)
+            await outputs.aclose()  # type: ignore[attr-defined]
 
     def _map_error(self, exc: BaseException) -> LaloError:
         from vllm.v1.engine.exceptions import EngineDeadError

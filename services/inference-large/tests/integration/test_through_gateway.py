@@ -146,3 +146,19 @@ def test_json_schema_through_the_stack(sdk: openai.OpenAI) -> None:
     assert 0 <= value["n"] <= 9
     assert reply.usage is not None
     assert reply.usage.completion_tokens > 0
+
+
+def test_echo_scores_a_prompt_through_the_stack(sdk: openai.OpenAI) -> None:
+    """What an evaluation harness sends for a log-likelihood, answered by vLLM."""
+    prompt = "Once upon a time there was"
+    completion = sdk.completions.create(
+        model=MODEL, prompt=prompt, echo=True, max_tokens=0, logprobs=1
+    )
+    (choice,) = completion.choices
+    assert choice.text == prompt
+    assert choice.logprobs is not None
+    scores = [s for s in choice.logprobs.token_logprobs or [] if s is not None]
+    assert len(scores) >= len(prompt.split()) - 1
+    assert all(s <= 0.0 for s in scores)
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 0

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import error_param
 from lalo_inference_large.server import InferenceLargeServer, build_server
 from lalo_inference_large.settings import InferenceLargeSettings
 from lalo_testing.asgi import serve_app
@@ -202,6 +203,14 @@ async def test_plain_prompt_uses_completions(stub: inference_pb2_grpc.InferenceS
     events = await events_of(stub, request)
     assert events[0].chunk.text == "and then"
     assert events[-1].complete.finish_reason == pb.FINISH_REASON_LENGTH
+
+
+async def test_echo_is_refused_by_name(stub: inference_pb2_grpc.InferenceServiceStub) -> None:
+    request = pb.GenerateRequest(prompt="once", sampling=pb.SamplingParams(echo=True))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await events_of(stub, request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(caught.value) == "echo"
 
 
 async def test_upstream_refusal_is_a_status_before_any_event(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
+from lalo_common.errors import error_param
 from lalo_inference_large.vllm_backend import VllmBackend, vllm_available
 
 from .conftest import CONTEXT, MAX_SEQS, MODEL_NAME, SKIP_REASON
@@ -305,3 +307,77 @@ async def test_bad_sampling_values_are_invalid_arguments(
         await collect(stub, chat("Hi.", max_tokens=2, **sampling))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (caught.value.details() or "")
+
+
+ECHO_PROMPT = "Once upon a time there was a small village by the sea"
+
+
+def prompt(text: str, **sampling: object) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        model=MODEL_NAME,
+        prompt=text,
+        sampling=pb.SamplingParams(**sampling),  # type: ignore[arg-type]
+    )
+
+
+async def test_echo_scores_the_prompt_as_the_model_does(
+    stub: Stub, backend: VllmBackend, tiny_hf_model_dir: Path
+) -> None:
+    """Echo with logprobs and max_tokens 0 (how harnesses read log-likelihoods): the prompt
+    back, each token scored given the ones before, as transformers computes it on the same
+    weights; nothing generated, and the engine holds no request afterwards."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    chunks, complete = await collect(
+        stub, prompt(ECHO_PROMPT, max_tokens=0, echo=True, logprobs=True, top_logprobs=2)
+    )
+    (echo,) = chunks
+    assert (echo.echo, echo.text) == (True, ECHO_PROMPT)
+    assert complete.finish_reason == pb.FINISH_REASON_LENGTH
+    assert complete.usage.completion_tokens == 0
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_model_dir)
+    ids = tokenizer(ECHO_PROMPT).input_ids
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_model_dir, torch_dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    expected = [float(log_probs[i, ids[i + 1]]) for i in range(len(ids) - 1)]
+    assert complete.usage.prompt_tokens == len(ids)
+    shown = list(echo.tokens)
+    if ids[0] == tokenizer.bos_token_id:  # BOS is not in the text: the rest is scored on it
+        assert [t.token_id for t in shown] == ids[1:]
+        assert [t.logprob for t in shown] == pytest.approx(expected, abs=1e-3)
+    else:  # nothing before the first token: no logprob
+        assert [t.token_id for t in shown] == ids
+        assert not shown[0].HasField("logprob")
+        assert [t.logprob for t in shown[1:]] == pytest.approx(expected, abs=1e-3)
+        shown = shown[1:]
+    for token in shown:
+        assert len(token.top_logprobs) == 2
+        assert token.top_logprobs[0].logprob >= token.logprob - 1e-4
+    assert await wait_until_idle(backend) == 0
+
+
+async def test_echo_then_the_answer(stub: Stub) -> None:
+    plain, _ = await collect(stub, prompt(ECHO_PROMPT, max_tokens=4, temperature=0))
+    chunks, complete = await collect(
+        stub, prompt(ECHO_PROMPT, max_tokens=4, temperature=0, echo=True)
+    )
+    assert chunks[0].echo
+    assert not chunks[0].tokens  # no logprobs asked for
+    assert not any(chunk.echo for chunk in chunks[1:])
+    assert text_of(chunks) == ECHO_PROMPT + text_of(plain)
+    assert complete.usage.completion_tokens == 4
+
+
+async def test_what_echo_cannot_do_is_refused(stub: Stub) -> None:
+    for request, param in (
+        (chat("Hi.", echo=True), "echo"),
+        (prompt(ECHO_PROMPT, max_tokens=0), "max_tokens"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await collect(stub, request)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_param(failed.value) == param

@@ -99,6 +99,35 @@ def test_malformed_requests_are_invalid_arguments(message: pb.GenerateRequest, e
         convert.generation_request(message)
 
 
+def test_echo_is_for_raw_prompts() -> None:
+    echoed = convert.generation_request(
+        pb.GenerateRequest(prompt="p", sampling=pb.SamplingParams(echo=True, max_tokens=0))
+    )
+    assert (echoed.sampling.echo, echoed.sampling.max_tokens) == (True, 0)
+    with pytest.raises(InvalidArgument, match="not chat messages") as info:
+        convert.generation_request(
+            pb.GenerateRequest(
+                chat=pb.ChatInput(messages=[pb.ChatMessage(role="user", content="x")]),
+                sampling=pb.SamplingParams(echo=True),
+            )
+        )
+    assert info.value.param == "echo"
+
+
+def test_an_echoed_prompt_chunk_keeps_its_mark_and_a_missing_logprob() -> None:
+    message = convert.event_message(
+        Chunk(
+            "ab",
+            (TokenInfo(1, "a", None, b"a"), TokenInfo(2, "b", -1.5, b"b")),
+            echo=True,
+        )
+    )
+    assert message.chunk.echo
+    first, second = message.chunk.tokens
+    assert not first.HasField("logprob")
+    assert second.logprob == pytest.approx(-1.5)
+
+
 def test_events_to_messages() -> None:
     token = TokenInfo(5, "a", -0.5, b"a", (TopLogprob(6, "b", -1.0, b"b"),))
     chunk = convert.event_message(Chunk("a", (token,)))

@@ -100,6 +100,7 @@ def test_bad_values_are_refused_naming_the_field(fields: dict[str, object], mess
 
 def test_good_values_pass() -> None:
     _validate(temperature=0.0, top_p=1.0, min_p=0.0, top_k=0, logprobs=True, top_logprobs=20)
+    _validate(max_tokens=0, echo=True)  # an echo may score the prompt alone
 
 
 def test_prompt_over_the_context_names_the_limit() -> None:

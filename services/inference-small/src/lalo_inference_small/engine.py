@@ -183,7 +183,7 @@ class _Sequence:
     out_since: float = 0.0  # when the oldest unsent token was made
     last_release_at: float = 0.0  # released text comes once per token, bar stop hold-back
     sent_any: bool = False
-    # An echo with logprobs: the prompt's tokens scored so far (see BatchEngine._score_prompt).
+    # An echo with logprobs: the prompt's tokens scored so far (in BatchEngine._step).
     echo_tokens: list[TokenOut] = field(default_factory=list)
 
     @property

@@ -1162,10 +1162,11 @@ def test_the_completion_count_limit_names_the_prompt(
     assert "65 prompts with n=2 ask for 130 completions" in error["message"]
     body = {"model": MODEL, "prompt": ["x"] * 64, "n": 2}
     assert post("/v1/completions", body).status_code == 200
-    error = assert_openai_error(
-        post("/v1/completions", {"model": MODEL, "prompt": [5, 6]}), 400, param="prompt"
-    )
-    assert "token-id prompts are not supported" in error["message"]
+    for token_ids in ([5, 6], [7] * 200):  # one prompt as ids, not 200 prompts
+        error = assert_openai_error(
+            post("/v1/completions", {"model": MODEL, "prompt": token_ids}), 400, param="prompt"
+        )
+        assert "token-id prompts are not supported" in error["message"]
 
 
 def test_a_refused_prompt_of_a_list_is_named(post: Callable[..., Any], router: FakeRouter) -> None:

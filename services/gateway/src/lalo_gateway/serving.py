@@ -51,18 +51,19 @@ def _unsupported(param: str, message: str) -> APIError:
     return APIError(400, message, param=param, code="unsupported_parameter")
 
 
-def prompt_texts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str]:
-    """A completions request's prompts as text. Token ids are refused: the contract carries
-    text, and the model the router picks decides the vocabulary."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if all(isinstance(item, str) for item in prompt):
-        return [str(item) for item in prompt]
-    raise _unsupported(
-        "prompt",
-        "token-id prompts are not supported; send the prompt as text (a string or a list "
-        "of strings).",
-    )
+def input_texts(value: str | list[str] | list[int] | list[list[int]], param: str) -> list[str]:
+    """A request's text input (completions' ``prompt``, embeddings' ``input``) as a list of
+    texts, in order. Token ids are refused: each LALO model has its own vocabulary, and the
+    router may pick the model, so ids from another tokenizer would be other text."""
+    items: list[Any] = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise _unsupported(
+            param,
+            f"Token ids are not supported as {param}: send the text itself (a string or a "
+            "list of strings). LALO's models each have their own vocabulary, so token ids "
+            "from another tokenizer would not mean the same text.",
+        )
+    return items
 
 
 def sampling_from_request(
@@ -533,7 +534,7 @@ class ServingCompletions(Serving):
             )
         if body.best_of is not None and body.best_of > 1:
             raise _unsupported("best_of", "best_of > 1 is not supported yet.")
-        prompts = prompt_texts(body.prompt)
+        prompts = input_texts(body.prompt, self.input_param)
         router_request = rpb.ChatRequest(
             request_id=request_id,
             model=body.model,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Sequence
-from typing import Any
 
 from fastapi.responses import JSONResponse
 from lalo.inference.v1 import inference_pb2 as ipb
@@ -22,26 +21,9 @@ from lalo_gateway.protocol import EmbeddingRequest
 from lalo_gateway.router_client import RouterClient, stamp_caller
 from lalo_gateway.security.edge import check_input_count
 from lalo_gateway.security.principal import Principal
-from lalo_gateway.serving import UsageHook
+from lalo_gateway.serving import UsageHook, input_texts
 
 INPUT_PARAM = "input"
-
-
-def embedding_texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
-    """The texts to embed, in order. Token ids are refused: each LALO model has its own
-    vocabulary, so ids from another tokenizer (tiktoken's, say) would be other text."""
-    items: Sequence[Any] = [value] if isinstance(value, str) else value
-    texts = [item for item in items if isinstance(item, str)]
-    if len(texts) != len(items):
-        raise APIError(
-            400,
-            "Token-id input is not supported: send the text itself (a string or a list of "
-            "strings). LALO's models each have their own vocabulary, so token ids from "
-            "another tokenizer would not mean the same text.",
-            param=INPUT_PARAM,
-            code="unsupported_parameter",
-        )
-    return texts
 
 
 def encode_base64(values: Sequence[float]) -> str:
@@ -71,7 +53,7 @@ class ServingEmbeddings:
     async def create(
         self, body: EmbeddingRequest, request_id: str, principal: Principal | None = None
     ) -> JSONResponse:
-        texts = embedding_texts(body.input)
+        texts = input_texts(body.input, INPUT_PARAM)
         check_input_count(len(texts), self.max_inputs)
         router_request = rpb.EmbedRequest(request_id=request_id, model=body.model, inputs=texts)
         if body.dimensions is not None:

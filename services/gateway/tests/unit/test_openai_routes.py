@@ -819,7 +819,7 @@ def test_token_id_input_is_refused(
 ) -> None:
     response = post("/v1/embeddings", embed_body(input=token_ids))
     error = assert_openai_error(response, 400, param="input", code="unsupported_parameter")
-    assert "token-id input is not supported" in error["message"].lower()
+    assert "token ids are not supported as input" in error["message"].lower()
     assert "text" in error["message"]
     assert router.embed_requests == []
 
@@ -1166,7 +1166,7 @@ def test_the_completion_count_limit_names_the_prompt(
         error = assert_openai_error(
             post("/v1/completions", {"model": MODEL, "prompt": token_ids}), 400, param="prompt"
         )
-        assert "token-id prompts are not supported" in error["message"]
+        assert "Token ids are not supported as prompt" in error["message"]
 
 
 def test_a_refused_prompt_of_a_list_is_named(post: Callable[..., Any], router: FakeRouter) -> None:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from lalo_gateway.deps import InferencePrincipal, RequestId
 from lalo_gateway.protocol import CompletionRequest
 from lalo_gateway.security.http import check_request_limits
-from lalo_gateway.serving import ServingCompletions, prompt_texts
+from lalo_gateway.serving import ServingCompletions, input_texts
 
 router = APIRouter(tags=["completions"])
 
@@ -28,7 +28,7 @@ async def create_completion(
         max_tokens=body.max_tokens,
         choices=body.n,
         # (Token ids are refused here, by name, before a list of them is counted as prompts.)
-        prompts=len(prompt_texts(body.prompt)),
+        prompts=len(input_texts(body.prompt, "prompt")),
     )
     serving: ServingCompletions = request.app.state.serving_completions
     return await serving.create(body, request_id, principal)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_model import bench_model, start_bench_stack
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
 from lalo_common.grpc_client import create_channel
@@ -562,11 +563,7 @@ def main() -> int:
     parser.add_argument("--latency-samples", type=int, default=200)
     args = parser.parse_args()
 
-    # "v2": the layout whose output is real text (earlier files streamed empty padding tokens).
-    model = args.model or ROOT / ".lalo" / "models" / "bench-tinyllama-q4_0.v2.gguf"
-    if not model.exists():
-        print(f"writing the TinyLlama-shaped Q4_0 benchmark model to {model} ...", flush=True)
-        write_model(model, "tinyllama", seed=0)
+    model = bench_model(args.model)
     tiny = ROOT / ".lalo" / "models" / "tiny-chat.gguf"
     if not tiny.exists():
         write_model(tiny, "tiny", seed=0)
@@ -578,17 +575,7 @@ def main() -> int:
 
     key = f"sk-bench-{secrets.token_hex(8)}"
     print("starting the stack on the benchmark model ...", flush=True)
-    stack = start_stack(
-        model,
-        api_key=key,
-        service_token=SERVICE_TOKEN,
-        model_id="bench",
-        threads=args.threads,
-        parallel=4,
-        n_ctx=1024,
-        log_dir=ROOT / ".lalo" / "bench-logs",
-        timeout_s=300,
-    )
+    stack = start_bench_stack(model, api_key=key, service_token=SERVICE_TOKEN, threads=args.threads)
     try:
         llm = load_raw(model, args.threads)
         print("single streams: raw, gRPC, gateway, gateway with httpx, interleaved ...", flush=True)

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from lalo_testing.stack import start_stack
-from lalo_testing.tiny_model import write_model
+from bench_model import MODEL_ID, bench_model, start_bench_stack
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVICE_TOKEN = secrets.token_hex(16)
 WORDS = [
     "the",
@@ -75,7 +73,7 @@ def stack_scoring(base_url: str, key: str, texts: list[str], workers: int) -> tu
 
         def score(text: str) -> int:
             body = {
-                "model": "bench",
+                "model": MODEL_ID,
                 "prompt": text,
                 "echo": True,
                 "max_tokens": 0,
@@ -100,10 +98,7 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--words", type=int, default=200)
     args = parser.parse_args()
-    model = ROOT / ".lalo" / "models" / "bench-tinyllama-q4_0.v2.gguf"
-    if not model.exists():
-        print(f"writing the TinyLlama-shaped Q4_0 benchmark model to {model} ...", flush=True)
-        write_model(model, "tinyllama", seed=0)
+    model = bench_model()
     texts = prompts(args.prompts, args.words)
     print(
         f"model {model.name}, {args.threads} threads, {args.prompts} prompts of {args.words} words",
@@ -111,17 +106,7 @@ def main() -> int:
     )
     raw_s, raw_tokens = raw_scoring(model, texts, args.threads)
     key = f"sk-bench-{secrets.token_hex(8)}"
-    stack = start_stack(
-        model,
-        api_key=key,
-        service_token=SERVICE_TOKEN,
-        model_id="bench",
-        threads=args.threads,
-        parallel=4,
-        n_ctx=1024,
-        log_dir=ROOT / ".lalo" / "bench-logs",
-        timeout_s=300,
-    )
+    stack = start_bench_stack(model, api_key=key, service_token=SERVICE_TOKEN, threads=args.threads)
     try:
         one_s, one_tokens = stack_scoring(stack.gateway_url, key, texts, workers=1)
         four_s, four_tokens = stack_scoring(stack.gateway_url, key, texts, workers=4)

@@ -177,8 +177,10 @@ def write_model_card(meta: dict[str, Any], path: Path, artifact: Path) -> Path:
         "averaged with the first. The margin is the smallest whose out-of-fold macro-F1 is "
         "within 0.001 of the best. p_escalate keeps the fast head's maths gate.",
         "- Run time: numpy + tokenizers (+ onnxruntime on the slow path), one core: ~0.2 ms "
-        "p50 on the fast path, ~1.4 ms (short prompts) to ~4.5 ms (64 tokens read) when the "
-        "slow path runs, under 8 ms at p99 either way on an idle core (`make bench-router`); "
+        "p50 on the fast path for short prompts and ~1.4 ms for the longest (a long prompt is "
+        "tokenized from its two ends only, ~1,500 characters, cut at whitespace so the ids are "
+        "exactly the whole text's), ~1.4 ms (short prompts) to ~6 ms (64 tokens read) more "
+        "when the slow path runs, under 8 ms at p99 on an idle core (`make bench-router`); "
         "no torch.",
         "",
         "## Validation",

@@ -70,6 +70,7 @@ def test_chat_through_a_workflow_ends_in_an_answer_or_a_clear_reason(
 
 
 AGENTIC = "Book me a flight to Paris next friday and add it to my calendar"
+UNSURE_AGENTIC = "Please summarize: Alice: we should ship on Friday. Bob: QA needs two more days."
 
 
 def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
@@ -113,6 +114,26 @@ def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
     assert "planned" in reasoning
     assert content
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_an_unsure_agentic_label_gets_a_direct_answer_not_a_workflow(
+    workflow_stack: Stack,
+) -> None:
+    """The derived policy asks 0.5 confidence of `agentic` before it starts a workflow: this
+    summary request reads a little like a command to the classifier (agentic at ~0.3), and
+    is answered by the small model directly."""
+    client = openai.OpenAI(
+        base_url=workflow_stack.base_url, api_key=workflow_stack.api_key, max_retries=0
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": UNSURE_AGENTIC}],
+        max_tokens=8,
+    )
+    assert raw.headers["x-lalo-category"] == "agentic"
+    assert raw.headers["x-lalo-route"] == "small"
+    assert "x-lalo-workflow-id" not in raw.headers
+    assert raw.parse().choices[0].message.content
 
 
 def test_a_request_wanting_structure_is_answered_by_a_model_not_a_workflow(

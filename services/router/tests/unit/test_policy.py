@@ -390,6 +390,8 @@ def test_pools_list_their_replicas_models_and_limits(tmp_path: Path) -> None:
         ("fallbacks: {gone: [small]}", "fallbacks.gone", "pool 'gone'"),
         ("default_pool: workflow", "default_pool", "pool 'workflow' is not defined"),
         ("defualt_pool: small", "defualt_pool", "not permitted"),
+        ("min_confidence: {agentic: 1.5}", "min_confidence.agentic", "less than or equal to 1"),
+        ("min_confidence: {agentic: high}", "min_confidence.agentic", "valid number"),
     ],
 )
 def test_policy_errors_name_the_field(
@@ -579,8 +581,11 @@ def test_without_a_file_the_policy_follows_the_deployment() -> None:
     assert full.fallbacks == {"small": ["large"], "large": ["small"]}
     # A large default pool has nowhere to escalate to.
     assert load_policy(None, "large", {"small", "large"}).escalation.to is None
+    assert full.min_confidence == {"agentic": 0.5}
+    assert only_small.min_confidence == {}
     assert describe_policy(full) == (
-        "default pool small; agentic -> workflow; code -> large; escalate to large: "
+        "default pool small; agentic -> workflow; code -> large; agentic under 0.50 "
+        "confidence as other; escalate to large: "
         "factual_qa at pgr50, math at pgr50, reasoning at pgr50; small falls back to large; "
         "large falls back to small"
     )
@@ -602,6 +607,8 @@ async def test_the_default_policy_routes_auto_requests() -> None:
 
     assert await pool_of(Result("code")) == "large"
     assert await pool_of(Result("agentic")) == "workflow"
+    # An unsure `agentic` is not worth a workflow's several model calls.
+    assert await pool_of(Result("agentic", confidence=0.45)) == "small"
     assert await pool_of(Result("math", p_escalate=0.5)) == "large"  # pgr50 here: 0.4
     assert await pool_of(Result("math", p_escalate=0.3)) == "small"
     # A summary of a long text looks hard to p_escalate; it stays on the small model.
@@ -851,6 +858,42 @@ def test_an_unknown_operating_point_is_a_startup_error() -> None:
         PolicyRouter(escalating("pgr50", {"math": "pgr99"}), both_pools(), classifier)
     with pytest.raises(PolicyError, match=r"escalation\.threshold: .*'pgr70'"):
         PolicyRouter(escalating("pgr70"), both_pools(), classifier)
+
+
+async def test_a_label_under_its_minimum_confidence_is_routed_as_other() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "categories": {**SPEC.categories, "agentic": "workflow", "other": "small"},
+            "min_confidence": {"agentic": 0.5},
+            "escalation": SPEC.escalation.model_copy(
+                update={"threshold": 1.1, "thresholds": {"other": 0.3, "agentic": 0.9}}
+            ),
+        }
+    )
+    classifier = FakeClassifier(Result("agentic", confidence=0.42, p_escalate=0.1))
+    router = PolicyRouter(spec, both_pools(), classifier, workflows_enabled=True)
+    route = await router.route(chat("can you summarize this email for me? ..."))
+    assert (route.pool, route.category, route.category_confidence) == ("small", "agentic", 0.42)
+    assert "category agentic (0.42) under its minimum 0.50: routed as other" in route.reason
+    # Routed as other, it escalates as other does (0.3 here, not agentic's 0.9).
+    classifier.result = Result("agentic", confidence=0.42, p_escalate=0.35)
+    escalated = await router.route(chat("x"))
+    assert (escalated.pool, escalated.escalated) == ("large", True)
+    # At the minimum the label takes its route; other labels have none.
+    classifier.result = Result("agentic", confidence=0.5)
+    assert (await router.route(chat("book a flight"))).pool == "workflow"
+    classifier.result = Result("code", confidence=0.2)
+    assert (await router.route(chat("sort"))).pool == "large"
+
+
+def test_min_confidence_names_classifier_labels_other_than_other() -> None:
+    classifier = PointsClassifier(Result("chat"), POINTS)
+    spec = escalating(0.5).model_copy(update={"min_confidence": {"cdoe": 0.5}})
+    with pytest.raises(PolicyError, match=r"min_confidence\.cdoe: .*no category"):
+        PolicyRouter(spec, both_pools(), classifier)
+    spec = escalating(0.5).model_copy(update={"min_confidence": {"other": 0.5}})
+    with pytest.raises(PolicyError, match=r"min_confidence\.other: .*routed as other"):
+        PolicyRouter(spec, both_pools(), classifier)
 
 
 def test_policy_categories_must_be_classifier_labels() -> None:

@@ -60,6 +60,17 @@ def test_eval_categories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "predicted outside" not in text
 
 
+def test_the_everyday_prompts_evaluate(capsys: pytest.CaptureFixture[str]) -> None:
+    """eval/everyday-prompts.jsonl (the model card's everyday figures) stays a valid eval
+    file: every category of the classifier, each with a few prompts."""
+    path = Path(__file__).resolve().parents[2] / "eval" / "everyday-prompts.jsonl"
+    assert main(["eval", "categories", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 52
+    assert all(row["support"] >= 4 for row in report["per_class"].values())
+    assert len(report["per_class"]) == 9
+
+
 def test_eval_categories_shows_other_both_ways(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

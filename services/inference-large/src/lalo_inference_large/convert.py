@@ -103,12 +103,19 @@ def generation_request(message: pb.GenerateRequest, request_id: str = "") -> Gen
     which = message.WhichOneof("input")
     if which is None:
         raise InvalidArgument("the request needs an input: chat or prompt")
-    if message.sampling.echo and which != "prompt":
+    if message.sampling.echo and which == "chat":
         raise InvalidArgument("echo is for raw prompts, not chat messages", param="echo")
     sampling = sampling_options(message.sampling)
     rid = message.request_id or request_id
     if which == "prompt":
         return GenerationRequest(rid, message.model, prompt=message.prompt, sampling=sampling)
+    if which == "prompt_token_ids":
+        return GenerationRequest(
+            rid,
+            message.model,
+            prompt_token_ids=tuple(message.prompt_token_ids.ids),
+            sampling=sampling,
+        )
     messages, tools = _chat(message.chat)
     return GenerationRequest(rid, message.model, messages=messages, tools=tools, sampling=sampling)
 

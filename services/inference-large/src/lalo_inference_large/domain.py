@@ -64,15 +64,17 @@ class SamplingOptions:
 class GenerationRequest:
     request_id: str
     model: str
-    # Exactly one of prompt (raw text) and messages (chat) is used.
+    # Exactly one of prompt (raw text), prompt_token_ids (a raw prompt the caller
+    # tokenized for this model, used as given) and messages (chat) is used.
     prompt: str | None = None
     messages: tuple[ChatMessage, ...] = ()
     tools: tuple[ToolDefinition, ...] = ()
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    prompt_token_ids: tuple[int, ...] | None = None
 
     @property
     def is_chat(self) -> bool:
-        return self.prompt is None
+        return self.prompt is None and self.prompt_token_ids is None
 
 
 @dataclass(frozen=True)

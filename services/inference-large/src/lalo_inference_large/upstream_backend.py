@@ -207,6 +207,12 @@ class OpenAIUpstreamBackend:
         model = self._model(request.model)
         if request.is_chat and not request.messages:
             raise InvalidArgument("a chat request needs at least one message")
+        if request.prompt_token_ids is not None:
+            # Ids of which tokenizer? The upstream's may not be the one the caller used.
+            raise InvalidArgument(
+                "token-id prompts are not supported by the openai-upstream backend: send the text",
+                param="prompt",
+            )
         if request.sampling.echo:
             # Upstreams differ (OpenAI's chat-era models dropped it): not promised here.
             raise InvalidArgument(

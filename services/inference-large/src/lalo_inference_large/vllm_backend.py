@@ -226,7 +226,10 @@ class VllmBackend:
             raise NotFound(f"model {model!r} is not served here; this server serves {self.name!r}")
 
     def _render(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids: the raw prompt, or the chat rendered with the model's template."""
+        """Prompt token ids: the caller's, the raw prompt's, or the chat rendered with the
+        model's template."""
+        if request.prompt_token_ids is not None:
+            return self._checked_ids(request.prompt_token_ids)
         if not request.is_chat:
             ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=True)
             return list(ids)
@@ -261,6 +264,18 @@ class VllmBackend:
             ) from exc
         # The template already placed BOS and other specials where the model expects them.
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _checked_ids(self, ids: tuple[int, ...]) -> list[int]:
+        if not ids:
+            raise InvalidArgument("the prompt is empty", param="prompt")
+        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise InvalidArgument(
+                f"token id {bad} is not in {self.name}'s vocabulary (ids 0 to "
+                f"{self.vocab_size - 1}): token-id prompts must be tokenized for this model",
+                param="prompt",
+            )
+        return list(ids)
 
     async def _prepare(self, request: GenerationRequest) -> list[int]:
         self._check_model(request.model)
@@ -378,7 +393,10 @@ class VllmBackend:
                     *tokens[1:],
                 )
         try:
-            yield Chunk(text=request.prompt or "", tokens=tokens, echo=True)
+            text = request.prompt
+            if text is None:  # token ids: their text, specials left out as a text prompt's
+                text = self.tokenizer.decode(prompt_ids, skip_special_tokens=True)
+            yield Chunk(text=text, tokens=tokens, echo=True)
             if options.max_tokens == 0:
                 yield Complete("length", len(prompt_ids), 0, self.name)
                 return

@@ -213,6 +213,17 @@ async def test_echo_is_refused_by_name(stub: inference_pb2_grpc.InferenceService
     assert error_param(caught.value) == "echo"
 
 
+async def test_token_id_prompts_are_refused_by_name(
+    stub: inference_pb2_grpc.InferenceServiceStub,
+) -> None:
+    request = pb.GenerateRequest(prompt_token_ids=pb.TokenIds(ids=[1, 2, 3]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await events_of(stub, request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(caught.value) == "prompt"
+    assert "token-id prompts are not supported" in (caught.value.details() or "")
+
+
 async def test_upstream_refusal_is_a_status_before_any_event(
     stub: inference_pb2_grpc.InferenceServiceStub,
 ) -> None:

@@ -381,3 +381,46 @@ async def test_what_echo_cannot_do_is_refused(stub: Stub) -> None:
             await collect(stub, request)
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_param(failed.value) == param
+
+
+def token_prompt(ids: list[int], **sampling: object) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        model=MODEL_NAME,
+        prompt_token_ids=pb.TokenIds(ids=ids),
+        sampling=pb.SamplingParams(**sampling),  # type: ignore[arg-type]
+    )
+
+
+async def test_a_token_id_prompt_is_the_same_prompt_as_its_text(
+    stub: Stub, tiny_hf_model_dir: Path
+) -> None:
+    """The ids the model's tokenizer makes of a text answer as the text does, and echo
+    them back as that text with the same scores."""
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tiny_hf_model_dir)(ECHO_PROMPT).input_ids
+    plain, _ = await collect(stub, prompt(ECHO_PROMPT, max_tokens=4, temperature=0))
+    by_ids, complete = await collect(stub, token_prompt(ids, max_tokens=4, temperature=0))
+    assert text_of(by_ids) == text_of(plain)
+    assert complete.usage.prompt_tokens == len(ids)
+    scored_text, _ = await collect(
+        stub, prompt(ECHO_PROMPT, max_tokens=0, echo=True, logprobs=True)
+    )
+    scored_ids, _ = await collect(stub, token_prompt(ids, max_tokens=0, echo=True, logprobs=True))
+    assert scored_ids[0].text == ECHO_PROMPT
+    assert [(t.token_id, round(t.logprob, 4)) for t in scored_ids[0].tokens] == [
+        (t.token_id, round(t.logprob, 4)) for t in scored_text[0].tokens
+    ]
+
+
+async def test_bad_token_id_prompts_are_refused_by_name(stub: Stub) -> None:
+    for ids, fragment in (
+        ([], "the prompt is empty"),
+        ([1, 10**7], "token id 10000000 is not in"),
+        ([-1], "token id -1 is not in"),
+        ([5] * (CONTEXT + 1), f"has a context of {CONTEXT} tokens"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await collect(stub, token_prompt(ids, max_tokens=2))
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert fragment in (failed.value.details() or "")

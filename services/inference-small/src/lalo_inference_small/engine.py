@@ -247,14 +247,20 @@ class BatchEngine:
         prompt: str | None = None,
         chat: list[ChatTurn] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        prompt_ids: list[int] | None = None,
     ) -> PreparedRequest:
-        """Tokenises and validates; blocking (run it in a worker thread)."""
+        """Tokenises and validates; blocking (run it in a worker thread). ``prompt_ids``:
+        a prompt already tokenized by the caller, decoded as given (no BOS added)."""
         config.validate(self.model.n_vocab)
         if config.grammar:
             check_grammar(self.model.vocab, config.grammar)
-        if config.echo and prompt is None:
+        if config.echo and prompt is None and prompt_ids is None:
             raise InvalidArgument("echo is for raw prompts, not chat messages", param="echo")
-        ids = self.tokenize(prompt=prompt, chat=chat, tools=tools)
+        if prompt_ids is not None:
+            ids = self._checked_ids(prompt_ids)
+            prompt = b"".join(self.model.token_bytes(t) for t in ids).decode("utf-8", "replace")
+        else:
+            ids = self.tokenize(prompt=prompt, chat=chat, tools=tools)
         if not ids:
             raise InvalidArgument("the prompt is empty")
         limit = self.n_ctx
@@ -275,6 +281,17 @@ class BatchEngine:
         else:
             max_new = limit - len(ids)
         return PreparedRequest(request_id, ids, config, max_new, prompt or "")
+
+    def _checked_ids(self, ids: list[int]) -> list[int]:
+        n_vocab = self.model.n_vocab
+        bad = next((t for t in ids if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise InvalidArgument(
+                f"token id {bad} is not in {self.model_id}'s vocabulary (ids 0 to "
+                f"{n_vocab - 1}): token-id prompts must be tokenized for this model",
+                param="prompt",
+            )
+        return list(ids)
 
     def tokenize(
         self,

@@ -62,10 +62,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         model_id, engine = self._engine(request.model)
         config = sampling_from_pb(request.sampling)
-        if request.WhichOneof("input") == "chat":
+        which = request.WhichOneof("input")
+        if which == "chat":
             turns, tools = chat_from_pb(request.chat)
             prepared = await asyncio.to_thread(
                 engine.prepare, request.request_id, config, chat=turns, tools=tools or None
+            )
+        elif which == "prompt_token_ids":
+            prepared = await asyncio.to_thread(
+                engine.prepare,
+                request.request_id,
+                config,
+                prompt_ids=list(request.prompt_token_ids.ids),
             )
         else:
             prepared = await asyncio.to_thread(

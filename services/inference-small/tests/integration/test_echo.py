@@ -108,3 +108,71 @@ async def test_what_echo_cannot_do_is_refused(
         await served.generate(request_)
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_param(failed.value) == param
+
+
+# ---- prompts given as token ids (OpenAI's token-array prompt) ----
+
+
+def token_prompt(ids: list[int], **sampling: Any) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        model=Served.prompt("").model,
+        prompt_token_ids=pb.TokenIds(ids=ids),
+        sampling=pb.SamplingParams(**sampling),
+    )
+
+
+async def test_a_token_id_prompt_is_the_same_prompt_as_its_text(
+    served: Served, reference: tuple[list[int], np.ndarray]
+) -> None:
+    """The ids the model's tokenizer makes of a text (BOS included) generate what the text
+    does, and an echo of them gives the same text and scores."""
+    ids, log_probs = reference
+    plain = await served.generate(served.prompt(PROMPT, max_tokens=6, temperature=0))
+    by_ids = await served.generate(token_prompt(ids, max_tokens=6, temperature=0))
+    assert by_ids.text == plain.text
+    assert by_ids.complete is not None
+    assert by_ids.complete.usage.prompt_tokens == len(ids)
+    scored = await served.generate(token_prompt(ids, max_tokens=0, echo=True, logprobs=True))
+    (echo,) = scored.chunks
+    assert echo.echo
+    assert echo.text == PROMPT
+    assert [t.token_id for t in echo.tokens] == ids[1:]
+    expected = [log_probs[i, ids[i + 1]] for i in range(len(ids) - 1)]
+    assert [t.logprob for t in echo.tokens] == pytest.approx(expected, abs=1e-2)
+
+
+async def test_token_ids_are_used_as_given(
+    served: Served, reference: tuple[list[int], np.ndarray]
+) -> None:
+    """No BOS is added to a token-id prompt: without one the first token has nothing
+    before it (no logprob), and the prompt counts exactly the ids sent."""
+    ids, _ = reference
+    without_bos = ids[1:]
+    scored = await served.generate(
+        token_prompt(without_bos, max_tokens=0, echo=True, logprobs=True)
+    )
+    (echo,) = scored.chunks
+    assert [t.token_id for t in echo.tokens] == without_bos
+    assert not echo.tokens[0].HasField("logprob")
+    assert all(t.HasField("logprob") for t in echo.tokens[1:])
+    assert scored.complete is not None
+    assert scored.complete.usage.prompt_tokens == len(without_bos)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([], "the prompt is empty"),
+        ([1, 2, 10**6], "token id 1000000 is not in"),
+        ([1, -3], "token id -3 is not in"),
+        ([7] * 600, "maximum context length is 512 tokens"),
+    ],
+    ids=["empty", "past-the-vocabulary", "negative", "too-long"],
+)
+async def test_bad_token_id_prompts_are_refused(
+    served: Served, ids: list[int], message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await served.generate(token_prompt(ids, max_tokens=4))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (failed.value.details() or "")

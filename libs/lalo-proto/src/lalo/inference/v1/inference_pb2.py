@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lalo/inference/v1/inference.proto\x12\x11lalo.inference.v1\"L\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"P\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"o\n\tChatInput\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.lalo.inference.v1.ChatMessage\x12\x30\n\x05tools\x18\x02 \x03(\x0b\x32!.lalo.inference.v1.ToolDefinition\"\xc3\x01\n\x0eResponseFormat\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.lalo.inference.v1.ResponseFormat.Type\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0f\n\x07grammar\x18\x03 \x01(\t\"U\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04TEXT\x10\x01\x12\x0f\n\x0bJSON_OBJECT\x10\x02\x12\x0f\n\x0bJSON_SCHEMA\x10\x03\x12\x0b\n\x07GRAMMAR\x10\x04\"\x85\x04\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x05\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x02\x12\x44\n\nlogit_bias\x18\n \x03(\x0b\x32\x30.lalo.inference.v1.SamplingParams.LogitBiasEntry\x12\x10\n\x08logprobs\x18\x0b \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0c \x01(\r\x12:\n\x0fresponse_format\x18\r \x01(\x0b\x32!.lalo.inference.v1.ResponseFormat\x12\x0c\n\x04\x65\x63ho\x18\x0e \x01(\x08\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seed\"\xb2\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12\x33\n\x08sampling\x18\x05 \x01(\x0b\x32!.lalo.inference.v1.SamplingParamsB\x07\n\x05input\"S\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x13\n\x0btoken_bytes\x18\x04 \x01(\x0c\"\x98\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0btoken_bytes\x18\x04 \x01(\x0c\x12\x33\n\x0ctop_logprobs\x18\x05 \x03(\x0b\x32\x1d.lalo.inference.v1.TopLogprobB\n\n\x08_logprob\"Y\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x06tokens\x18\x02 \x03(\x0b\x32\x1c.lalo.inference.v1.TokenInfo\x12\x0c\n\x04\x65\x63ho\x18\x03 \x01(\x08\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\x82\x01\n\x10GenerateComplete\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.lalo.inference.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.lalo.inference.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\"=\n\rGenerateError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xba\x01\n\x10GenerateResponse\x12\x31\n\x05\x63hunk\x18\x01 \x01(\x0b\x32 .lalo.inference.v1.GenerateChunkH\x00\x12\x37\n\x08\x63omplete\x18\x02 \x01(\x0b\x32#.lalo.inference.v1.GenerateCompleteH\x00\x12\x31\n\x05\x65rror\x18\x03 \x01(\x0b\x32 .lalo.inference.v1.GenerateErrorH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"\xef\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x1c\n\x14supports_json_schema\x18\x05 \x01(\x08\x12\x18\n\x10supports_grammar\x18\x06 \x01(\x08\x12\x19\n\x11supports_logprobs\x18\x07 \x01(\x08\x12\x16\n\x0esupports_tools\x18\x08 \x01(\x08\x12\x12\n\nembeddings\x18\t \x01(\x08\x12\x1c\n\x14\x65mbedding_dimensions\x18\n \x01(\r\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.lalo.inference.v1.ModelInfo\"i\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"L\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\"\x10\n\x0eGetLoadRequest\"]\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12\x15\n\rmax_sequences\x18\x04 \x01(\r\"i\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"g\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\nembeddings\x18\x02 \x03(\x0b\x32\x1c.lalo.inference.v1.Embedding\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xb2\x03\n\x10InferenceService\x12U\n\x08Generate\x12\".lalo.inference.v1.GenerateRequest\x1a#.lalo.inference.v1.GenerateResponse0\x01\x12Y\n\nListModels\x12$.lalo.inference.v1.ListModelsRequest\x1a%.lalo.inference.v1.ListModelsResponse\x12S\n\x08Tokenize\x12\".lalo.inference.v1.TokenizeRequest\x1a#.lalo.inference.v1.TokenizeResponse\x12K\n\x07GetLoad\x12!.lalo.inference.v1.GetLoadRequest\x1a\x1d.lalo.inference.v1.LoadReport\x12J\n\x05\x45mbed\x12\x1f.lalo.inference.v1.EmbedRequest\x1a .lalo.inference.v1.EmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lalo/inference/v1/inference.proto\x12\x11lalo.inference.v1\"L\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"P\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"o\n\tChatInput\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.lalo.inference.v1.ChatMessage\x12\x30\n\x05tools\x18\x02 \x03(\x0b\x32!.lalo.inference.v1.ToolDefinition\"\xc3\x01\n\x0eResponseFormat\x12\x34\n\x04type\x18\x01 \x01(\x0e\x32&.lalo.inference.v1.ResponseFormat.Type\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0f\n\x07grammar\x18\x03 \x01(\t\"U\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04TEXT\x10\x01\x12\x0f\n\x0bJSON_OBJECT\x10\x02\x12\x0f\n\x0bJSON_SCHEMA\x10\x03\x12\x0b\n\x07GRAMMAR\x10\x04\"\x85\x04\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x05\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x02\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x02\x12\x44\n\nlogit_bias\x18\n \x03(\x0b\x32\x30.lalo.inference.v1.SamplingParams.LogitBiasEntry\x12\x10\n\x08logprobs\x18\x0b \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x0c \x01(\r\x12:\n\x0fresponse_format\x18\r \x01(\x0b\x32!.lalo.inference.v1.ResponseFormat\x12\x0c\n\x04\x65\x63ho\x18\x0e \x01(\x08\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x08\n\x06_min_pB\x07\n\x05_seed\"\xeb\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12\x37\n\x10prompt_token_ids\x18\x06 \x01(\x0b\x32\x1b.lalo.inference.v1.TokenIdsH\x00\x12\x33\n\x08sampling\x18\x05 \x01(\x0b\x32!.lalo.inference.v1.SamplingParamsB\x07\n\x05input\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"S\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x13\n\x0btoken_bytes\x18\x04 \x01(\x0c\"\x98\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0btoken_bytes\x18\x04 \x01(\x0c\x12\x33\n\x0ctop_logprobs\x18\x05 \x03(\x0b\x32\x1d.lalo.inference.v1.TopLogprobB\n\n\x08_logprob\"Y\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12,\n\x06tokens\x18\x02 \x03(\x0b\x32\x1c.lalo.inference.v1.TokenInfo\x12\x0c\n\x04\x65\x63ho\x18\x03 \x01(\x08\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\x82\x01\n\x10GenerateComplete\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.lalo.inference.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.lalo.inference.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\"=\n\rGenerateError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05param\x18\x03 \x01(\t\"\xba\x01\n\x10GenerateResponse\x12\x31\n\x05\x63hunk\x18\x01 \x01(\x0b\x32 .lalo.inference.v1.GenerateChunkH\x00\x12\x37\n\x08\x63omplete\x18\x02 \x01(\x0b\x32#.lalo.inference.v1.GenerateCompleteH\x00\x12\x31\n\x05\x65rror\x18\x03 \x01(\x0b\x32 .lalo.inference.v1.GenerateErrorH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"\xef\x01\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x10\n\x08owned_by\x18\x04 \x01(\t\x12\x1c\n\x14supports_json_schema\x18\x05 \x01(\x08\x12\x18\n\x10supports_grammar\x18\x06 \x01(\x08\x12\x19\n\x11supports_logprobs\x18\x07 \x01(\x08\x12\x16\n\x0esupports_tools\x18\x08 \x01(\x08\x12\x12\n\nembeddings\x18\t \x01(\x08\x12\x1c\n\x14\x65mbedding_dimensions\x18\n \x01(\r\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.lalo.inference.v1.ModelInfo\"i\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"L\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\"\x10\n\x0eGetLoadRequest\"]\n\nLoadReport\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0f\n\x07waiting\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12\x15\n\rmax_sequences\x18\x04 \x01(\r\"i\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"g\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\nembeddings\x18\x02 \x03(\x0b\x32\x1c.lalo.inference.v1.Embedding\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xb2\x03\n\x10InferenceService\x12U\n\x08Generate\x12\".lalo.inference.v1.GenerateRequest\x1a#.lalo.inference.v1.GenerateResponse0\x01\x12Y\n\nListModels\x12$.lalo.inference.v1.ListModelsRequest\x1a%.lalo.inference.v1.ListModelsResponse\x12S\n\x08Tokenize\x12\".lalo.inference.v1.TokenizeRequest\x1a#.lalo.inference.v1.TokenizeResponse\x12K\n\x07GetLoad\x12!.lalo.inference.v1.GetLoadRequest\x1a\x1d.lalo.inference.v1.LoadReport\x12J\n\x05\x45mbed\x12\x1f.lalo.inference.v1.EmbedRequest\x1a .lalo.inference.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2873
-  _globals['_FINISHREASON']._serialized_end=2993
+  _globals['_FINISHREASON']._serialized_start=2955
+  _globals['_FINISHREASON']._serialized_end=3075
   _globals['_TOOLDEFINITION']._serialized_start=56
   _globals['_TOOLDEFINITION']._serialized_end=132
   _globals['_CHATMESSAGE']._serialized_start=134
@@ -50,41 +50,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=927
   _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=975
   _globals['_GENERATEREQUEST']._serialized_start=1048
-  _globals['_GENERATEREQUEST']._serialized_end=1226
-  _globals['_TOPLOGPROB']._serialized_start=1228
-  _globals['_TOPLOGPROB']._serialized_end=1311
-  _globals['_TOKENINFO']._serialized_start=1314
-  _globals['_TOKENINFO']._serialized_end=1466
-  _globals['_GENERATECHUNK']._serialized_start=1468
-  _globals['_GENERATECHUNK']._serialized_end=1557
-  _globals['_USAGE']._serialized_start=1559
-  _globals['_USAGE']._serialized_end=1616
-  _globals['_GENERATECOMPLETE']._serialized_start=1619
-  _globals['_GENERATECOMPLETE']._serialized_end=1749
-  _globals['_GENERATEERROR']._serialized_start=1751
-  _globals['_GENERATEERROR']._serialized_end=1812
-  _globals['_GENERATERESPONSE']._serialized_start=1815
-  _globals['_GENERATERESPONSE']._serialized_end=2001
-  _globals['_LISTMODELSREQUEST']._serialized_start=2003
-  _globals['_LISTMODELSREQUEST']._serialized_end=2022
-  _globals['_MODELINFO']._serialized_start=2025
-  _globals['_MODELINFO']._serialized_end=2264
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2266
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2332
-  _globals['_TOKENIZEREQUEST']._serialized_start=2334
-  _globals['_TOKENIZEREQUEST']._serialized_end=2439
-  _globals['_TOKENIZERESPONSE']._serialized_start=2441
-  _globals['_TOKENIZERESPONSE']._serialized_end=2517
-  _globals['_GETLOADREQUEST']._serialized_start=2519
-  _globals['_GETLOADREQUEST']._serialized_end=2535
-  _globals['_LOADREPORT']._serialized_start=2537
-  _globals['_LOADREPORT']._serialized_end=2630
-  _globals['_EMBEDREQUEST']._serialized_start=2632
-  _globals['_EMBEDREQUEST']._serialized_end=2737
-  _globals['_EMBEDDING']._serialized_start=2739
-  _globals['_EMBEDDING']._serialized_end=2766
-  _globals['_EMBEDRESPONSE']._serialized_start=2768
-  _globals['_EMBEDRESPONSE']._serialized_end=2871
-  _globals['_INFERENCESERVICE']._serialized_start=2996
-  _globals['_INFERENCESERVICE']._serialized_end=3430
+  _globals['_GENERATEREQUEST']._serialized_end=1283
+  _globals['_TOKENIDS']._serialized_start=1285
+  _globals['_TOKENIDS']._serialized_end=1308
+  _globals['_TOPLOGPROB']._serialized_start=1310
+  _globals['_TOPLOGPROB']._serialized_end=1393
+  _globals['_TOKENINFO']._serialized_start=1396
+  _globals['_TOKENINFO']._serialized_end=1548
+  _globals['_GENERATECHUNK']._serialized_start=1550
+  _globals['_GENERATECHUNK']._serialized_end=1639
+  _globals['_USAGE']._serialized_start=1641
+  _globals['_USAGE']._serialized_end=1698
+  _globals['_GENERATECOMPLETE']._serialized_start=1701
+  _globals['_GENERATECOMPLETE']._serialized_end=1831
+  _globals['_GENERATEERROR']._serialized_start=1833
+  _globals['_GENERATEERROR']._serialized_end=1894
+  _globals['_GENERATERESPONSE']._serialized_start=1897
+  _globals['_GENERATERESPONSE']._serialized_end=2083
+  _globals['_LISTMODELSREQUEST']._serialized_start=2085
+  _globals['_LISTMODELSREQUEST']._serialized_end=2104
+  _globals['_MODELINFO']._serialized_start=2107
+  _globals['_MODELINFO']._serialized_end=2346
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2348
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2414
+  _globals['_TOKENIZEREQUEST']._serialized_start=2416
+  _globals['_TOKENIZEREQUEST']._serialized_end=2521
+  _globals['_TOKENIZERESPONSE']._serialized_start=2523
+  _globals['_TOKENIZERESPONSE']._serialized_end=2599
+  _globals['_GETLOADREQUEST']._serialized_start=2601
+  _globals['_GETLOADREQUEST']._serialized_end=2617
+  _globals['_LOADREPORT']._serialized_start=2619
+  _globals['_LOADREPORT']._serialized_end=2712
+  _globals['_EMBEDREQUEST']._serialized_start=2714
+  _globals['_EMBEDREQUEST']._serialized_end=2819
+  _globals['_EMBEDDING']._serialized_start=2821
+  _globals['_EMBEDDING']._serialized_end=2848
+  _globals['_EMBEDRESPONSE']._serialized_start=2850
+  _globals['_EMBEDRESPONSE']._serialized_end=2953
+  _globals['_INFERENCESERVICE']._serialized_start=3078
+  _globals['_INFERENCESERVICE']._serialized_end=3512
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lalo.inference.v1 import inference_pb2 as lalo_dot_inference_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blalo/router/v1/router.proto\x12\x0elalo.router.v1\x1a!lalo/inference/v1/inference.proto\"\xb3\x02\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12-\n\x07prompts\x18\x0b \x01(\x0b\x32\x1a.lalo.router.v1.PromptListH\x00\x12\x33\n\x08sampling\x18\x05 \x01(\x0b\x32!.lalo.inference.v1.SamplingParams\x12\x0e\n\x06stream\x18\x06 \x01(\x08\x12\x11\n\tprincipal\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\t \x03(\t\x12\t\n\x01n\x18\n \x01(\rB\x07\n\x05input\"\x1d\n\nPromptList\x12\x0f\n\x07prompts\x18\x01 \x03(\t\"\xcd\x01\n\rRouteDecision\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x1b\n\x13\x63\x61tegory_confidence\x18\x05 \x01(\x02\x12\x12\n\np_escalate\x18\x06 \x01(\x02\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x11\n\tescalated\x18\x08 \x01(\x08\x12\x13\n\x0b\x63lassify_ms\x18\t \x01(\x02\x12\x13\n\x0bworkflow_id\x18\n \x01(\t\"C\n\x10WorkflowProgress\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xac\x02\n\x0c\x43hatResponse\x12.\n\x05route\x18\x01 \x01(\x0b\x32\x1d.lalo.router.v1.RouteDecisionH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .lalo.inference.v1.GenerateChunkH\x00\x12\x37\n\x08\x63omplete\x18\x03 \x01(\x0b\x32#.lalo.inference.v1.GenerateCompleteH\x00\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .lalo.inference.v1.GenerateErrorH\x00\x12\x34\n\x08progress\x18\x05 \x01(\x0b\x32 .lalo.router.v1.WorkflowProgressH\x00\x12\x0e\n\x06\x63hoice\x18\x06 \x01(\rB\x07\n\x05\x65vent\"\x8c\x01\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x17\n\ndimensions\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"`\n\rEmbedResponse\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .lalo.inference.v1.EmbedResponse\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t2\xf5\x01\n\rRouterService\x12\x43\n\x04\x43hat\x12\x1b.lalo.router.v1.ChatRequest\x1a\x1c.lalo.router.v1.ChatResponse0\x01\x12Y\n\nListModels\x12$.lalo.inference.v1.ListModelsRequest\x1a%.lalo.inference.v1.ListModelsResponse\x12\x44\n\x05\x45mbed\x12\x1c.lalo.router.v1.EmbedRequest\x1a\x1d.lalo.router.v1.EmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blalo/router/v1/router.proto\x12\x0elalo.router.v1\x1a!lalo/inference/v1/inference.proto\"\xec\x02\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x1c.lalo.inference.v1.ChatInputH\x00\x12\x10\n\x06prompt\x18\x04 \x01(\tH\x00\x12-\n\x07prompts\x18\x0b \x01(\x0b\x32\x1a.lalo.router.v1.PromptListH\x00\x12\x37\n\x10prompt_token_ids\x18\x0c \x01(\x0b\x32\x1b.lalo.inference.v1.TokenIdsH\x00\x12\x33\n\x08sampling\x18\x05 \x01(\x0b\x32!.lalo.inference.v1.SamplingParams\x12\x0e\n\x06stream\x18\x06 \x01(\x08\x12\x11\n\tprincipal\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\t \x03(\t\x12\t\n\x01n\x18\n \x01(\rB\x07\n\x05input\"Q\n\nPromptList\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x32\n\rtoken_prompts\x18\x02 \x03(\x0b\x32\x1b.lalo.inference.v1.TokenIds\"\xcd\x01\n\rRouteDecision\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x1b\n\x13\x63\x61tegory_confidence\x18\x05 \x01(\x02\x12\x12\n\np_escalate\x18\x06 \x01(\x02\x12\x0f\n\x07replica\x18\x07 \x01(\t\x12\x11\n\tescalated\x18\x08 \x01(\x08\x12\x13\n\x0b\x63lassify_ms\x18\t \x01(\x02\x12\x13\n\x0bworkflow_id\x18\n \x01(\t\"C\n\x10WorkflowProgress\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xac\x02\n\x0c\x43hatResponse\x12.\n\x05route\x18\x01 \x01(\x0b\x32\x1d.lalo.router.v1.RouteDecisionH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .lalo.inference.v1.GenerateChunkH\x00\x12\x37\n\x08\x63omplete\x18\x03 \x01(\x0b\x32#.lalo.inference.v1.GenerateCompleteH\x00\x12\x31\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .lalo.inference.v1.GenerateErrorH\x00\x12\x34\n\x08progress\x18\x05 \x01(\x0b\x32 .lalo.router.v1.WorkflowProgressH\x00\x12\x0e\n\x06\x63hoice\x18\x06 \x01(\rB\x07\n\x05\x65vent\"\x8c\x01\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x17\n\ndimensions\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"`\n\rEmbedResponse\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .lalo.inference.v1.EmbedResponse\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x0f\n\x07replica\x18\x03 \x01(\t2\xf5\x01\n\rRouterService\x12\x43\n\x04\x43hat\x12\x1b.lalo.router.v1.ChatRequest\x1a\x1c.lalo.router.v1.ChatResponse0\x01\x12Y\n\nListModels\x12$.lalo.inference.v1.ListModelsRequest\x1a%.lalo.inference.v1.ListModelsResponse\x12\x44\n\x05\x45mbed\x12\x1c.lalo.router.v1.EmbedRequest\x1a\x1d.lalo.router.v1.EmbedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lalo.router.v1.router_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATREQUEST']._serialized_start=83
-  _globals['_CHATREQUEST']._serialized_end=390
-  _globals['_PROMPTLIST']._serialized_start=392
-  _globals['_PROMPTLIST']._serialized_end=421
-  _globals['_ROUTEDECISION']._serialized_start=424
-  _globals['_ROUTEDECISION']._serialized_end=629
-  _globals['_WORKFLOWPROGRESS']._serialized_start=631
-  _globals['_WORKFLOWPROGRESS']._serialized_end=698
-  _globals['_CHATRESPONSE']._serialized_start=701
-  _globals['_CHATRESPONSE']._serialized_end=1001
-  _globals['_EMBEDREQUEST']._serialized_start=1004
-  _globals['_EMBEDREQUEST']._serialized_end=1144
-  _globals['_EMBEDRESPONSE']._serialized_start=1146
-  _globals['_EMBEDRESPONSE']._serialized_end=1242
-  _globals['_ROUTERSERVICE']._serialized_start=1245
-  _globals['_ROUTERSERVICE']._serialized_end=1490
+  _globals['_CHATREQUEST']._serialized_end=447
+  _globals['_PROMPTLIST']._serialized_start=449
+  _globals['_PROMPTLIST']._serialized_end=530
+  _globals['_ROUTEDECISION']._serialized_start=533
+  _globals['_ROUTEDECISION']._serialized_end=738
+  _globals['_WORKFLOWPROGRESS']._serialized_start=740
+  _globals['_WORKFLOWPROGRESS']._serialized_end=807
+  _globals['_CHATRESPONSE']._serialized_start=810
+  _globals['_CHATRESPONSE']._serialized_end=1110
+  _globals['_EMBEDREQUEST']._serialized_start=1113
+  _globals['_EMBEDREQUEST']._serialized_end=1253
+  _globals['_EMBEDRESPONSE']._serialized_start=1255
+  _globals['_EMBEDRESPONSE']._serialized_end=1351
+  _globals['_ROUTERSERVICE']._serialized_start=1354
+  _globals['_ROUTERSERVICE']._serialized_end=1599
 # @@protoc_insertion_point(module_scope)

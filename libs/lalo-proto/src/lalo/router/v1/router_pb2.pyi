@@ -8,12 +8,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("request_id", "model", "chat", "prompt", "prompts", "sampling", "stream", "principal", "tenant", "allowed_models", "n")
+    __slots__ = ("request_id", "model", "chat", "prompt", "prompts", "prompt_token_ids", "sampling", "stream", "principal", "tenant", "allowed_models", "n")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
@@ -25,19 +26,22 @@ class ChatRequest(_message.Message):
     chat: _inference_pb2.ChatInput
     prompt: str
     prompts: PromptList
+    prompt_token_ids: _inference_pb2.TokenIds
     sampling: _inference_pb2.SamplingParams
     stream: bool
     principal: str
     tenant: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     n: int
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., prompts: _Optional[_Union[PromptList, _Mapping]] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., chat: _Optional[_Union[_inference_pb2.ChatInput, _Mapping]] = ..., prompt: _Optional[str] = ..., prompts: _Optional[_Union[PromptList, _Mapping]] = ..., prompt_token_ids: _Optional[_Union[_inference_pb2.TokenIds, _Mapping]] = ..., sampling: _Optional[_Union[_inference_pb2.SamplingParams, _Mapping]] = ..., stream: _Optional[bool] = ..., principal: _Optional[str] = ..., tenant: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ...) -> None: ...
 
 class PromptList(_message.Message):
-    __slots__ = ("prompts",)
+    __slots__ = ("prompts", "token_prompts")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ...) -> None: ...
+    token_prompts: _containers.RepeatedCompositeFieldContainer[_inference_pb2.TokenIds]
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., token_prompts: _Optional[_Iterable[_Union[_inference_pb2.TokenIds, _Mapping]]] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
     __slots__ = ("pool", "model", "reason", "category", "category_confidence", "p_escalate", "replica", "escalated", "classify_ms", "workflow_id")

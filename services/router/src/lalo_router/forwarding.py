@@ -82,13 +82,38 @@ class Route:
 Decider = Callable[[rpb.ChatRequest, float | None], Awaitable[Route]]
 
 
+PromptItem = str | ipb.TokenIds
+
+
+def prompt_items(request: rpb.ChatRequest) -> list[PromptItem] | None:
+    """The prompts of a list (texts, or token ids for a named model); None for any other
+    input. A list holding both is refused."""
+    if request.WhichOneof("input") != "prompts":
+        return None
+    texts, token_prompts = request.prompts.prompts, request.prompts.token_prompts
+    if texts and token_prompts:
+        raise InvalidArgument(
+            "a list of prompts is texts or token-id lists, not both", param="prompt"
+        )
+    return list(texts) if texts else list(token_prompts)
+
+
+def set_prompt(request: rpb.ChatRequest, item: PromptItem) -> None:
+    """Makes ``item`` the request's one prompt."""
+    if isinstance(item, str):
+        request.prompt = item
+    else:
+        request.prompt_token_ids.CopyFrom(item)
+
+
 def single_prompt(request: rpb.ChatRequest) -> rpb.ChatRequest:
     """A list of one prompt is that prompt (routed, answered and reported alike)."""
-    if request.WhichOneof("input") != "prompts" or len(request.prompts.prompts) != 1:
+    items = prompt_items(request)
+    if items is None or len(items) != 1:
         return request
     out = rpb.ChatRequest()
     out.CopyFrom(request)
-    out.prompt = request.prompts.prompts[0]
+    set_prompt(out, items[0])
     return out
 
 
@@ -107,8 +132,11 @@ class ChatForwarder:
 
     def _generate_request(self, request: rpb.ChatRequest, model: str) -> ipb.GenerateRequest:
         out = ipb.GenerateRequest(request_id=request.request_id, model=model)
-        if request.WhichOneof("input") == "chat":
+        which = request.WhichOneof("input")
+        if which == "chat":
             out.chat.CopyFrom(request.chat)
+        elif which == "prompt_token_ids":
+            out.prompt_token_ids.CopyFrom(request.prompt_token_ids)
         else:
             out.prompt = request.prompt
         out.sampling.CopyFrom(request.sampling)
@@ -123,8 +151,9 @@ class ChatForwarder:
                 f"n is {request.n}; at most {MAX_CHOICES} choices are accepted", param="n"
             )
         request = single_prompt(request)
-        if request.WhichOneof("input") == "prompts":
-            prompts = len(request.prompts.prompts)
+        items = prompt_items(request)
+        if items is not None:
+            prompts = len(items)
             if prompts == 0:
                 raise InvalidArgument("prompt is an empty list; send at least one", param="prompt")
             if prompts * max(request.n, 1) > MAX_CHOICES:
@@ -219,9 +248,7 @@ class ChatForwarder:
         choices are stopped: a response is whole or an error, never some of its choices."""
         queue: asyncio.Queue[tuple[int, rpb.ChatResponse | LaloError | None]] = asyncio.Queue()
         per_prompt = max(request.n, 1)
-        prompts = (
-            list(request.prompts.prompts) if request.WhichOneof("input") == "prompts" else None
-        )
+        prompts = prompt_items(request)
 
         async def pump(index: int) -> None:
             choice = rpb.ChatRequest()
@@ -229,7 +256,7 @@ class ChatForwarder:
             choice.n = 1
             prompt_index, nth = divmod(index, per_prompt)
             if prompts is not None:
-                choice.prompt = prompts[prompt_index]
+                set_prompt(choice, prompts[prompt_index])
             if request.sampling.HasField("seed"):
                 # Different samples per choice, still repeatable as a whole (and each
                 # prompt of a list answered as it would be alone).

@@ -417,6 +417,23 @@ def replica_limits(spec: PolicySpec) -> dict[str, int | None]:
     return {pool: p.max_outstanding_per_replica for pool, p in spec.pools.items()}
 
 
+def has_token_ids(request: rpb.ChatRequest) -> bool:
+    """Whether the request's prompt (or a prompt of its list) is token ids."""
+    which = request.WhichOneof("input")
+    return which == "prompt_token_ids" or (
+        which == "prompts" and len(request.prompts.token_prompts) > 0
+    )
+
+
+def refuse_token_ids_for_auto(request: rpb.ChatRequest) -> None:
+    if request.model in AUTO_MODELS and has_token_ids(request):
+        raise InvalidArgument(
+            "token-id prompts need a named model: ids mean something in one model's "
+            "vocabulary only, and 'auto' may pick any model. Name the model, or send text.",
+            param="prompt",
+        )
+
+
 def texts_to_classify(request: rpb.ChatRequest) -> list[str]:
     """What the classifier reads: the raw prompt (each of a list of them), or the last user
     turn of a chat (the classifier's own rule, which also bounds the length)."""
@@ -641,6 +658,7 @@ class PolicyRouter:
 
     async def route(self, request: rpb.ChatRequest, time_remaining: float | None = None) -> Route:
         """Classify (when the request is "auto" and there is a strategy), then decide."""
+        refuse_token_ids_for_auto(request)
         result: Classification | None = None
         if self.strategy is not None and self.classifies(request):
             strategy = self.strategy
@@ -709,6 +727,7 @@ class PolicyRouter:
                 self.spec.default_pool,
             )
             return Route(pool=pool, model=request.model, reason="explicit model")
+        refuse_token_ids_for_auto(request)
         needs = self._needs(request)
         # The caller's model allowlist (the gateway's word; empty: any model).
         allowed = frozenset(request.allowed_models)

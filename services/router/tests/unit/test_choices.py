@@ -307,3 +307,56 @@ async def test_a_prompt_of_a_list_that_is_refused_is_named(
     assert error.WhichOneof("event") == "error"
     assert (error.choice, error.error.param) == (2, "prompt[2]")
     assert error.error.message.startswith("prompt[2]: ")
+
+
+# ---- token-id prompts (a named model's own ids) ----
+
+
+def token_prompts(*prompts: list[int], n: int = 1, model: str = "tiny") -> rpb.ChatRequest:
+    return rpb.ChatRequest(
+        request_id="r-ids",
+        model=model,
+        n=n,
+        prompts=rpb.PromptList(token_prompts=[ipb.TokenIds(ids=ids) for ids in prompts]),
+    )
+
+
+async def test_a_token_id_prompt_reaches_the_replica_as_ids(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    one = rpb.ChatRequest(model="tiny", prompt_token_ids=ipb.TokenIds(ids=[5, 6, 7]))
+    events = await events_of(forwarder.chat(one))
+    assert events[0].WhichOneof("event") == "route"
+    (call,) = calls_of(a, b)
+    assert call.request.WhichOneof("input") == "prompt_token_ids"
+    assert list(call.request.prompt_token_ids.ids) == [5, 6, 7]
+
+
+async def test_a_list_of_token_id_prompts_gives_n_choices_per_prompt(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    events = await events_of(forwarder.chat(token_prompts([1, 2], [3], n=2)))
+    completes = sorted(e.choice for e in events if e.WhichOneof("event") == "complete")
+    assert completes == [0, 1, 2, 3]
+    seen = sorted(tuple(c.request.prompt_token_ids.ids) for c in calls_of(a, b))
+    assert seen == [(1, 2), (1, 2), (3,), (3,)]
+    # A list of one is that prompt.
+    for fake in (a, b):
+        fake.servicer.calls.clear()
+    await events_of(forwarder.chat(token_prompts([9, 9])))
+    (call,) = calls_of(a, b)
+    assert list(call.request.prompt_token_ids.ids) == [9, 9]
+
+
+async def test_token_ids_are_refused_for_auto_and_beside_texts(fakes: Any) -> None:
+    a, b, _replicas, forwarder = fakes
+    with pytest.raises(InvalidArgument, match="token-id prompts need a named model") as info:
+        await events_of(forwarder.chat(token_prompts([1, 2], model="auto")))
+    assert info.value.param == "prompt"
+    auto_one = rpb.ChatRequest(model="auto", prompt_token_ids=ipb.TokenIds(ids=[1]))
+    with pytest.raises(InvalidArgument, match="need a named model"):
+        await events_of(forwarder.chat(auto_one))
+    mixed = token_prompts([1, 2])
+    mixed.prompts.prompts.append("text")
+    with pytest.raises(InvalidArgument, match="texts or token-id lists, not both") as info:
+        await events_of(forwarder.chat(mixed))
+    assert info.value.param == "prompt"
+    assert not calls_of(a, b)

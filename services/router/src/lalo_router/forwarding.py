@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from lalo.inference.v1 import inference_pb2 as ipb
@@ -82,7 +83,7 @@ class Route:
 Decider = Callable[[rpb.ChatRequest, float | None], Awaitable[Route]]
 
 
-PromptItem = str | ipb.TokenIds
+PromptItem: TypeAlias = str | ipb.TokenIds
 
 
 def prompt_items(request: rpb.ChatRequest) -> list[PromptItem] | None:

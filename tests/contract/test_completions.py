@@ -336,3 +336,74 @@ def test_echo_after_a_generation_scores_it_as_generated(
     assert (back.token_logprobs or [])[-3:] == pytest.approx(
         choice.logprobs.token_logprobs, abs=1e-2
     )
+
+
+# ---- token-id prompts (OpenAI's token-array form; lm-evaluation-harness's default) ----
+
+
+def prompt_ids(tiny_model_path: Path, text: str) -> list[int]:
+    """The served model's own ids for ``text``, as a client with its tokenizer makes them."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(tiny_model_path), vocab_only=True, verbose=False)
+    return list(llm.tokenize(text.encode(), add_bos=True))
+
+
+def test_a_token_id_prompt_answers_as_its_text(
+    client: openai.OpenAI, tiny_model_path: Path, vocab: Vocab
+) -> None:
+    ids = prompt_ids(tiny_model_path, PROMPT)
+    common: dict[str, Any] = {"max_tokens": 5, "temperature": 0, "logit_bias": vocab.no_eos()}
+    by_text = client.completions.create(model=MODEL, prompt=PROMPT, **common)
+    by_ids = client.completions.create(model=MODEL, prompt=ids, **common)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage is not None
+    assert by_ids.usage.prompt_tokens == len(ids)
+    # Scoring a tokenized prompt (echo, logprobs, max_tokens 0) gives back its text and the
+    # same scores as the text's.
+    scored_text = client.completions.create(
+        model=MODEL, prompt=PROMPT, echo=True, max_tokens=0, logprobs=0
+    )
+    scored_ids = client.completions.create(
+        model=MODEL, prompt=ids, echo=True, max_tokens=0, logprobs=0
+    )
+    assert scored_ids.choices[0].text == PROMPT
+    text_logprobs, ids_logprobs = scored_text.choices[0].logprobs, scored_ids.choices[0].logprobs
+    assert text_logprobs is not None
+    assert ids_logprobs is not None
+    assert ids_logprobs.tokens == text_logprobs.tokens
+    assert ids_logprobs.token_logprobs == text_logprobs.token_logprobs
+
+
+def test_a_list_of_token_id_prompts_is_answered_per_prompt(
+    client: openai.OpenAI, tiny_model_path: Path, vocab: Vocab
+) -> None:
+    texts = [PROMPT, "Once upon a time"]
+    common: dict[str, Any] = {"max_tokens": 4, "temperature": 0, "logit_bias": vocab.no_eos()}
+    batch = client.completions.create(
+        model=MODEL, prompt=[prompt_ids(tiny_model_path, t) for t in texts], n=2, **common
+    )
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    for p, text in enumerate(texts):
+        alone = client.completions.create(model=MODEL, prompt=text, **common)
+        assert batch.choices[2 * p].text == alone.choices[0].text
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"model": "auto", "prompt": [5, 6, 7]}, "prompt", "need a named model"),
+        ({"model": MODEL, "prompt": [5, 10**7]}, "prompt", "not in tiny-chat's vocabulary"),
+        ({"model": MODEL, "prompt": [[5, 6], []]}, "prompt[1]", "empty list of token ids"),
+    ],
+    ids=["auto", "outside-the-vocabulary", "empty-ids"],
+)
+def test_bad_token_id_prompts_are_refused_by_name(
+    client: openai.OpenAI, body: dict[str, Any], param: str, fragment: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as failed:
+        client.completions.create(max_tokens=2, **body)
+    error = failed.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == param
+    assert fragment in error["message"]

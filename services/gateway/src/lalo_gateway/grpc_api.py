@@ -137,7 +137,9 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             max_messages=settings.max_messages,
             max_tokens_limit=settings.max_tokens_limit,
             choices=request.n,
-            prompts=len(request.prompts.prompts) if request.HasField("prompts") else None,
+            prompts=len(request.prompts.prompts) + len(request.prompts.token_prompts)
+            if request.HasField("prompts")
+            else None,
         )
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)

@@ -178,7 +178,8 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    # Text or a list of texts; OpenAI also takes token ids, which ServingCompletions refuses.
+    # A text, a list of texts, token ids (one prompt) or a list of token-id lists, as OpenAI
+    # takes it; token ids need a named model (the router refuses them for "auto").
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = False
@@ -194,7 +195,7 @@ class CompletionRequest(SamplingFields):
         cls, value: str | list[str] | list[int] | list[list[int]]
     ) -> str | list[str] | list[int] | list[list[int]]:
         if value == []:
-            raise ValueError("it is an empty list; send a string or a list of strings")
+            raise ValueError("it is an empty list; send a string, a list of strings or token ids")
         return value
 
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from lalo.inference.v1 import inference_pb2 as ipb
@@ -64,6 +64,27 @@ def input_texts(value: str | list[str] | list[int] | list[list[int]], param: str
             "from another tokenizer would not mean the same text.",
         )
     return items
+
+
+def completion_prompts(
+    value: str | list[str] | list[int] | list[list[int]],
+) -> list[str] | list[list[int]]:
+    """Completions' ``prompt`` as a list of prompts, each a text or (OpenAI's token-array
+    form, for a named model: the router refuses ids for ``auto``) a list of token ids in
+    that model's vocabulary."""
+    if isinstance(value, str):
+        return [value]
+    if value and all(isinstance(item, int) for item in value):
+        return [cast(list[int], value)]
+    for index, item in enumerate(value):
+        if isinstance(item, list) and not item:
+            raise APIError(
+                400,
+                f"prompt[{index}] is an empty list of token ids.",
+                param=f"prompt[{index}]",
+                code="invalid_value",
+            )
+    return cast(list[str] | list[list[int]], list(value))
 
 
 def sampling_from_request(
@@ -166,7 +187,11 @@ def choice_count(body: SamplingFields) -> int:
 
 def choices_in(request: rpb.ChatRequest) -> int:
     """How many choices the router's answer to ``request`` has: n for each prompt."""
-    prompts = len(request.prompts.prompts) if request.WhichOneof("input") == "prompts" else 1
+    prompts = (
+        len(request.prompts.prompts) + len(request.prompts.token_prompts)
+        if request.WhichOneof("input") == "prompts"
+        else 1
+    )
     return int(max(request.n, 1) * prompts)
 
 
@@ -534,18 +559,23 @@ class ServingCompletions(Serving):
             )
         if body.best_of is not None and body.best_of > 1:
             raise _unsupported("best_of", "best_of > 1 is not supported yet.")
-        prompts = input_texts(body.prompt, self.input_param)
+        prompts = completion_prompts(body.prompt)
         router_request = rpb.ChatRequest(
             request_id=request_id,
             model=body.model,
             stream=bool(body.stream),
             n=choice_count(body),
         )
-        if len(prompts) == 1:
-            router_request.prompt = prompts[0]
+        texts = [p for p in prompts if isinstance(p, str)]
+        token_lists = [ipb.TokenIds(ids=p) for p in prompts if not isinstance(p, str)]
+        if len(prompts) == 1 and texts:
+            router_request.prompt = texts[0]
+        elif len(prompts) == 1:
+            router_request.prompt_token_ids.CopyFrom(token_lists[0])
         else:
             # Answered by one routed model; choice p * n + j is prompt p's j-th.
-            router_request.prompts.prompts.extend(prompts)
+            router_request.prompts.prompts.extend(texts)
+            router_request.prompts.token_prompts.extend(token_lists)
         stamp_caller(router_request, principal)
         want_logprobs = body.logprobs is not None
         router_request.sampling.CopyFrom(

@@ -327,6 +327,14 @@ async def test_grpc_chat_with_a_list_of_prompts_charges_each_prompt_once(
             rpb.ChatRequest(model=CHAT_MODEL, n=2, prompts=rpb.PromptList(prompts=["x"] * 65)),
             "prompt",
         ),
+        (
+            rpb.ChatRequest(
+                model=CHAT_MODEL,
+                n=2,
+                prompts=rpb.PromptList(token_prompts=[ipb.TokenIds(ids=[1, 2])] * 65),
+            ),
+            "prompt",
+        ),
         (chat_request(sampling=ipb.SamplingParams(max_tokens=51)), "max_tokens"),
         (
             rpb.ChatRequest(
@@ -336,7 +344,7 @@ async def test_grpc_chat_with_a_list_of_prompts_charges_each_prompt_once(
             "messages",
         ),
     ],
-    ids=["n", "prompts", "max_tokens", "messages"],
+    ids=["n", "prompts", "token-prompts", "max_tokens", "messages"],
 )
 async def test_grpc_chat_meets_the_rest_apis_limits(
     public_api: PublicApi, request_: rpb.ChatRequest, param: str

@@ -563,8 +563,7 @@ def test_completion_context_overflow_names_the_prompt(
         ({"suffix": "end"}, "suffix"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": -1}, "max_tokens"),
-        ({"prompt": [1, 2, 3]}, "prompt"),
-        ({"prompt": [[1, 2], [3]]}, "prompt"),
+        ({"prompt": [[1, 2], []]}, "prompt[1]"),
         ({"prompt": []}, "prompt"),
         ({"prompt": ["a", 1]}, "prompt[1]"),
         ({"prompt": ["x"] * 129}, "prompt"),
@@ -1162,11 +1161,34 @@ def test_the_completion_count_limit_names_the_prompt(
     assert "65 prompts with n=2 ask for 130 completions" in error["message"]
     body = {"model": MODEL, "prompt": ["x"] * 64, "n": 2}
     assert post("/v1/completions", body).status_code == 200
-    for token_ids in ([5, 6], [7] * 200):  # one prompt as ids, not 200 prompts
-        error = assert_openai_error(
-            post("/v1/completions", {"model": MODEL, "prompt": token_ids}), 400, param="prompt"
-        )
-        assert "Token ids are not supported as prompt" in error["message"]
+    # A list of token ids is one prompt, not 200 prompts.
+    router.requests.clear()
+    assert post("/v1/completions", {"model": MODEL, "prompt": [7] * 200}).status_code == 200
+    (sent,) = router.requests
+    assert list(sent.prompt_token_ids.ids) == [7] * 200
+
+
+def test_token_id_prompts_go_to_the_router_as_ids(
+    post: Callable[..., Any], router: FakeRouter
+) -> None:
+    """OpenAI's token-array prompts: ids in the named model's vocabulary (the router refuses
+    them for auto; inference refuses ids outside the vocabulary)."""
+    response = post("/v1/completions", {"model": MODEL, "prompt": [5, 6, 7]})
+    assert response.status_code == 200, response.text
+    (one,) = router.requests
+    assert (one.WhichOneof("input"), list(one.prompt_token_ids.ids)) == (
+        "prompt_token_ids",
+        [5, 6, 7],
+    )
+    router.requests.clear()
+    router.script = list(TWO_PROMPTS)
+    body = {"model": MODEL, "prompt": [[1, 2], [3]], "n": 2}
+    payload = post("/v1/completions", body).json()
+    assert [c["text"] for c in payload["choices"]] == ["a0", "a1", "b0", "b1"]
+    (batch,) = router.requests
+    assert batch.WhichOneof("input") == "prompts"
+    assert [list(p.ids) for p in batch.prompts.token_prompts] == [[1, 2], [3]]
+    assert list(batch.prompts.prompts) == []
 
 
 def test_a_refused_prompt_of_a_list_is_named(post: Callable[..., Any], router: FakeRouter) -> None:

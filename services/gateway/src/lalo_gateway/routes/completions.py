@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from lalo_gateway.deps import InferencePrincipal, RequestId
 from lalo_gateway.protocol import CompletionRequest
 from lalo_gateway.security.http import check_request_limits
-from lalo_gateway.serving import ServingCompletions, input_texts
+from lalo_gateway.serving import ServingCompletions, completion_prompts
 
 router = APIRouter(tags=["completions"])
 
@@ -27,8 +27,8 @@ async def create_completion(
         messages=None,
         max_tokens=body.max_tokens,
         choices=body.n,
-        # (Token ids are refused here, by name, before a list of them is counted as prompts.)
-        prompts=len(input_texts(body.prompt, "prompt")),
+        # (A list of token ids is one prompt, not as many prompts as ids.)
+        prompts=len(completion_prompts(body.prompt)),
     )
     serving: ServingCompletions = request.app.state.serving_completions
     return await serving.create(body, request_id, principal)

@@ -206,8 +206,9 @@ def test_n_one_is_accepted(http: httpx.Client) -> None:
     ("body", "param"),
     [
         pytest.param({"model": MODEL}, "prompt", id="missing-prompt"),
-        pytest.param({"model": MODEL, "prompt": [1, 2]}, "prompt", id="token-prompt"),
-        pytest.param({"model": MODEL, "prompt": [[1], [2]]}, "prompt", id="token-prompts"),
+        pytest.param({"model": "auto", "prompt": [1, 2]}, "prompt", id="token-prompt-auto"),
+        pytest.param({"model": MODEL, "prompt": [[1], [2**40]]}, "prompt[1]", id="huge-id"),
+        pytest.param({"model": MODEL, "prompt": [[1], [-2]]}, "prompt[1]", id="negative-id"),
         pytest.param({"model": MODEL, "prompt": []}, "prompt", id="no-prompts"),
         pytest.param({"model": MODEL, "prompt": ["a"] * 129}, "prompt", id="129-prompts"),
         pytest.param({"model": MODEL, "prompt": ["a"] * 65, "n": 2}, "prompt", id="65x2"),

@@ -75,16 +75,32 @@ def completion_prompts(
     if isinstance(value, str):
         return [value]
     if value and all(isinstance(item, int) for item in value):
+        _check_token_ids(cast(list[int], value), "prompt")
         return [cast(list[int], value)]
     for index, item in enumerate(value):
-        if isinstance(item, list) and not item:
-            raise APIError(
-                400,
-                f"prompt[{index}] is an empty list of token ids.",
-                param=f"prompt[{index}]",
-                code="invalid_value",
-            )
+        if isinstance(item, list):
+            if not item:
+                raise APIError(
+                    400,
+                    f"prompt[{index}] is an empty list of token ids.",
+                    param=f"prompt[{index}]",
+                    code="invalid_value",
+                )
+            _check_token_ids(item, f"prompt[{index}]")
     return cast(list[str] | list[list[int]], list(value))
+
+
+def _check_token_ids(ids: list[int], param: str) -> None:
+    """Ids a vocabulary could hold (the model checks its own size): not negative and within
+    32 bits, which is all the contract carries."""
+    bad = next((t for t in ids if not 0 <= t < 2**31), None)
+    if bad is not None:
+        raise APIError(
+            400,
+            f"{param}: token id {bad} is not in any vocabulary (ids are 0 or more).",
+            param=param,
+            code="invalid_value",
+        )
 
 
 def sampling_from_request(

@@ -564,6 +564,8 @@ def test_completion_context_overflow_names_the_prompt(
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": -1}, "max_tokens"),
         ({"prompt": [[1, 2], []]}, "prompt[1]"),
+        ({"prompt": [[1, 2], [2**40]]}, "prompt[1]"),
+        ({"prompt": [5, -1]}, "prompt"),
         ({"prompt": []}, "prompt"),
         ({"prompt": ["a", 1]}, "prompt[1]"),
         ({"prompt": ["x"] * 129}, "prompt"),

@@ -52,9 +52,9 @@ def _unsupported(param: str, message: str) -> APIError:
 
 
 def input_texts(value: str | list[str] | list[int] | list[list[int]], param: str) -> list[str]:
-    """A request's text input (completions' ``prompt``, embeddings' ``input``) as a list of
-    texts, in order. Token ids are refused: each LALO model has its own vocabulary, and the
-    router may pick the model, so ids from another tokenizer would be other text."""
+    """Embeddings' ``input`` as a list of texts, in order. Token ids are refused: each LALO
+    model has its own vocabulary, so ids from another tokenizer would be other text
+    (completions take them for a named model: ``completion_prompts``)."""
     items: list[Any] = [value] if isinstance(value, str) else list(value)
     if not all(isinstance(item, str) for item in items):
         raise _unsupported(

@@ -61,7 +61,9 @@ def input_texts(value: str | list[str] | list[int] | list[list[int]], param: str
             param,
             f"Token ids are not supported as {param}: send the text itself (a string or a "
             "list of strings). LALO's models each have their own vocabulary, so token ids "
-            "from another tokenizer would not mean the same text.",
+            "from another tokenizer would not mean the same text. (LangChain's "
+            "OpenAIEmbeddings sends OpenAI's tiktoken ids unless it is created with "
+            "check_embedding_ctx_length=False.)",
         )
     return items
 

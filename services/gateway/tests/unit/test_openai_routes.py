@@ -821,6 +821,7 @@ def test_token_id_input_is_refused(
     response = post("/v1/embeddings", embed_body(input=token_ids))
     error = assert_openai_error(response, 400, param="input", code="unsupported_parameter")
     assert "token ids are not supported as input" in error["message"].lower()
+    assert "check_embedding_ctx_length=False" in error["message"]
     assert "text" in error["message"]
     assert router.embed_requests == []
 

@@ -162,3 +162,21 @@ def test_echo_scores_a_prompt_through_the_stack(sdk: openai.OpenAI) -> None:
     assert all(s <= 0.0 for s in scores)
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 0
+
+
+def test_token_id_prompts_through_the_stack(sdk: openai.OpenAI, tiny_hf_model_dir: Path) -> None:
+    """lm-evaluation-harness's default: the prompt as the model's own token ids (the
+    tokenizer it names), scored and answered by vLLM as the text would be."""
+    from transformers import AutoTokenizer
+
+    prompt = "Once upon a time there was"
+    ids = AutoTokenizer.from_pretrained(tiny_hf_model_dir)(prompt).input_ids
+    by_text = sdk.completions.create(model=MODEL, prompt=prompt, max_tokens=3, temperature=0)
+    by_ids = sdk.completions.create(model=MODEL, prompt=[ids, ids], max_tokens=3, temperature=0)
+    assert [c.text for c in by_ids.choices] == [by_text.choices[0].text] * 2
+    scored = sdk.completions.create(model=MODEL, prompt=ids, echo=True, max_tokens=0, logprobs=1)
+    assert scored.choices[0].text == prompt
+    with pytest.raises(openai.BadRequestError) as failed:
+        sdk.completions.create(model=MODEL, prompt=[1, 10**8], max_tokens=1)
+    assert isinstance(failed.value.body, dict)
+    assert failed.value.body["param"] == "prompt"

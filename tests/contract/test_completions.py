@@ -395,8 +395,9 @@ def test_a_list_of_token_id_prompts_is_answered_per_prompt(
         ({"model": "auto", "prompt": [5, 6, 7]}, "prompt", "need a named model"),
         ({"model": MODEL, "prompt": [5, 10**7]}, "prompt", "not in tiny-chat's vocabulary"),
         ({"model": MODEL, "prompt": [[5, 6], []]}, "prompt[1]", "empty list of token ids"),
+        ({"model": MODEL, "prompt": [[5, 6], [5, 10**7]]}, "prompt[1]", "token id 10000000"),
     ],
-    ids=["auto", "outside-the-vocabulary", "empty-ids"],
+    ids=["auto", "outside-the-vocabulary", "empty-ids", "one-of-a-list-outside"],
 )
 def test_bad_token_id_prompts_are_refused_by_name(
     client: openai.OpenAI, body: dict[str, Any], param: str, fragment: str

@@ -425,8 +425,9 @@ def has_token_ids(request: rpb.ChatRequest) -> bool:
     )
 
 
-def refuse_token_ids_for_auto(request: rpb.ChatRequest) -> None:
-    if request.model in AUTO_MODELS and has_token_ids(request):
+def _refuse_token_ids(request: rpb.ChatRequest) -> None:
+    """An "auto" request with token ids cannot be routed: refused before classification."""
+    if has_token_ids(request):
         raise InvalidArgument(
             "token-id prompts need a named model: ids mean something in one model's "
             "vocabulary only, and 'auto' may pick any model. Name the model, or send text.",
@@ -652,15 +653,19 @@ class PolicyRouter:
         return self.replicas.model_for_pool(pool, allowed)
 
     def classifies(self, request: rpb.ChatRequest) -> bool:
-        """Whether ``request`` is routed by its category (else by the model it names)."""
+        """Whether ``request`` is routed by its category (else by the model it names). An
+        "auto" request with token ids is refused here, before anything reads it."""
         explicit_workflow = request.model == WORKFLOW_MODEL and self.workflows_enabled
-        return request.model in AUTO_MODELS and not explicit_workflow
+        if request.model not in AUTO_MODELS or explicit_workflow:
+            return False
+        _refuse_token_ids(request)
+        return True
 
     async def route(self, request: rpb.ChatRequest, time_remaining: float | None = None) -> Route:
         """Classify (when the request is "auto" and there is a strategy), then decide."""
-        refuse_token_ids_for_auto(request)
         result: Classification | None = None
-        if self.strategy is not None and self.classifies(request):
+        # (classifies() first: it refuses what no route can take, strategy or not.)
+        if self.classifies(request) and self.strategy is not None:
             strategy = self.strategy
             texts = texts_to_classify(request)
             if len(texts) == 1:  # the usual case, without a task per text
@@ -686,7 +691,7 @@ class PolicyRouter:
         it would get alone; the first of equals."""
 
         def need(result: Classification) -> float:
-            threshold, _ = self._threshold(result.label)
+            threshold, _ = self._threshold(self._routed_as(result)[0])
             return result.p_escalate - threshold
 
         index = max(range(len(results)), key=lambda i: (need(results[i]), -i))
@@ -700,6 +705,14 @@ class PolicyRouter:
             note=f"prompt {index + 1} of {len(results)} routes the batch"
             + (f"; {own_note}" if own_note else ""),
         )
+
+    def _routed_as(self, result: Classification) -> tuple[str, str]:
+        """The category whose route ``result`` takes: its label, or ``other`` when the label
+        is less sure than its ``min_confidence`` (and the reason's note saying so)."""
+        floor = self.spec.min_confidence.get(result.label)
+        if floor is not None and result.confidence < floor:
+            return OTHER_LABEL, f" under its minimum {floor:.2f}: routed as {OTHER_LABEL}"
+        return result.label, ""
 
     def decide(self, request: rpb.ChatRequest, result: Classification | None = None) -> Route:
         """The route for ``request``; ``result`` is its classification (None: none was
@@ -727,7 +740,6 @@ class PolicyRouter:
                 self.spec.default_pool,
             )
             return Route(pool=pool, model=request.model, reason="explicit model")
-        refuse_token_ids_for_auto(request)
         needs = self._needs(request)
         # The caller's model allowlist (the gateway's word; empty: any model).
         allowed = frozenset(request.allowed_models)
@@ -738,11 +750,8 @@ class PolicyRouter:
         reason = f"category {category} ({result.confidence:.2f}"
         strategy_note = getattr(result, "note", "")
         reason += f", {strategy_note})" if strategy_note else ")"
-        routed_as = category
-        floor = self.spec.min_confidence.get(category)
-        if floor is not None and result.confidence < floor:
-            routed_as = OTHER_LABEL
-            reason += f" under its minimum {floor:.2f}: routed as {OTHER_LABEL}"
+        routed_as, under = self._routed_as(result)
+        reason += under
         preferred = self.spec.categories.get(routed_as, self.spec.default_pool)
         escalation = self.spec.escalation
         escalated = False

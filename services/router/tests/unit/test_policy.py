@@ -280,6 +280,30 @@ async def test_a_list_of_prompts_is_routed_as_its_hardest_prompt() -> None:
     assert "prompt 1 of 2 routes the batch" in route.reason
 
 
+async def test_the_hardest_prompt_is_judged_by_the_route_it_would_take() -> None:
+    """A label under its min_confidence is routed as other, in a batch as alone: its need is
+    measured against other's threshold (0.3 here), not its label's (math: 0.4)."""
+    spec = SPEC.model_copy(
+        update={
+            "min_confidence": {"math": 0.5},
+            "escalation": SPEC.escalation.model_copy(
+                update={"thresholds": {"math": 0.4, "other": 0.3}}
+            ),
+        }
+    )
+    strategy = ByTextStrategy(
+        {
+            "unsure": Result("math", confidence=0.4, p_escalate=0.35),  # as other: 0.05 past
+            "sure": Result("math", confidence=0.9, p_escalate=0.42),  # as math: 0.02 past
+        }
+    )
+    router = PolicyRouter(spec, both_pools(), None, strategy=strategy)
+    route = await router.route(prompts("sure", "unsure"))
+    assert "prompt 2 of 2 routes the batch" in route.reason
+    assert "under its minimum 0.50: routed as other" in route.reason
+    assert (route.pool, route.escalated) == ("large", True)
+
+
 async def test_a_named_model_takes_a_list_of_prompts_unclassified() -> None:
     strategy = ByTextStrategy({})
     router = PolicyRouter(SPEC, both_pools(), None, strategy=strategy)

@@ -32,7 +32,7 @@ from lalo_gateway.security.http import make_request_id
 from lalo_gateway.security.principal import Principal
 from lalo_gateway.security.rbac import Permission
 from lalo_gateway.security.runtime import SecurityRuntime
-from lalo_gateway.serving import UsageTotal
+from lalo_gateway.serving import UsageTotal, prompts_in
 
 log = logging.getLogger(__name__)
 AUTO_MODELS = frozenset({"", "auto"})
@@ -137,9 +137,7 @@ class PublicRouterServicer(router_pb2_grpc.RouterServiceServicer):
             max_messages=settings.max_messages,
             max_tokens_limit=settings.max_tokens_limit,
             choices=request.n,
-            prompts=len(request.prompts.prompts) + len(request.prompts.token_prompts)
-            if request.HasField("prompts")
-            else None,
+            prompts=prompts_in(request),
         )
         forwarded = rpb.ChatRequest()
         forwarded.CopyFrom(request)

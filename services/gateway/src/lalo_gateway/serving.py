@@ -203,14 +203,17 @@ def choice_count(body: SamplingFields) -> int:
     return body.n or 1
 
 
+def prompts_in(request: rpb.ChatRequest) -> int | None:
+    """How many prompts a list of them holds (texts or token-id lists); None for any other
+    input."""
+    if request.WhichOneof("input") != "prompts":
+        return None
+    return len(request.prompts.prompts) + len(request.prompts.token_prompts)
+
+
 def choices_in(request: rpb.ChatRequest) -> int:
     """How many choices the router's answer to ``request`` has: n for each prompt."""
-    prompts = (
-        len(request.prompts.prompts) + len(request.prompts.token_prompts)
-        if request.WhichOneof("input") == "prompts"
-        else 1
-    )
-    return int(max(request.n, 1) * prompts)
+    return int(max(request.n, 1) * (prompts_in(request) or 1))
 
 
 def route_headers(route: rpb.RouteDecision | None, request_id: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from lalo_common.embedding_inputs import checked_token_lists, fixed_length_refusal
 from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
+from lalo_common.prompt_inputs import checked_prompt_ids
 
 from lalo_inference_large import sampling
 from lalo_inference_large.domain import (
@@ -229,7 +230,7 @@ class VllmBackend:
         """Prompt token ids: the caller's, the raw prompt's, or the chat rendered with the
         model's template."""
         if request.prompt_token_ids is not None:
-            return self._checked_ids(request.prompt_token_ids)
+            return checked_prompt_ids(request.prompt_token_ids, self.vocab_size, self.name)
         if not request.is_chat:
             ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=True)
             return list(ids)
@@ -264,18 +265,6 @@ class VllmBackend:
             ) from exc
         # The template already placed BOS and other specials where the model expects them.
         return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _checked_ids(self, ids: tuple[int, ...]) -> list[int]:
-        if not ids:
-            raise InvalidArgument("the prompt is empty", param="prompt")
-        bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
-        if bad is not None:
-            raise InvalidArgument(
-                f"token id {bad} is not in {self.name}'s vocabulary (ids 0 to "
-                f"{self.vocab_size - 1}): token-id prompts must be tokenized for this model",
-                param="prompt",
-            )
-        return list(ids)
 
     async def _prepare(self, request: GenerationRequest) -> list[int]:
         self._check_model(request.model)

@@ -25,6 +25,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 from lalo_common.errors import InvalidArgument, LaloError, ResourceExhausted, Unavailable
+from lalo_common.prompt_inputs import checked_prompt_ids
 
 from lalo_inference_small.llama_model import ChatTurn, LlamaModel
 from lalo_inference_small.sampling import SamplerChain, SamplingConfig, check_grammar
@@ -257,7 +258,7 @@ class BatchEngine:
         if config.echo and prompt is None and prompt_ids is None:
             raise InvalidArgument("echo is for raw prompts, not chat messages", param="echo")
         if prompt_ids is not None:
-            ids = self._checked_ids(prompt_ids)
+            ids = checked_prompt_ids(prompt_ids, self.model.n_vocab, self.model_id)
             prompt = b"".join(self.model.token_bytes(t) for t in ids).decode("utf-8", "replace")
         else:
             ids = self.tokenize(prompt=prompt, chat=chat, tools=tools)
@@ -281,17 +282,6 @@ class BatchEngine:
         else:
             max_new = limit - len(ids)
         return PreparedRequest(request_id, ids, config, max_new, prompt or "")
-
-    def _checked_ids(self, ids: list[int]) -> list[int]:
-        n_vocab = self.model.n_vocab
-        bad = next((t for t in ids if not 0 <= t < n_vocab), None)
-        if bad is not None:
-            raise InvalidArgument(
-                f"token id {bad} is not in {self.model_id}'s vocabulary (ids 0 to "
-                f"{n_vocab - 1}): token-id prompts must be tokenized for this model",
-                param="prompt",
-            )
-        return list(ids)
 
     def tokenize(
         self,

@@ -36,8 +36,12 @@ def stream_lines(http: httpx.Client, path: str, body: dict[str, Any], **headers:
     return response, parse_sse(lines)
 
 
-def test_non_streamed_completion(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12)
+def test_non_streamed_completion(client: openai.OpenAI, vocab: Vocab) -> None:
+    # The random model may end at once (EOS is an ordinary logit); barring it keeps the
+    # content non-empty on every run.
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=12, logit_bias=vocab.no_eos()
+    )
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-")
     assert completion.model == MODEL
@@ -57,12 +61,21 @@ def test_non_streamed_completion(client: openai.OpenAI) -> None:
 
 
 def test_text_content_parts_are_accepted(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}],
-        max_tokens=4,
-    )
-    assert completion.choices[0].message.content
+    def greedy(content: Any) -> Any:
+        return client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": content}],
+            max_tokens=4,
+            temperature=0,
+        )
+
+    # Text parts are the same prompt as the joined string: same tokens, same greedy answer.
+    parts = greedy([{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}])
+    plain = greedy("Hello there")
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    assert parts.usage is not None
+    assert plain.usage is not None
+    assert parts.usage.prompt_tokens == plain.usage.prompt_tokens
 
 
 def test_auto_model_is_routed_and_reported(client: openai.OpenAI) -> None:
@@ -84,9 +97,11 @@ def test_route_headers_on_plain_responses(client: openai.OpenAI, stack: Stack) -
     assert raw.headers["x-lalo-route"]
 
 
-def test_streamed_completion_through_the_sdk(client: openai.OpenAI) -> None:
+def test_streamed_completion_through_the_sdk(client: openai.OpenAI, vocab: Vocab) -> None:
     chunks = list(
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, stream=True)
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=12, logit_bias=vocab.no_eos(), stream=True
+        )
     )
     assert len(chunks) >= 3
     assert {c.id for c in chunks} == {chunks[0].id}

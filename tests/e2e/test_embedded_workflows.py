@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from lalo_testing.stack import Stack, start_stack
+from lalo_testing.vocab import Vocab
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ UNSURE_AGENTIC = "Please summarize: Alice: we should ship on Friday. Bob: QA nee
 
 
 def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
-    workflow_stack: Stack,
+    workflow_stack: Stack, tiny_model_path: Path
 ) -> None:
     """make up's stack has no policy file: the router derives one, and with an orchestrator
     configured that sends agentic requests to the complex path. The policy chose the
@@ -83,8 +84,14 @@ def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
     client = openai.OpenAI(
         base_url=workflow_stack.base_url, api_key=workflow_stack.api_key, max_retries=0
     )
+    # The random model may end at once (EOS is an ordinary logit): barred, the direct
+    # answer always has content.
+    no_eos = Vocab.from_gguf(tiny_model_path).no_eos()
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": AGENTIC}], max_tokens=8
+        model="auto",
+        messages=[{"role": "user", "content": AGENTIC}],
+        max_tokens=8,
+        logit_bias=no_eos,
     )
     reply = raw.parse()
     workflow_id = raw.headers["x-lalo-workflow-id"]
@@ -104,7 +111,11 @@ def test_auto_sends_an_agentic_request_to_a_workflow_without_a_policy_file(
 
     # Streamed, the failure travels beside the answer as reasoning, then the answer.
     stream = client.chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": AGENTIC}], max_tokens=8, stream=True
+        model="auto",
+        messages=[{"role": "user", "content": AGENTIC}],
+        max_tokens=8,
+        logit_bias=no_eos,
+        stream=True,
     )
     chunks = list(stream)
     reasoning = "".join(

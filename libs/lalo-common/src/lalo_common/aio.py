@@ -1,9 +1,9 @@
-"""Running a service's event loop."""
+"""Running a service's event loop, and closing the streams it runs."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -21,3 +21,12 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def aclose(stream: AsyncIterator[Any]) -> None:
+    """Close ``stream`` now if it can be closed (an async generator): a wrapper that stops
+    reading it must not leave the work behind it (an engine request, an upstream
+    connection) to the garbage collector."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

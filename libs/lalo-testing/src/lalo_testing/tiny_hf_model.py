@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lalo_testing.tiny_model import CHATML_TEMPLATE, SPECIAL_TOKENS, learn_tokenizer
+from lalo_testing.tiny_model import CHATML_TOOLS_TEMPLATE, SPECIAL_TOKENS, learn_tokenizer
 
 # Qwen2's pre-tokenizer split: digits one by one, letters with their leading space or mark.
 QWEN2_SPLIT = (
@@ -222,7 +222,8 @@ def write_hf_model(
                 "add_eos_token": False,
                 "clean_up_tokenization_spaces": False,
                 "model_max_length": shape.max_position,
-                "chat_template": CHATML_TEMPLATE,
+                # Renders as CHATML_TEMPLATE does until tools are given.
+                "chat_template": CHATML_TOOLS_TEMPLATE,
             },
             indent=2,
         )

@@ -27,6 +27,36 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+# ChatML with tools as Qwen 2.5 writes them (Hermes' format): the tools listed in the system
+# turn, a call as <tool_call>{"name": ..., "arguments": ...}</tool_call>, a tool's answer as
+# a user turn in <tool_response>. For tests of tool calling (write_model(tools=True)).
+CHATML_TOOLS_TEMPLATE = (
+    "{% if tools %}"
+    "{{ '<|im_start|>system\\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '# Tools\\n\\nYou may call one or more functions. Function signatures:\\n<tools>' }}"
+    "{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\\n</tools>\\n\\nFor each call, return a JSON object within <tool_call></tool_call>"
+    ' tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}'
+    "\\n</tool_call><|im_end|>\\n' }}"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and tools %}"
+    "{% elif message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "{{ '<|im_start|>assistant\\n' + (message['content'] or '') }}"
+    "{% for call in message['tool_calls'] %}"
+    "{{ '\\n<tool_call>\\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": '"
+    " + (call['function']['arguments'] | tojson) + '}\\n</tool_call>' }}"
+    "{% endfor %}{{ '<|im_end|>\\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>"
+    "<|im_end|>\\n' }}"
+    "{% else %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 # A small English corpus: enough text to learn a few hundred merges that make the
@@ -195,10 +225,12 @@ def _q8_0(values: np.ndarray) -> np.ndarray:
     return out.reshape(rows, (cols // 32) * 34)
 
 
-def write_model(path: Path, preset: str = "tiny", seed: int = 0, *, add_bos: bool = False) -> Path:
+def write_model(
+    path: Path, preset: str = "tiny", seed: int = 0, *, add_bos: bool = False, tools: bool = False
+) -> Path:
     """Writes the model; the same preset and seed always give the same bytes. ``add_bos``:
     the tokenizer starts every text with BOS, as Llama's does (the default, False, is
-    Qwen's way)."""
+    Qwen's way). ``tools``: a chat template that offers tools (CHATML_TOOLS_TEMPLATE)."""
     import gguf  # imported here: only this tool needs it
 
     shape = PRESETS[preset]
@@ -247,7 +279,7 @@ def write_model(path: Path, preset: str = "tiny", seed: int = 0, *, add_bos: boo
     writer.add_bos_token_id(tok.bos_id)
     writer.add_eos_token_id(tok.eos_id)
     writer.add_add_bos_token(add_bos)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    writer.add_chat_template(CHATML_TOOLS_TEMPLATE if tools else CHATML_TEMPLATE)
 
     head_dim = shape.n_embd // shape.n_head
     kv_dim = shape.n_head_kv * head_dim

@@ -11,10 +11,20 @@ from fastapi import FastAPI
 from lalo_gateway.errors import install_error_handlers
 from lalo_gateway.grpc_api import start_public_grpc
 from lalo_gateway.router_client import RouterClient
-from lalo_gateway.routes import admin, chat, completions, embeddings, health, models, workflows
+from lalo_gateway.routes import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    health,
+    models,
+    responses,
+    workflows,
+)
 from lalo_gateway.security.http import install_security, security_lifespan, usage_hook
 from lalo_gateway.serving import ServingChat, ServingCompletions
 from lalo_gateway.serving_embeddings import ServingEmbeddings
+from lalo_gateway.serving_responses import ServingResponses
 from lalo_gateway.settings import GatewaySettings
 
 
@@ -29,6 +39,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.router = router
         app.state.serving_chat = ServingChat(router, on_usage=usage_hook)
         app.state.serving_completions = ServingCompletions(router, on_usage=usage_hook)
+        app.state.serving_responses = ServingResponses(router, on_usage=usage_hook)
         app.state.serving_embeddings = ServingEmbeddings(
             router, on_usage=usage_hook, max_inputs=settings.max_embedding_inputs
         )
@@ -61,6 +72,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app)
 
     install_security(app, max_body_bytes=settings.max_body_bytes)  # outermost: audits all
-    for module in (health, models, chat, completions, embeddings, admin, workflows):
+    for module in (health, models, chat, completions, responses, embeddings, admin, workflows):
         app.include_router(module.router)
     return app

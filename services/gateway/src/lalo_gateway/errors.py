@@ -100,12 +100,16 @@ def from_lalo_error(exc: LaloError) -> APIError:
 
 _LOCATIONS = ("body", "query", "path", "header")
 # Parts of a pydantic error location that name a member of a union (``str``,
-# ``list[TextPart]``, ``function-after[...]``), not a field of the request.
+# ``list[TextPart]``, ``function-after[...]``, a model class such as ``NamedToolChoice``, a
+# discriminated union's tag such as ``type=message``), not a field of the request (OpenAI's
+# fields are lower-case).
 _UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
 def _is_union_member(part: Any) -> bool:
-    return isinstance(part, str) and (part in _UNION_MEMBERS or any(c in part for c in "[]()"))
+    return isinstance(part, str) and (
+        part in _UNION_MEMBERS or any(c in part for c in "[]()=") or part[:1].isupper()
+    )
 
 
 def _field_path(loc: tuple[Any, ...]) -> tuple[list[Any], bool]:

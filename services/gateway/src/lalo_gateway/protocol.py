@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
+from lalo_common.tool_calls import FUNCTION_NAME
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -73,6 +76,10 @@ class ChatMessage(BaseModel):
     def _content_required(self) -> ChatMessage:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a '{self.role}' message needs content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an 'assistant' message has tool_calls")
         return self
 
 
@@ -105,7 +112,7 @@ class StreamOptions(BaseModel):
 
 class FunctionDefinition(BaseModel):
     model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=FUNCTION_NAME.pattern)
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
@@ -114,6 +121,30 @@ class ToolDefinition(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["function"]
     function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def check_tool_choice(
+    choice: object, named: str | None, names: list[str], *, auto_needs_tools: bool
+) -> None:
+    """``tool_choice`` against the request's tools (``names``); ``named`` is the function a
+    choice names. ValueError says what is wrong."""
+    if choice is not None and not names and (auto_needs_tools or choice != "auto"):
+        raise ValueError("tool_choice is only allowed when tools are specified")
+    if named is not None and named not in names:
+        raise ValueError(
+            f"it names function {named!r}, which is not among the tools ({', '.join(names)})"
+        )
 
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
@@ -166,7 +197,33 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
     tools: list[ToolDefinition] | None = None
-    tool_choice: Any = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    # Accepted; a forced call (tool_choice "required" or a function) is one call.
+    parallel_tool_calls: bool | None = None
+    # OpenAI's deprecated form of tools: refused by name rather than silently ignored.
+    functions: Any = None
+    function_call: Any = None
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _deprecated_functions(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            raise ValueError(
+                f"{info.field_name} is OpenAI's deprecated form of function calling and is "
+                "not supported; send tools (and tool_choice) instead"
+            )
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(
+        cls, value: str | NamedToolChoice | None, info: ValidationInfo
+    ) -> str | NamedToolChoice | None:
+        # A field validator (tools is declared first) so the error names tool_choice.
+        tools = info.data.get("tools") or []
+        named = value.function.name if isinstance(value, NamedToolChoice) else None
+        check_tool_choice(value, named, [t.function.name for t in tools], auto_needs_tools=True)
+        return value
 
     @field_validator("top_logprobs")
     @classmethod
@@ -218,4 +275,164 @@ class EmbeddingRequest(OpenAIModel):
             for index, item in enumerate(value):
                 if item == "" or item == []:
                     raise ValueError(f"input[{index}] is empty; every input must be non-empty")
+        return value
+
+
+# --- Responses API (POST /v1/responses), stateless: a response is not stored, so the whole
+# conversation comes in `input` every time (previous_response_id is refused by name).
+
+
+class InputText(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    # output_text: an assistant turn of an earlier response, sent back as history.
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | list[InputText]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class FunctionCallItem(BaseModel):
+    """A call the model made in an earlier response, sent back as history."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class FunctionCallOutputItem(BaseModel):
+    """The caller's result of running a call."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[InputText]
+
+    def text(self) -> str:
+        if isinstance(self.output, str):
+            return self.output
+        return "".join(part.text for part in self.output)
+
+
+def _item_type(value: Any) -> str:
+    # A message may leave out its type (OpenAI's "easy" input message).
+    if isinstance(value, dict):
+        return f"type={value.get('type', 'message')}"
+    return f"type={getattr(value, 'type', 'message')}"
+
+
+InputItem = Annotated[
+    # Tags as "type=..." so an error's param names the item's field, not the tag.
+    Annotated[InputMessage, Tag("type=message")]
+    | Annotated[FunctionCallItem, Tag("type=function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("type=function_call_output")],
+    Discriminator(
+        _item_type,
+        custom_error_type="invalid_item",
+        custom_error_message=(
+            "an input item is a message, a function_call or a function_call_output"
+        ),
+    ),
+]
+
+
+class ResponsesFunctionTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    name: str = Field(pattern=FUNCTION_NAME.pattern)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponsesNamedTool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class ResponsesTextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> ResponsesTextFormat:
+        if self.type == "json_schema" and (self.json_schema is None or not self.name):
+            raise ValueError("type 'json_schema' needs a name and a schema")
+        return self
+
+
+class ResponsesText(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: ResponsesTextFormat | None = None
+
+
+class ResponsesRequest(OpenAIModel):
+    model: str = Field(min_length=1)
+    input: str | list[InputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: Temperature | None = None
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stream: bool | None = False
+    tools: list[ResponsesFunctionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | None = None
+    parallel_tool_calls: bool | None = None
+    text: ResponsesText | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    # Accepted: nothing is stored, which every response says ("store": false).
+    store: bool | None = None
+    previous_response_id: str | None = None
+    conversation: Any = None
+    background: bool | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _some_input(cls, value: str | list[Any]) -> str | list[Any]:
+        if value == "" or value == []:
+            raise ValueError("it is empty; send a text or a list of input items")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(
+        cls, value: str | ResponsesNamedTool | None, info: ValidationInfo
+    ) -> str | ResponsesNamedTool | None:
+        tools = info.data.get("tools") or []
+        named = value.name if isinstance(value, ResponsesNamedTool) else None
+        # The Responses API takes "auto" with no tools (agent frameworks send it).
+        check_tool_choice(value, named, [t.name for t in tools], auto_needs_tools=False)
+        return value
+
+    @field_validator("previous_response_id", "conversation")
+    @classmethod
+    def _not_stored(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            raise ValueError(
+                f"{info.field_name} is not supported: LALO does not store responses; send the "
+                "whole conversation in input (earlier outputs' items included)"
+            )
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _not_background(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("background responses are not supported; stream instead")
         return value

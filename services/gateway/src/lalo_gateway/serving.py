@@ -25,6 +25,7 @@ from lalo_gateway.errors import APIError, from_grpc
 from lalo_gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    NamedToolChoice,
     ResponseFormat,
     SamplingFields,
 )
@@ -36,7 +37,37 @@ FINISH_REASONS = {
     ipb.FINISH_REASON_LENGTH: "length",
     ipb.FINISH_REASON_ABORT: "stop",
     ipb.FINISH_REASON_UNSPECIFIED: "stop",
+    ipb.FINISH_REASON_TOOL_CALLS: "tool_calls",
 }
+TOOL_CHOICE_MODES = {
+    None: ipb.ToolChoice.MODE_AUTO,
+    "auto": ipb.ToolChoice.MODE_AUTO,
+    "none": ipb.ToolChoice.MODE_NONE,
+    "required": ipb.ToolChoice.MODE_REQUIRED,
+}
+
+
+def offer_tools(
+    chat: ipb.ChatInput,
+    tools: list[tuple[str, str | None, dict[str, Any] | None]],
+    choice: str | None,
+    function: str = "",
+) -> None:
+    """The request's function tools (name, description, parameters) and tool_choice, in
+    the router's terms, whichever API they came in (chat completions, Responses).
+    ``choice``: "auto" / "none" / "required" or None; ``function``: the function a named
+    tool_choice forces (then ``choice`` is not read)."""
+    for name, description, parameters in tools:
+        chat.tools.add(
+            name=name, description=description or "", parameters_json=json.dumps(parameters or {})
+        )
+    if function:
+        chat.tool_choice.mode = ipb.ToolChoice.MODE_FUNCTION
+        chat.tool_choice.function = function
+    else:
+        chat.tool_choice.mode = TOOL_CHOICE_MODES[choice]
+
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -45,6 +76,13 @@ def sse(payload: dict[str, Any]) -> str:
 
 
 SSE_DONE = "data: [DONE]\n\n"
+
+
+def template_role(role: str) -> str:
+    """The role a model's chat template knows: OpenAI's "developer" (its newer name for
+    instructions) is "system" to the open models' templates, which predate it (some
+    render it as an unknown turn, some refuse it)."""
+    return "system" if role == "developer" else role
 
 
 def _unsupported(param: str, message: str) -> APIError:
@@ -161,7 +199,16 @@ def _check_common(body: SamplingFields) -> None:
 class CollectedChoice:
     text: list[str] = field(default_factory=list)
     tokens: list[ipb.TokenInfo] = field(default_factory=list)
+    tool_calls: list[ipb.ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
+
+
+def tool_call_dict(call: ipb.ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments_json},
+    }
 
 
 @dataclass
@@ -320,6 +367,7 @@ class Serving:
                 choice = out.choice(event.choice)
                 choice.text.append(event.chunk.text)
                 choice.tokens.extend(event.chunk.tokens)
+                choice.tool_calls.extend(event.chunk.tool_calls)
             elif kind == "complete":
                 out.choice(event.choice).finish_reason = FINISH_REASONS[
                     event.complete.finish_reason
@@ -426,17 +474,27 @@ class ServingChat(Serving):
         stamp_caller(router_request, principal)
         for message in body.messages:
             router_request.chat.messages.add(
-                role=message.role,
+                role=template_role(message.role),
                 content=message.text(),
                 name=message.name or "",
                 tool_call_id=message.tool_call_id or "",
+                tool_calls=[
+                    ipb.ToolCall(
+                        id=call.id, name=call.function.name, arguments_json=call.function.arguments
+                    )
+                    for call in message.tool_calls or []
+                ],
             )
-        for tool in body.tools or []:
-            router_request.chat.tools.add(
-                name=tool.function.name,
-                description=tool.function.description or "",
-                parameters_json=json.dumps(tool.function.parameters or {}),
-            )
+        choice = body.tool_choice
+        offer_tools(
+            router_request.chat,
+            [
+                (t.function.name, t.function.description, t.function.parameters)
+                for t in body.tools or []
+            ],
+            None if isinstance(choice, NamedToolChoice) else choice,
+            choice.function.name if isinstance(choice, NamedToolChoice) else "",
+        )
         router_request.sampling.CopyFrom(
             sampling_from_request(
                 body,
@@ -464,11 +522,7 @@ class ServingChat(Serving):
             "choices": [
                 {
                     "index": index,
-                    "message": {
-                        "role": "assistant",
-                        "content": "".join(choice.text),
-                        "refusal": None,
-                    },
+                    "message": chat_message(choice),
                     "logprobs": chat_logprobs(choice.tokens) if want_logprobs else None,
                     "finish_reason": choice.finish_reason,
                 }
@@ -490,6 +544,7 @@ class ServingChat(Serving):
     ) -> StreamingResponse:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         model_holder = {"model": body.model}
+        calls_made: dict[int, int] = {}
 
         def chunk(
             delta: dict[str, Any],
@@ -530,6 +585,17 @@ class ServingChat(Serving):
             if kind != "chunk":
                 return None
             piece = event.chunk
+            if piece.tool_calls:
+                # Each call whole in one delta; index counts the choice's calls. Text that
+                # came in the same chunk (a held stream merges them) goes with it.
+                made = calls_made.get(event.choice, 0)
+                calls_made[event.choice] = made + len(piece.tool_calls)
+                delta: dict[str, Any] = {"content": piece.text} if piece.text else {}
+                delta["tool_calls"] = [
+                    {"index": made + i, **tool_call_dict(call)}
+                    for i, call in enumerate(piece.tool_calls)
+                ]
+                return chunk(delta, event.choice)
             if not piece.text and not (want_logprobs and piece.tokens):
                 return None
             return chunk(
@@ -694,6 +760,20 @@ class ServingCompletions(Serving):
             "system_fingerprint": None,
         }
         return JSONResponse(payload, headers=route_headers(out.route, request_id))
+
+
+def chat_message(choice: CollectedChoice) -> dict[str, Any]:
+    """A chat completion's message: its text, and the calls it made (content is null
+    when there are calls and no text, as OpenAI sends it)."""
+    text = "".join(choice.text)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not choice.tool_calls else None,
+        "refusal": None,
+    }
+    if choice.tool_calls:
+        message["tool_calls"] = [tool_call_dict(call) for call in choice.tool_calls]
+    return message
 
 
 def chat_logprobs(tokens: list[ipb.TokenInfo] | Any) -> dict[str, Any]:

@@ -29,8 +29,8 @@ def test_minimal_chat_request_defaults() -> None:
 
 
 def test_unknown_fields_are_kept_not_refused() -> None:
-    request = chat(parallel_tool_calls=True, metadata={"a": "b"})
-    assert request.model_extra == {"parallel_tool_calls": True, "metadata": {"a": "b"}}
+    request = chat(prediction={"type": "content"}, metadata={"a": "b"})
+    assert request.model_extra == {"prediction": {"type": "content"}, "metadata": {"a": "b"}}
 
 
 def test_text_parts_are_joined() -> None:
@@ -53,7 +53,10 @@ def test_only_assistant_messages_may_omit_content() -> None:
 
 @pytest.mark.parametrize("role", ["system", "developer", "user", "assistant", "tool"])
 def test_roles(role: str) -> None:
-    assert chat(messages=[{"role": role, "content": "x"}]).messages[0].role == role
+    message = {"role": role, "content": "x"} | (
+        {"tool_call_id": "call_1"} if role == "tool" else {}
+    )
+    assert chat(messages=[message]).messages[0].role == role
 
 
 def test_stop_is_normalised_to_a_list() -> None:

@@ -21,6 +21,9 @@ from lalo_inference_large.domain import (
     SamplingOptions,
     StreamError,
     TokenCount,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
     ToolDefinition,
 )
 
@@ -28,6 +31,13 @@ _FINISH = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     "abort": pb.FINISH_REASON_ABORT,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
+}
+_TOOL_CHOICE: dict[int, ToolChoiceMode] = {
+    pb.ToolChoice.MODE_AUTO: "auto",
+    pb.ToolChoice.MODE_NONE: "none",
+    pb.ToolChoice.MODE_REQUIRED: "required",
+    pb.ToolChoice.MODE_FUNCTION: "function",
 }
 
 
@@ -85,7 +95,16 @@ def sampling_options(message: pb.SamplingParams) -> SamplingOptions:
 
 
 def _chat(chat: pb.ChatInput) -> tuple[tuple[ChatMessage, ...], tuple[ToolDefinition, ...]]:
-    messages = tuple(ChatMessage(m.role, m.content, m.name, m.tool_call_id) for m in chat.messages)
+    messages = tuple(
+        ChatMessage(
+            m.role,
+            m.content,
+            m.name,
+            m.tool_call_id,
+            tuple(ToolCall(c.id, c.name, c.arguments_json) for c in m.tool_calls),
+        )
+        for m in chat.messages
+    )
     tools = tuple(
         ToolDefinition(
             t.name,
@@ -97,6 +116,10 @@ def _chat(chat: pb.ChatInput) -> tuple[tuple[ChatMessage, ...], tuple[ToolDefini
         for t in chat.tools
     )
     return messages, tools
+
+
+def _tool_choice(chat: pb.ChatInput) -> ToolChoice:
+    return ToolChoice(_TOOL_CHOICE[chat.tool_choice.mode], chat.tool_choice.function)
 
 
 def generation_request(message: pb.GenerateRequest, request_id: str = "") -> GenerationRequest:
@@ -117,7 +140,14 @@ def generation_request(message: pb.GenerateRequest, request_id: str = "") -> Gen
             sampling=sampling,
         )
     messages, tools = _chat(message.chat)
-    return GenerationRequest(rid, message.model, messages=messages, tools=tools, sampling=sampling)
+    return GenerationRequest(
+        rid,
+        message.model,
+        messages=messages,
+        tools=tools,
+        sampling=sampling,
+        tool_choice=_tool_choice(message.chat),
+    )
 
 
 def tokenize_request(message: pb.TokenizeRequest) -> GenerationRequest:
@@ -127,7 +157,9 @@ def tokenize_request(message: pb.TokenizeRequest) -> GenerationRequest:
     if which == "prompt":
         return GenerationRequest("", message.model, prompt=message.prompt)
     messages, tools = _chat(message.chat)
-    return GenerationRequest("", message.model, messages=messages, tools=tools)
+    return GenerationRequest(
+        "", message.model, messages=messages, tools=tools, tool_choice=_tool_choice(message.chat)
+    )
 
 
 def embedding_request(message: pb.EmbedRequest, request_id: str = "") -> EmbeddingRequest:
@@ -171,6 +203,10 @@ def event_message(event: Event) -> pb.GenerateResponse:
                     for t in event.tokens
                 ],
                 echo=event.echo,
+                tool_calls=[
+                    pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+                    for c in event.tool_calls
+                ],
             )
         )
     if isinstance(event, Complete):

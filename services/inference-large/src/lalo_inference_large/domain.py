@@ -12,8 +12,16 @@ from typing import Literal, Protocol
 
 import grpc
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "tool_calls"]
+ToolChoiceMode = Literal["auto", "none", "required", "function"]
 ResponseKind = Literal["text", "json_object", "json_schema", "grammar"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str  # a JSON object's text
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,13 @@ class ChatMessage:
     content: str
     name: str = ""
     tool_call_id: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    mode: ToolChoiceMode = "auto"
+    function: str = ""  # for "function"
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class GenerationRequest:
     tools: tuple[ToolDefinition, ...] = ()
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     prompt_token_ids: tuple[int, ...] | None = None
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
 
     @property
     def is_chat(self) -> bool:
@@ -101,6 +117,7 @@ class Chunk:
     text: str
     tokens: tuple[TokenInfo, ...] = ()
     echo: bool = False  # the echoed prompt (SamplingOptions.echo), before any output
+    tool_calls: tuple[ToolCall, ...] = ()  # calls the model made, each whole
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from lalo_common.grpc_server import request_id_of
 from lalo_inference_large import convert
 from lalo_inference_large.domain import Backend
 from lalo_inference_large.stream_hold import hold_chunks
+from lalo_inference_large.tool_use import plan_tools, read_tool_calls
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         backend = self._ready()
-        domain_request = convert.generation_request(request, request_id_of(context))
+        domain_request, tool_use = plan_tools(
+            convert.generation_request(request, request_id_of(context))
+        )
         # Errors raised here (unknown model, prompt over the context, bad sampling values)
         # become the call's status; after the first event they travel in-band.
         events = await backend.start(domain_request)
+        if tool_use is not None:
+            events = read_tool_calls(events, tool_use)
         async for event in hold_chunks(events, self.stream_hold_s):
             yield convert.event_message(event)
 
@@ -50,7 +55,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TokenizeResponse:
         backend = self._ready()
-        return convert.tokenize_message(await backend.tokenize(convert.tokenize_request(request)))
+        # Counted as Generate would render it ("none" hides the tools).
+        shown, _ = plan_tools(convert.tokenize_request(request))
+        return convert.tokenize_message(await backend.tokenize(shown))
 
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext

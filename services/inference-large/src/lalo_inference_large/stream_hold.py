@@ -27,6 +27,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from lalo_common.aio import aclose
+
 from lalo_inference_large.domain import Chunk, Event
 
 
@@ -39,12 +41,13 @@ _END = object()
 
 
 def merge(chunks: list[Chunk]) -> Chunk:
-    """One chunk with the text and tokens of ``chunks``, in order."""
+    """One chunk with the text, tokens and tool calls of ``chunks``, in order."""
     if len(chunks) == 1:
         return chunks[0]
     return Chunk(
         text="".join(c.text for c in chunks),
         tokens=tuple(token for c in chunks for token in c.tokens),
+        tool_calls=tuple(call for c in chunks for call in c.tool_calls),
     )
 
 
@@ -113,6 +116,4 @@ async def hold_chunks(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose(events)

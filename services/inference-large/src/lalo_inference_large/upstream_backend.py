@@ -25,6 +25,7 @@ from lalo_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from lalo_common.tool_calls import new_call_id
 
 from lalo_inference_large.domain import (
     Chunk,
@@ -39,6 +40,7 @@ from lalo_inference_large.domain import (
     StreamError,
     TokenCount,
     TokenInfo,
+    ToolCall,
     TopLogprob,
 )
 from lalo_inference_large.settings import InferenceLargeSettings
@@ -48,11 +50,39 @@ log = logging.getLogger(__name__)
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
-    "tool_calls": "stop",
+    "tool_calls": "tool_calls",
     "function_call": "stop",
     "content_filter": "stop",
     "abort": "abort",
 }
+
+
+class StreamedCalls:
+    """An upstream's tool calls as OpenAI streams them (a call's id and name first, its
+    arguments in pieces, all keyed by index), put together whole."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, delta: dict[str, Any]) -> None:
+        call = self._calls.setdefault(
+            int(delta.get("index", 0)), {"id": "", "name": "", "arguments": ""}
+        )
+        call["id"] = delta.get("id") or call["id"]
+        function = delta.get("function") or {}
+        call["name"] += function.get("name") or ""
+        call["arguments"] += function.get("arguments") or ""
+
+    def take(self) -> tuple[ToolCall, ...]:
+        calls = tuple(
+            ToolCall(c["id"] or new_call_id(), c["name"], c["arguments"] or "{}")
+            for _, c in sorted(self._calls.items())
+        )
+        self._calls = {}
+        return calls
 
 
 def _token_id(token: str) -> int:
@@ -82,6 +112,15 @@ def request_body(request: GenerationRequest, model: str) -> tuple[str, dict[str,
                 item["name"] = message.name
             if message.tool_call_id:
                 item["tool_call_id"] = message.tool_call_id
+            if message.tool_calls:
+                item["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments_json},
+                    }
+                    for call in message.tool_calls
+                ]
             messages.append(item)
         body["messages"] = messages
         if request.tools:
@@ -234,6 +273,7 @@ class OpenAIUpstreamBackend:
         self, response: httpx.Response, model: str, chat: bool
     ) -> AsyncIterator[Event]:
         self._in_flight += 1
+        calls = StreamedCalls()
         finish: FinishReason | None = None
         usage: dict[str, Any] = {}
         completion_tokens = 0
@@ -256,8 +296,12 @@ class OpenAIUpstreamBackend:
                     completion_tokens += len(tokens)
                     if text or tokens:
                         yield Chunk(text=text, tokens=tokens)
+                    for delta in (choice.get("delta") or {}).get("tool_calls") or []:
+                        calls.add(delta)
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], "stop")
+                        if calls:
+                            yield Chunk("", tool_calls=calls.take())
         except httpx.HTTPError as exc:
             yield StreamError(grpc.StatusCode.UNAVAILABLE, f"upstream stream broke: {exc}")
             return

@@ -21,6 +21,7 @@ import grpc
 from lalo_common.embedding_inputs import checked_token_lists, fixed_length_refusal
 from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
 from lalo_common.prompt_inputs import checked_prompt_ids
+from lalo_common.tool_calls import json_arguments
 
 from lalo_inference_large import sampling
 from lalo_inference_large.domain import (
@@ -243,6 +244,18 @@ class VllmBackend:
                 item["name"] = message.name
             if message.tool_call_id:
                 item["tool_call_id"] = message.tool_call_id
+            if message.tool_calls:
+                item["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": json_arguments(call.arguments_json),
+                        },
+                    }
+                    for call in message.tool_calls
+                ]
             conversation.append(item)
         tools = [
             {

@@ -180,3 +180,55 @@ def test_token_id_prompts_through_the_stack(sdk: openai.OpenAI, tiny_hf_model_di
         sdk.completions.create(model=MODEL, prompt=[1, 10**8], max_tokens=1)
     assert isinstance(failed.value.body, dict)
     assert failed.value.body["param"] == "prompt"
+
+
+def test_a_tool_call_round_trip_through_the_stack(sdk: openai.OpenAI) -> None:
+    """Function calling with the official SDK on vLLM: a named function is called (decoded
+    under its schema), the call and its result go back, and the model answers in text."""
+    tools: list[Any] = [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "description": "Adds two small integers",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "a": {"type": "integer", "minimum": 0, "maximum": 9},
+                        "b": {"type": "integer", "minimum": 0, "maximum": 9},
+                    },
+                    "required": ["a", "b"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    ask: list[Any] = [{"role": "user", "content": "What is 2 + 3?"}]
+    reply = sdk.chat.completions.create(
+        model=MODEL,
+        messages=ask,
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "add"}},
+        max_tokens=60,
+        seed=1,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert [c.function.name for c in calls] == ["add"]
+    arguments = json.loads(calls[0].function.arguments)
+    assert 0 <= arguments["a"] <= 9
+    assert 0 <= arguments["b"] <= 9
+    answer = sdk.chat.completions.create(
+        model=MODEL,
+        messages=[
+            *ask,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "5"},
+        ],
+        tools=tools,
+        max_tokens=4,
+        seed=1,
+    )
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].finish_reason == "length"

@@ -73,6 +73,8 @@ class FakeOpenAI:
             return JSONResponse({"error": error}, status_code=400)
         if "explode" in prompt:
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if "use the tool" in prompt:
+            return self._sse(self._tool_call_stream())
         pieces = ["Hel", "lo", " there"]
         if "forever" in prompt:
             pieces = ["x"] * 5000
@@ -104,6 +106,27 @@ class FakeOpenAI:
             events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             events.append({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3}})
         return self._sse(events, slow="forever" in prompt)
+
+    @staticmethod
+    def _tool_call_stream() -> list[dict[str, Any]]:
+        """Two calls as OpenAI streams them: id and name first, arguments in pieces."""
+
+        def delta(**fields: Any) -> dict[str, Any]:
+            return {"choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+        def call(index: int, **fields: Any) -> dict[str, Any]:
+            return delta(tool_calls=[{"index": index, **fields}])
+
+        return [
+            delta(role="assistant", content=None),
+            call(0, id="call_up0", type="function", function={"name": "add", "arguments": ""}),
+            call(0, function={"arguments": '{"a": '}),
+            call(1, id="call_up1", type="function", function={"name": "add", "arguments": "{"}),
+            call(0, function={"arguments": "2}"}),
+            call(1, function={"arguments": '"a": 3}'}),
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+            {"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 12}},
+        ]
 
     async def completions(self, request: Request) -> Response:
         body = await request.json()
@@ -297,3 +320,26 @@ async def test_unreachable_upstream_is_unavailable(tmp_path: Path) -> None:
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop()
+
+
+async def test_an_upstreams_streamed_tool_calls_arrive_whole(
+    stub: inference_pb2_grpc.InferenceServiceStub, fake_openai: tuple[FakeOpenAI, int]
+) -> None:
+    request = chat("please use the tool", max_tokens=50)
+    request.chat.tools.add(name="add", parameters_json='{"type": "object"}')
+    request.chat.messages.add(
+        role="assistant",
+        tool_calls=[pb.ToolCall(id="call_old", name="add", arguments_json='{"a": 1}')],
+    )
+    request.chat.messages.add(role="tool", content="1", tool_call_id="call_old")
+    request.chat.messages.add(role="user", content="again, use the tool")
+    events = await events_of(stub, request)
+    calls = [c for e in events if e.WhichOneof("event") == "chunk" for c in e.chunk.tool_calls]
+    assert [(c.id, c.name, c.arguments_json) for c in calls] == [
+        ("call_up0", "add", '{"a": 2}'),
+        ("call_up1", "add", '{"a": 3}'),
+    ]
+    assert events[-1].complete.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    sent = fake_openai[0].bodies[-1]
+    assert sent["tools"][0]["function"]["name"] == "add"
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "call_old"

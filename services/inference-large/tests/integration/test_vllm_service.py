@@ -424,3 +424,94 @@ async def test_bad_token_id_prompts_are_refused_by_name(stub: Stub) -> None:
             await collect(stub, token_prompt(ids, max_tokens=2))
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert fragment in (failed.value.details() or "")
+
+
+ADD_TOOL = pb.ToolDefinition(
+    name="add",
+    description="Adds two integers",
+    parameters_json=json.dumps(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "minimum": 0, "maximum": 99},
+                "b": {"type": "integer", "minimum": 0, "maximum": 99},
+            },
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        }
+    ),
+)
+NOTE_TOOL = pb.ToolDefinition(
+    name="note",
+    parameters_json=json.dumps(
+        {
+            "type": "object",
+            "properties": {"text": {"type": "string", "maxLength": 10}},
+            "additionalProperties": False,
+        }
+    ),
+)
+
+
+def tool_request(mode: int, function: str = "", **sampling: object) -> pb.GenerateRequest:
+    request = chat("What is 2 + 3?", **sampling)
+    request.chat.tools.extend([ADD_TOOL, NOTE_TOOL])
+    request.chat.tool_choice.mode = mode  # type: ignore[assignment]
+    request.chat.tool_choice.function = function
+    return request
+
+
+async def test_a_required_call_is_decoded_under_its_schema(stub: Stub) -> None:
+    for seed in (1, 2):
+        chunks, complete = await collect(
+            stub, tool_request(pb.ToolChoice.MODE_FUNCTION, "add", max_tokens=120, seed=seed)
+        )
+        calls = [call for chunk in chunks for call in chunk.tool_calls]
+        assert [c.name for c in calls] == ["add"], text_of(chunks)
+        arguments = json.loads(calls[0].arguments_json)
+        assert isinstance(arguments["a"], int)
+        assert isinstance(arguments["b"], int)
+        assert calls[0].id.startswith("call_")
+        assert text_of(chunks) == ""
+        assert complete.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    chunks, complete = await collect(
+        stub, tool_request(pb.ToolChoice.MODE_REQUIRED, max_tokens=120, seed=3)
+    )
+    assert next(c.name for chunk in chunks for c in chunk.tool_calls) in ("add", "note")
+    assert complete.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+
+
+async def test_none_answers_in_text_and_a_history_with_calls_renders(stub: Stub) -> None:
+    chunks, complete = await collect(stub, tool_request(pb.ToolChoice.MODE_NONE, max_tokens=4))
+    assert not [c for chunk in chunks for c in chunk.tool_calls]
+    assert complete.finish_reason == pb.FINISH_REASON_LENGTH
+    history = tool_request(pb.ToolChoice.MODE_AUTO, max_tokens=4)
+    history.chat.messages.add(
+        role="assistant",
+        tool_calls=[pb.ToolCall(id="call_1", name="add", arguments_json='{"a": 2, "b": 3}')],
+    )
+    history.chat.messages.add(role="tool", content="5", tool_call_id="call_1")
+    _, complete = await collect(stub, history)
+    assert complete.usage.completion_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "function", "extra", "param"),
+    [
+        (pb.ToolChoice.MODE_FUNCTION, "subtract", {}, "tool_choice"),
+        (pb.ToolChoice.MODE_FUNCTION, "", {}, "tool_choice"),
+        (
+            pb.ToolChoice.MODE_REQUIRED,
+            "",
+            {"response_format": pb.ResponseFormat(type=pb.ResponseFormat.JSON_OBJECT)},
+            "response_format",
+        ),
+    ],
+)
+async def test_bad_tool_choices_are_refused_by_name(
+    stub: Stub, mode: int, function: str, extra: dict[str, object], param: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(stub, tool_request(mode, function, max_tokens=4, **extra))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(caught.value) == param

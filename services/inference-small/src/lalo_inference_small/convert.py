@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo_common.errors import InvalidArgument
 
@@ -15,11 +12,13 @@ from lalo_inference_small.sampling import (
     grammar_for_json_object,
     grammar_for_json_schema,
 )
+from lalo_inference_small.tool_use import ToolCalls
 
 FINISH_REASONS = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
     "abort": pb.FINISH_REASON_ABORT,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
 }
 
 
@@ -56,27 +55,18 @@ def sampling_from_pb(params: pb.SamplingParams) -> SamplingConfig:
     )
 
 
-def chat_from_pb(chat: pb.ChatInput) -> tuple[list[ChatTurn], list[dict[str, Any]]]:
-    turns = [ChatTurn(m.role, m.content, m.name, m.tool_call_id) for m in chat.messages]
-    tools = []
-    for tool in chat.tools:
-        try:
-            parameters = json.loads(tool.parameters_json) if tool.parameters_json else {}
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(
-                f"tool {tool.name!r} parameters are not valid JSON", param="tools"
-            ) from exc
-        tools.append(
-            {
-                "type": "function",
-                "function": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": parameters,
-                },
-            }
+def turns_from_pb(chat: pb.ChatInput) -> list[ChatTurn]:
+    """The conversation (its tools are tool_use's business)."""
+    return [
+        ChatTurn(
+            m.role,
+            m.content,
+            m.name,
+            m.tool_call_id,
+            tuple((c.id, c.name, c.arguments_json) for c in m.tool_calls),
         )
-    return turns, tools
+        for m in chat.messages
+    ]
 
 
 def token_to_pb(token: TokenOut) -> pb.TokenInfo:
@@ -94,7 +84,16 @@ def token_to_pb(token: TokenOut) -> pb.TokenInfo:
     )
 
 
-def event_to_pb(event: Event, model_id: str) -> pb.GenerateResponse:
+def event_to_pb(event: Event | ToolCalls, model_id: str) -> pb.GenerateResponse:
+    if isinstance(event, ToolCalls):
+        return pb.GenerateResponse(
+            chunk=pb.GenerateChunk(
+                tool_calls=[
+                    pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json)
+                    for c in event.calls
+                ]
+            )
+        )
     if isinstance(event, TextDelta):
         return pb.GenerateResponse(
             chunk=pb.GenerateChunk(text=event.text, tokens=[token_to_pb(t) for t in event.tokens])

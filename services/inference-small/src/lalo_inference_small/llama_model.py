@@ -8,6 +8,8 @@ while the engine needs one context shared by many sequences.
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import jinja2
 import jinja2.sandbox
 import llama_cpp
 from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from lalo_common.tool_calls import json_arguments
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +56,27 @@ class ChatTurn:
     content: str
     name: str = ""
     tool_call_id: str = ""
+    # An assistant turn's calls: (id, name, arguments as a JSON object's text).
+    tool_calls: tuple[tuple[str, str, str], ...] = ()
 
 
 def _raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """``tojson`` as Hugging Face's chat templates expect it (the templates in GGUF files
+    are theirs): plain JSON, not Jinja's HTML-escaped kind ("<" would become "\\u003c" in a
+    tool's description)."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
 
 
 class LlamaModel:
@@ -98,6 +118,7 @@ class LlamaModel:
                 trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader()
             )
             env.globals["raise_exception"] = _raise_exception
+            env.filters["tojson"] = _tojson
             self._template = env.from_string(self.chat_template_source)
         self._piece_cache: dict[int, bytes] = {}
         self._eog = [bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in range(self.n_vocab)]
@@ -194,6 +215,15 @@ class LlamaModel:
                 message["name"] = turn.name
             if turn.tool_call_id:
                 message["tool_call_id"] = turn.tool_call_id
+            if turn.tool_calls:
+                message["tool_calls"] = [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": json_arguments(arguments)},
+                    }
+                    for call_id, name, arguments in turn.tool_calls
+                ]
             messages.append(message)
         try:
             return self._template.render(
@@ -207,3 +237,17 @@ class LlamaModel:
             raise InvalidArgument(
                 f"the model's chat template rejected the messages: {exc}", param="messages"
             ) from exc
+
+    @functools.cached_property
+    def renders_tools(self) -> bool:
+        """Whether the chat template shows the model the tools it is given (probed once with
+        a made-up one): only then can it decide to call one."""
+        if self._template is None:
+            return False
+        probe = "lalo_probe_tool_7f3a"
+        tool = {"type": "function", "function": {"name": probe, "parameters": {}}}
+        try:
+            text = self.render_chat([ChatTurn("user", "hi")], [tool])
+        except InvalidArgument:
+            return False
+        return probe in text

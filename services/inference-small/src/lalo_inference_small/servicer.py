@@ -11,9 +11,10 @@ from lalo.inference.v1 import inference_pb2_grpc
 from lalo_common.embedding_inputs import fixed_length_refusal
 from lalo_common.errors import InvalidArgument, NotFound
 
-from lalo_inference_small.convert import chat_from_pb, event_to_pb, sampling_from_pb
+from lalo_inference_small.convert import event_to_pb, sampling_from_pb, turns_from_pb
 from lalo_inference_small.embedding import EmbeddingEngine
 from lalo_inference_small.engine import BatchEngine
+from lalo_inference_small.tool_use import plan_tools, read_tool_calls, shown_tools
 
 Engine = BatchEngine | EmbeddingEngine
 
@@ -63,10 +64,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         model_id, engine = self._engine(request.model)
         config = sampling_from_pb(request.sampling)
         which = request.WhichOneof("input")
+        tool_use = None
         if which == "chat":
-            turns, tools = chat_from_pb(request.chat)
+            tools, tool_use, config = plan_tools(request.chat, config)
             prepared = await asyncio.to_thread(
-                engine.prepare, request.request_id, config, chat=turns, tools=tools or None
+                engine.prepare,
+                request.request_id,
+                config,
+                chat=turns_from_pb(request.chat),
+                tools=tools,
             )
         elif which == "prompt_token_ids":
             prepared = await asyncio.to_thread(
@@ -79,7 +85,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             prepared = await asyncio.to_thread(
                 engine.prepare, request.request_id, config, prompt=request.prompt
             )
-        async for event in engine.generate(prepared):
+        events = engine.generate(prepared)
+        async for event in events if tool_use is None else read_tool_calls(events, tool_use):
             yield event_to_pb(event, model_id)
 
     async def ListModels(
@@ -104,7 +111,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     supports_json_schema=True,
                     supports_grammar=True,
                     supports_logprobs=True,
-                    supports_tools=False,
+                    supports_tools=engine.model.renders_tools,
                 )
                 for model_id, engine in self._engines.items()
             ]
@@ -127,8 +134,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         engine = any_engine
         if request.WhichOneof("input") == "chat":
-            turns, tools = chat_from_pb(request.chat)
-            ids = await asyncio.to_thread(engine.tokenize, chat=turns, tools=tools or None)
+            ids = await asyncio.to_thread(
+                engine.tokenize,
+                chat=turns_from_pb(request.chat),
+                tools=shown_tools(request.chat),
+            )
         else:
             ids = await asyncio.to_thread(engine.tokenize, prompt=request.prompt)
         return pb.TokenizeResponse(token_ids=ids, count=len(ids), context_length=engine.n_ctx)

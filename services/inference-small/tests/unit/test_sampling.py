@@ -8,7 +8,7 @@ import re
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo_common.errors import InvalidArgument
-from lalo_inference_small.convert import chat_from_pb, event_to_pb, sampling_from_pb
+from lalo_inference_small.convert import event_to_pb, sampling_from_pb, turns_from_pb
 from lalo_inference_small.engine import Failed, Finished, TextDelta, TokenOut, TopToken
 from lalo_inference_small.sampling import (
     SamplingConfig,
@@ -175,36 +175,24 @@ def test_sampling_from_pb_bad_formats(response_format: pb.ResponseFormat, messag
         sampling_from_pb(pb.SamplingParams(response_format=response_format))
 
 
-def test_chat_from_pb_converts_messages_and_tools() -> None:
+def test_turns_from_pb_converts_messages_and_their_calls() -> None:
     chat = pb.ChatInput(
         messages=[
             pb.ChatMessage(role="system", content="be brief"),
+            pb.ChatMessage(
+                role="assistant",
+                tool_calls=[pb.ToolCall(id="t1", name="calc", arguments_json='{"a": 1}')],
+            ),
             pb.ChatMessage(role="tool", content="42", name="calc", tool_call_id="t1"),
         ],
-        tools=[
-            pb.ToolDefinition(
-                name="calc", description="adds", parameters_json='{"type": "object"}'
-            ),
-            pb.ToolDefinition(name="noargs"),
-        ],
     )
-    turns, tools = chat_from_pb(chat)
+    turns = turns_from_pb(chat)
     assert [(t.role, t.content, t.name, t.tool_call_id) for t in turns] == [
         ("system", "be brief", "", ""),
+        ("assistant", "", "", ""),
         ("tool", "42", "calc", "t1"),
     ]
-    assert tools[0]["function"] == {
-        "name": "calc",
-        "description": "adds",
-        "parameters": {"type": "object"},
-    }
-    assert tools[1]["function"]["parameters"] == {}
-
-
-def test_chat_from_pb_rejects_bad_tool_schema() -> None:
-    chat = pb.ChatInput(tools=[pb.ToolDefinition(name="t", parameters_json="{nope")])
-    with pytest.raises(InvalidArgument, match="'t' parameters are not valid JSON"):
-        chat_from_pb(chat)
+    assert turns[1].tool_calls == (("t1", "calc", '{"a": 1}'),)
 
 
 def test_event_to_pb() -> None:

@@ -86,6 +86,12 @@ Decider = Callable[[rpb.ChatRequest, float | None], Awaitable[Route]]
 PromptItem: TypeAlias = str | ipb.TokenIds
 
 
+def offers_tools(chat: ipb.ChatInput) -> bool:
+    """Whether the model is to be shown tools (tool_choice "none" hides them): only then
+    must it be one that supports them."""
+    return len(chat.tools) > 0 and chat.tool_choice.mode != ipb.ToolChoice.MODE_NONE
+
+
 def prompt_items(request: rpb.ChatRequest) -> list[PromptItem] | None:
     """The prompts of a list (texts, or token ids for a named model); None for any other
     input. A list holding both is refused."""
@@ -390,7 +396,7 @@ class ChatForwarder:
         info = self.replicas.models().get(model)
         if info is None:
             return
-        has_tools = request.WhichOneof("input") == "chat" and len(request.chat.tools) > 0
+        has_tools = request.WhichOneof("input") == "chat" and offers_tools(request.chat)
         if has_tools and not info.supports_tools:
             raise InvalidArgument(
                 f"model '{model}' does not support tools; remove 'tools' or use a model that "

@@ -56,7 +56,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 
 from lalo_router.classify.messages import text_from_messages
 from lalo_router.complex_path import WORKFLOW_MODEL, WORKFLOW_POOL
-from lalo_router.forwarding import AUTO_MODELS, Route
+from lalo_router.forwarding import AUTO_MODELS, Route, offers_tools
 from lalo_router.replicas import ReplicaSet
 from lalo_router.settings import is_target
 
@@ -517,7 +517,7 @@ class PolicyRouter:
         needs: set[str] = set()
         if request.WhichOneof("input") != "chat":
             needs.add(RAW_PROMPT)
-        elif len(request.chat.tools):
+        elif offers_tools(request.chat):
             needs.add("tools")
         fmt = request.sampling.response_format.type
         if fmt in (2, 3):  # JSON_OBJECT, JSON_SCHEMA

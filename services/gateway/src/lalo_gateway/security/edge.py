@@ -144,10 +144,13 @@ def check_generation_limits(
     max_tokens_limit: int,
     choices: int | None = None,
     prompts: int | None = None,
+    fields: tuple[str, str] = ("messages", "max_tokens"),
 ) -> None:
     """400 with a clear message when a request asks for more than the gateway allows.
     ``choices``: n; ``prompts``: how many prompts a text completion sends (each answered
-    n times: MAX_CHOICES bounds them all)."""
+    n times: MAX_CHOICES bounds them all); ``fields``: what the API calls its messages and
+    its max_tokens (the Responses API: input, max_output_tokens)."""
+    messages_field, max_tokens_field = fields
     if choices is not None and choices > MAX_CHOICES:
         raise RequestLimitExceeded(
             f"n is {choices}; at most {MAX_CHOICES} choices are accepted.", param="n"
@@ -161,14 +164,15 @@ def check_generation_limits(
             param="prompt",
         )
     if messages is not None and messages > max_messages:
+        what = "messages" if messages_field == "messages" else f"{messages_field} items"
         raise RequestLimitExceeded(
-            f"Too many messages: {messages} given, at most {max_messages} are accepted.",
-            param="messages",
+            f"Too many {what}: {messages} given, at most {max_messages} are accepted.",
+            param=messages_field,
         )
     if max_tokens is not None and max_tokens > max_tokens_limit:
         raise RequestLimitExceeded(
-            f"max_tokens is {max_tokens}; this gateway accepts at most {max_tokens_limit}.",
-            param="max_tokens",
+            f"{max_tokens_field} is {max_tokens}; this gateway accepts at most {max_tokens_limit}.",
+            param=max_tokens_field,
         )
 
 

@@ -205,9 +205,11 @@ def check_request_limits(
     max_tokens: int | None,
     choices: int | None = None,
     prompts: int | None = None,
+    fields: tuple[str, str] = ("messages", "max_tokens"),
 ) -> None:
     """The per-request checks of a generation route: the key's model allowlist (403) and
-    the gateway's message-count, ``max_tokens`` and completion-count limits (400)."""
+    the gateway's message-count, ``max_tokens`` and completion-count limits (400), named as
+    the route's API names them (``fields``)."""
     check_model_allowed(request, principal, model)
     settings = security_runtime(request).settings
     check_generation_limits(
@@ -217,6 +219,7 @@ def check_request_limits(
         max_tokens_limit=settings.max_tokens_limit,
         choices=choices,
         prompts=prompts,
+        fields=fields,
     )
 
 

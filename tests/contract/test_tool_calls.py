@@ -51,7 +51,9 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def tools_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    model = write_model(tmp_path_factory.mktemp("models") / "tiny-tools.gguf", "tiny", tools=True)
+    model = write_model(
+        tmp_path_factory.mktemp("models") / "tiny-tools.gguf", "tiny", tools="hermes"
+    )
     stack = start_stack(
         model,
         api_key=f"sk-test-{secrets.token_hex(16)}",

@@ -5,27 +5,28 @@ Two ways a model's answer becomes tool calls:
 - ``tool_choice`` "required" or a named function: the answer is decoded under the JSON
   schema of one call (``call_schema``), so it *is* a call, whatever the model; it is read
   with ``call_from_json``.
-- "auto": the model decides, writing calls in the format its chat template taught it. The
-  format read here is Hermes' — ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
-  one block per call — which Qwen 2.5/3, Hermes 2/3 and most tool-tuned GGUF models use.
-  ``ToolCallScanner`` splits streamed text into plain text and calls as it arrives; text
-  that only looks like a call (an unknown function, JSON that does not parse, a block cut
-  off by max_tokens) is passed on as text: nothing the model wrote is dropped.
+- "auto": the model decides, writing calls in the format it was trained on (a
+  ``CallFormat``): Hermes' — ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
+  one block per call — which Qwen 2.5/3, Hermes 2/3 and most tool-tuned GGUF models use, or
+  Liquid's LFM2 — ``<|tool_call_start|>[get_weather(city="Paris"), ...]<|tool_call_end|>``,
+  Python call syntax, several calls per block. ``ToolCallScanner`` splits streamed text into
+  plain text and calls as it arrives; text that only looks like a call (an unknown function,
+  a body that does not parse, a block cut off by max_tokens) is passed on as text: nothing
+  the model wrote is dropped.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lalo_common.errors import InvalidArgument
 
-CALL_OPEN = "<tool_call>"
-CALL_CLOSE = "</tool_call>"
 # OpenAI's rule for a function's name (it is written into prompts and grammars as is); the
 # gateway checks requests against the same pattern.
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -161,40 +162,43 @@ class ToolCallScanner:
     Text is passed on as soon as it cannot be the start of a call block; a block is held
     until it closes. Whitespace between blocks is dropped (it separates calls)."""
 
-    def __init__(self, names: Collection[str]) -> None:
+    def __init__(self, names: Collection[str], call_format: CallFormat | None = None) -> None:
         self.names = set(names)
+        self.format = call_format or HERMES
         self._pending = ""
         self._in_call = False
+        self._gap = ""
         self.calls = 0
 
     def feed(self, text: str) -> list[str | ParsedCall]:
         self._pending += text
         out: list[str | ParsedCall] = []
         while True:
+            opening, closing = self.format.opening, self.format.closing
             if self._in_call:
-                end = self._pending.find(CALL_CLOSE)
+                end = self._pending.find(closing)
                 if end < 0:
                     return out
                 body = self._pending[:end]
-                self._pending = self._pending[end + len(CALL_CLOSE) :]
+                self._pending = self._pending[end + len(closing) :]
                 self._in_call = False
                 self._emit_call(body, closed=True, out=out)
                 continue
-            start = self._pending.find(CALL_OPEN)
+            start = self._pending.find(opening)
             if start >= 0:
                 self._text(self._pending[:start], out)
-                self._pending = self._pending[start + len(CALL_OPEN) :]
+                self._pending = self._pending[start + len(opening) :]
                 self._in_call = True
                 continue
-            # Keep back what could be the beginning of "<tool_call>".
-            keep = _partial_suffix(self._pending, CALL_OPEN)
+            # Keep back what could be the beginning of the opening marker.
+            keep = _partial_suffix(self._pending, opening)
             self._text(self._pending[: len(self._pending) - keep], out)
             self._pending = self._pending[len(self._pending) - keep :]
             return out
 
     def finish(self) -> list[str | ParsedCall]:
         """What is left when the model stops: a block it did not close is a call if its
-        JSON is whole (models may end on EOS right after it), text otherwise."""
+        body is whole (models may end on EOS right after it), text otherwise."""
         out: list[str | ParsedCall] = []
         rest, self._pending = self._pending, ""
         if self._in_call:
@@ -205,18 +209,25 @@ class ToolCallScanner:
         return out
 
     def _emit_call(self, body: str, *, closed: bool, out: list[str | ParsedCall]) -> None:
-        call = call_from_json(body.strip(), self.names)
-        if call is None:
-            self._text(CALL_OPEN + body + (CALL_CLOSE if closed else ""), out, raw=True)
+        calls = self.format.read(body.strip(), self.names)
+        if not calls:
+            closing = self.format.closing if closed else ""
+            self._text(self.format.opening + body + closing, out, raw=True)
             return
-        self.calls += 1
-        out.append(call)
+        self._gap = ""
+        self.calls += len(calls)
+        out.extend(calls)
 
     def _text(self, text: str, out: list[str | ParsedCall], raw: bool = False) -> None:
         if not text:
             return
-        if self.calls and not raw and not text.strip():
-            return  # the line breaks between two calls
+        if self.calls and not raw:
+            # Whitespace after a call is held: dropped if another call (or the end) follows
+            # (the line breaks between calls), kept if more text does.
+            text, self._gap = self._gap + text, ""
+            if not text.strip():
+                self._gap = text
+                return
         if out and isinstance(out[-1], str):
             out[-1] += text
         else:
@@ -237,10 +248,12 @@ class CallReader:
     as one call's JSON (text if it is not one: cut off by max_tokens, say); otherwise calls
     are scanned out of the text as it streams (ToolCallScanner)."""
 
-    def __init__(self, names: Collection[str], *, forced: bool) -> None:
+    def __init__(
+        self, names: Collection[str], *, forced: bool, call_format: CallFormat | None = None
+    ) -> None:
         self.names = set(names)
         self.forced = forced
-        self._scanner = ToolCallScanner(self.names)
+        self._scanner = ToolCallScanner(self.names, call_format)
         self._held: list[str] = []
         self.calls = 0
 
@@ -269,3 +282,190 @@ def json_arguments(arguments_json: str) -> Any:
         return json.loads(arguments_json)
     except json.JSONDecodeError:
         return arguments_json
+
+
+# --- The formats models write calls in ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallFormat:
+    """How one family of models writes calls in its text: a block between two markers whose
+    body ``read`` turns into calls (None: not a call after all), and how a conversation's
+    earlier calls are written back (``write``) for chat templates that only render
+    ``content``."""
+
+    name: str
+    opening: str
+    closing: str
+    read: Callable[[str, Collection[str]], list[ParsedCall] | None]
+    write: Callable[[Sequence[tuple[str, str]]], str]
+    # Where earlier calls go beside an answer's text: LFM2 writes them first.
+    calls_first: bool
+
+
+def _read_hermes(body: str, names: Collection[str]) -> list[ParsedCall] | None:
+    call = call_from_json(body, names)
+    return [call] if call else None
+
+
+def _write_hermes(calls: Sequence[tuple[str, str]]) -> str:
+    return "\n".join(
+        "<tool_call>\n"
+        + json.dumps({"name": name, "arguments": json_arguments(arguments)}, ensure_ascii=False)
+        + "\n</tool_call>"
+        for name, arguments in calls
+    )
+
+
+_JSON_CALLS = re.compile(r"^(\{|\[\s*\{)")
+
+
+def _read_pythonic(body: str, names: Collection[str]) -> list[ParsedCall] | None:
+    """``[f(a=1, b="x"), g()]`` (a lone ``f(...)`` too), each a keyword-argument call to a
+    known tool with literal values; JSON calls (LFM2 writes them when asked to) also read.
+    The body is parsed, never evaluated."""
+    if _JSON_CALLS.match(body):
+        return _read_json_calls(body, names)
+    try:
+        tree = ast.parse(body, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    nodes = tree.elts if isinstance(tree, ast.List) else [tree]
+    calls: list[ParsedCall] = []
+    for node in nodes:
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in names
+            and not node.args
+        ):
+            return None
+        arguments: dict[str, Any] = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:  # **kwargs
+                return None
+            try:
+                arguments[keyword.arg] = _literal(keyword.value)
+            except (ValueError, RecursionError):
+                return None
+        try:
+            arguments_json = json.dumps(arguments, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # inf or nan: not JSON
+            return None
+        calls.append(ParsedCall(node.func.id, arguments_json))
+    return calls or None
+
+
+def _read_json_calls(body: str, names: Collection[str]) -> list[ParsedCall] | None:
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    items = value if isinstance(value, list) else [value]
+    calls = [call_from_json(json.dumps(item), names) for item in items]
+    if not calls or None in calls:
+        return None
+    return [call for call in calls if call is not None]
+
+
+# The names a model may write for JSON's constants in Python call syntax.
+_NAMED_CONSTANTS: dict[str, Any] = {
+    "True": True,
+    "False": False,
+    "None": None,
+    "true": True,
+    "false": False,
+    "null": None,
+}
+
+
+def _literal(node: ast.expr) -> Any:
+    """A JSON value from a literal in Python syntax; ValueError for anything else (a name,
+    a call, an operation): nothing is evaluated."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool)):
+        return node.value
+    if isinstance(node, ast.Constant) and node.value is None:
+        return None
+    if isinstance(node, ast.Name) and node.id in _NAMED_CONSTANTS:
+        return _NAMED_CONSTANTS[node.id]
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) in (int, float)
+    ):
+        number = node.operand.value
+        assert isinstance(number, (int, float))
+        return -number if isinstance(node.op, ast.USub) else number
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(item) for item in node.elts]
+    if isinstance(node, ast.Dict):
+        out: dict[str, Any] = {}
+        for key, item in zip(node.keys, node.values, strict=True):
+            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                raise ValueError("object keys must be strings")
+            out[key.value] = _literal(item)
+        return out
+    raise ValueError(f"not a literal: {type(node).__name__}")
+
+
+def _python_literal(value: Any) -> str:
+    """A JSON value written in Python syntax (``True``, ``None``; strings as JSON writes
+    them, which Python reads alike)."""
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if value is None:
+        return "None"
+    if isinstance(value, list):
+        return "[" + ", ".join(_python_literal(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (
+            f"{json.dumps(str(k), ensure_ascii=False)}: {_python_literal(v)}"
+            for k, v in value.items()
+        )
+        return "{" + ", ".join(items) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _write_pythonic(calls: Sequence[tuple[str, str]]) -> str:
+    written = []
+    for name, arguments_json in calls:
+        arguments = json_arguments(arguments_json)
+        if isinstance(arguments, dict):
+            args = ", ".join(f"{key}={_python_literal(value)}" for key, value in arguments.items())
+        else:  # not an object: shown as the model would see a mistaken call, as text
+            args = repr(arguments)
+        written.append(f"{name}({args})")
+    return "<|tool_call_start|>[" + ", ".join(written) + "]<|tool_call_end|>"
+
+
+HERMES = CallFormat(
+    name="hermes",
+    opening="<tool_call>",
+    closing="</tool_call>",
+    read=_read_hermes,
+    write=_write_hermes,
+    calls_first=False,
+)
+LFM2 = CallFormat(
+    name="lfm2",
+    opening="<|tool_call_start|>",
+    closing="<|tool_call_end|>",
+    read=_read_pythonic,
+    write=_write_pythonic,
+    calls_first=True,
+)
+CALL_FORMATS = (HERMES, LFM2)
+
+
+def with_calls_written(content: str, calls: Sequence[tuple[str, str]], fmt: CallFormat) -> str:
+    """An assistant turn's text with its calls written in the model's format, for chat
+    templates that render only ``content`` (LFM2's: the model must see what it called)."""
+    if not calls:
+        return content
+    written = fmt.write(calls)
+    if not content:
+        return written
+    return written + content if fmt.calls_first else content + "\n" + written

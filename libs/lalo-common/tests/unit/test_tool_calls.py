@@ -8,20 +8,26 @@ from types import SimpleNamespace
 import pytest
 from lalo_common.errors import InvalidArgument
 from lalo_common.tool_calls import (
+    HERMES,
+    LFM2,
+    CallFormat,
     ParsedCall,
     ToolCallScanner,
     call_from_json,
     call_schema,
     forced_call_schema,
     tool_parameters,
+    with_calls_written,
 )
 
 NAMES = {"get_weather", "get_time"}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
-def scan(pieces: list[str]) -> list[str | tuple[str, dict[str, object]]]:
-    scanner = ToolCallScanner(NAMES)
+def scan(
+    pieces: list[str], call_format: CallFormat = HERMES
+) -> list[str | tuple[str, dict[str, object]]]:
+    scanner = ToolCallScanner(NAMES, call_format)
     out: list[str | ParsedCall] = []
     for piece in pieces:
         out.extend(scanner.feed(piece))
@@ -144,3 +150,124 @@ def test_forced_call_schema_only_when_a_call_is_required() -> None:
         with pytest.raises(InvalidArgument) as caught:
             forced_call_schema(parameters, mode, function, response_format_set=with_format)
         assert caught.value.param == param
+
+
+# --- LFM2's Python call syntax ----------------------------------------------------------------
+
+LFM2_CALL = '<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>'
+
+
+@pytest.mark.parametrize("pieces", every_split(LFM2_CALL + "Checking the weather."))
+def test_an_lfm2_call_is_read_however_the_text_is_split(pieces: list[str]) -> None:
+    # LFM2 writes its calls first, then says what it is doing.
+    assert scan(pieces, LFM2) == [("get_weather", {"city": "Paris"}), "Checking the weather."]
+
+
+def test_one_lfm2_block_holds_several_calls() -> None:
+    text = '<|tool_call_start|>[get_weather(city="Oslo"), get_time(zone="CET")]<|tool_call_end|>'
+    assert scan([text], LFM2) == [("get_weather", {"city": "Oslo"}), ("get_time", {"zone": "CET"})]
+
+
+def test_lfm2_argument_values_become_json() -> None:
+    body = (
+        'get_weather(city="Q\\"uote\\u00e9", n=-3, x=2.5, flags=[True, false, None, null],'
+        ' nested={\'a\': (1, 2), "b": {"c": +1}})'
+    )
+    assert scan([f"<|tool_call_start|>[{body}]<|tool_call_end|>"], LFM2) == [
+        (
+            "get_weather",
+            {
+                "city": 'Q"uote\u00e9',
+                "n": -3,
+                "x": 2.5,
+                "flags": [True, False, None, None],
+                "nested": {"a": [1, 2], "b": {"c": 1}},
+            },
+        )
+    ]
+
+
+def test_lfm2_json_calls_are_read_too() -> None:
+    # Asked for JSON in the system prompt, LFM2 writes the calls as JSON in the same block.
+    one = '<|tool_call_start|>{"name": "get_time", "arguments": {"zone": "UTC"}}<|tool_call_end|>'
+    many = (
+        '<|tool_call_start|>[{"name": "get_time", "arguments": {}}, {"name": "get_weather"}]'
+        "<|tool_call_end|>"
+    )
+    assert scan([one], LFM2) == [("get_time", {"zone": "UTC"})]
+    assert scan([many], LFM2) == [("get_time", {}), ("get_weather", {})]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'get_stock(symbol="X")',  # unknown tool
+        '[get_weather(city="Oslo"), get_stock()]',  # one unknown tool spoils the block
+        '[get_weather("Oslo")]',  # positional: which parameter is it?
+        "[get_weather(**{'city': 'Oslo'})]",
+        '[get_weather(city=__import__("os").system("id"))]',  # never evaluated
+        "[get_weather(city=city_name)]",
+        "[get_weather(n=1 + 2)]",
+        "[get_weather(n=float('nan'))]",
+        "[get_weather(n=1e999)]",  # inf is not JSON
+        "[get_weather(d={1: 2})]",  # JSON object keys are strings
+        "[get_weather(d={'a', 'b'})]",  # a set
+        "[os.system('id')]",
+        '[get_weather(city="Pa',  # cut off
+        "[" * 5000,  # deeper than the parser goes
+        '[{"name": "get_stock"}]',
+        "{not json",
+        "",
+    ],
+)
+def test_what_only_looks_like_an_lfm2_call_is_kept_as_text(body: str) -> None:
+    text = f"<|tool_call_start|>{body}<|tool_call_end|>"
+    assert scan([text], LFM2) == [text]
+
+
+def test_an_unclosed_lfm2_block_is_a_call_only_when_whole() -> None:
+    whole = '<|tool_call_start|>[get_time(zone="UTC")]'
+    assert scan([whole], LFM2) == [("get_time", {"zone": "UTC"})]
+    assert scan([whole[:-3]], LFM2) == [whole[:-3]]
+
+
+def test_the_hermes_marker_means_nothing_to_an_lfm2_model() -> None:
+    assert scan([CALL], LFM2) == [CALL]
+    assert scan([LFM2_CALL], HERMES) == [LFM2_CALL]
+
+
+ARGUMENTS = [
+    {},
+    {"city": "Paris"},
+    {"q": 'say "hi"\n\\ é ✓', "n": -1, "x": 0.25, "ok": True, "none": None},
+    {"items": [1, [2, {"deep": False}]], "map": {"k": "v", "with space": 1}},
+]
+
+
+@pytest.mark.parametrize("call_format", [HERMES, LFM2], ids=lambda f: f.name)
+@pytest.mark.parametrize("arguments", ARGUMENTS)
+def test_written_calls_read_back_as_the_same_calls(
+    call_format: CallFormat, arguments: dict[str, object]
+) -> None:
+    calls = [("get_weather", json.dumps(arguments)), ("get_time", "{}")]
+    written = call_format.write(calls)
+    assert scan([written], call_format) == [("get_weather", arguments), ("get_time", {})]
+
+
+def test_calls_are_written_beside_the_text_where_the_model_puts_them() -> None:
+    calls = [("get_time", '{"zone": "UTC"}')]
+    assert with_calls_written("Checking.", calls, LFM2) == (
+        '<|tool_call_start|>[get_time(zone="UTC")]<|tool_call_end|>Checking.'
+    )
+    assert with_calls_written("Checking.", calls, HERMES) == (
+        'Checking.\n<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>'
+    )
+    assert with_calls_written("Just text.", [], LFM2) == "Just text."
+    assert with_calls_written("", calls, HERMES).startswith("<tool_call>")
+
+
+@pytest.mark.parametrize("pieces", every_split(CALL + "\nDone, it is sunny."))
+def test_text_after_a_call_keeps_its_spaces_however_it_streams(pieces: list[str]) -> None:
+    # Whitespace alone after a call may be the gap before another call; it is held, not
+    # dropped, until the text that follows shows it was part of the answer.
+    assert scan(pieces) == [("get_weather", {"city": "Paris"}), "\nDone, it is sunny."]

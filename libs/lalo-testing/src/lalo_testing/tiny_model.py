@@ -29,7 +29,7 @@ CHATML_TEMPLATE = (
 )
 # ChatML with tools as Qwen 2.5 writes them (Hermes' format): the tools listed in the system
 # turn, a call as <tool_call>{"name": ..., "arguments": ...}</tool_call>, a tool's answer as
-# a user turn in <tool_response>. For tests of tool calling (write_model(tools=True)).
+# a user turn in <tool_response>. For tests of tool calling (write_model(tools="hermes")).
 CHATML_TOOLS_TEMPLATE = (
     "{% if tools %}"
     "{{ '<|im_start|>system\\n' }}"
@@ -57,7 +57,43 @@ CHATML_TOOLS_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+# LFM2's (Liquid's) way, abridged: tools listed as JSON in the system turn between
+# <|tool_list_start|> markers, a tool's answer between <|tool_response_start|> markers, and
+# only each message's content rendered: the model writes its calls into its own text as
+# <|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>, so earlier calls must
+# be in an assistant turn's content for the model to see them (write_model(tools="lfm2")).
+LFM2_TOOLS_TEMPLATE = (
+    "{% set ns = namespace(system='') %}"
+    "{% if messages[0]['role'] == 'system' %}{% set ns.system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% endif %}"
+    "{% if tools %}"
+    "{% set ns.system = ns.system + ('\n' if ns.system else '') + 'List of tools: "
+    "<|tool_list_start|>[' %}"
+    "{% for tool in tools %}{% set ns.system = ns.system + (tool | tojson) %}"
+    "{% if not loop.last %}{% set ns.system = ns.system + ', ' %}{% endif %}{% endfor %}"
+    "{% set ns.system = ns.system + ']<|tool_list_end|>' %}"
+    "{% endif %}"
+    "{% if ns.system %}{{ '<|im_start|>system\n' + ns.system + '<|im_end|>\n' }}{% endif %}"
+    "{% for message in messages %}"
+    "{% set content = message['content'] %}"
+    "{% if message['role'] == 'tool' %}"
+    "{% set content = '<|tool_response_start|>' + content + '<|tool_response_end|>' %}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TOOL_TEMPLATES = {"hermes": CHATML_TOOLS_TEMPLATE, "lfm2": LFM2_TOOLS_TEMPLATE}
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# LFM2's tool markers are control tokens of its vocabulary.
+LFM2_TOOL_TOKENS = (
+    "<|tool_list_start|>",
+    "<|tool_list_end|>",
+    "<|tool_call_start|>",
+    "<|tool_call_end|>",
+    "<|tool_response_start|>",
+    "<|tool_response_end|>",
+)
 
 # A small English corpus: enough text to learn a few hundred merges that make the
 # tokenizer behave like a real one on ordinary prompts.
@@ -226,11 +262,22 @@ def _q8_0(values: np.ndarray) -> np.ndarray:
 
 
 def write_model(
-    path: Path, preset: str = "tiny", seed: int = 0, *, add_bos: bool = False, tools: bool = False
+    path: Path,
+    preset: str = "tiny",
+    seed: int = 0,
+    *,
+    add_bos: bool = False,
+    tools: str = "",
+    chat_template: str = "",
 ) -> Path:
     """Writes the model; the same preset and seed always give the same bytes. ``add_bos``:
     the tokenizer starts every text with BOS, as Llama's does (the default, False, is
-    Qwen's way). ``tools``: a chat template that offers tools (CHATML_TOOLS_TEMPLATE)."""
+    Qwen's way). ``tools``: a chat template that offers tools, as "hermes" (Qwen's,
+    CHATML_TOOLS_TEMPLATE) or "lfm2" (Liquid's, LFM2_TOOLS_TEMPLATE, with its marker
+    tokens) models have it. ``chat_template``: another template instead (a model family's
+    own, for tests of how it renders)."""
+    if tools and tools not in TOOL_TEMPLATES:
+        raise ValueError(f"tools must be one of {sorted(TOOL_TEMPLATES)}, got {tools!r}")
     import gguf  # imported here: only this tool needs it
 
     shape = PRESETS[preset]
@@ -241,9 +288,12 @@ def write_model(
     types = list(tok.token_types)
     # Pad to the preset's vocabulary size with unused tokens so the output layer has the
     # real model's cost.
-    for i in range(len(tokens), shape.n_vocab):
+    extra = LFM2_TOOL_TOKENS if tools == "lfm2" else ()
+    for i in range(len(tokens), shape.n_vocab - len(extra)):
         tokens.append(f"<|unused_{i}|>")
         types.append(5)  # UNUSED
+    tokens.extend(extra)
+    types.extend([3] * len(extra))  # CONTROL
     n_vocab = len(tokens)
 
     # Tokens a random model must not emit: non-ASCII single bytes (lone UTF-8 pieces),
@@ -279,7 +329,7 @@ def write_model(
     writer.add_bos_token_id(tok.bos_id)
     writer.add_eos_token_id(tok.eos_id)
     writer.add_add_bos_token(add_bos)
-    writer.add_chat_template(CHATML_TOOLS_TEMPLATE if tools else CHATML_TEMPLATE)
+    writer.add_chat_template(chat_template or (TOOL_TEMPLATES[tools] if tools else CHATML_TEMPLATE))
 
     head_dim = shape.n_embd // shape.n_head
     kv_dim = shape.n_head_kv * head_dim

@@ -295,7 +295,7 @@ class BatchEngine:
                 raise InvalidArgument("messages must not be empty")
             text = self.model.render_chat(chat, tools)
             # A template that writes the BOS token itself must not get a second one.
-            bos = self.model.token_text(self.model.bos_id) if self.model.bos_id >= 0 else ""
+            bos = self.model.bos_text
             add_special = not (bos and self.model.add_bos and text.startswith(bos))
             return self.model.tokenize(text, add_special=add_special, parse_special=True)
         if prompt is None:

@@ -20,7 +20,13 @@ import jinja2
 import jinja2.sandbox
 import llama_cpp
 from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
-from lalo_common.tool_calls import json_arguments
+from lalo_common.tool_calls import (
+    CALL_FORMATS,
+    HERMES,
+    CallFormat,
+    json_arguments,
+    with_calls_written,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +128,38 @@ class LlamaModel:
             self._template = env.from_string(self.chat_template_source)
         self._piece_cache: dict[int, bytes] = {}
         self._eog = [bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in range(self.n_vocab)]
+        self.call_format, self._shown_markers = self._find_call_format()
+        # As chat templates write them ("<s>", "</s>", "<|begin_of_text|>"): they are control
+        # tokens, which token_text leaves out, and a template that ends each turn with
+        # eos_token (TinyLlama's, Mistral's) would otherwise lose the turn's end.
+        self.bos_text = self._special_text(self.bos_id)
+        self.eos_text = self._special_text(self.eos_id)
+
+    def _find_call_format(self) -> tuple[CallFormat, frozenset[int]]:
+        """The format the model writes tool calls in, told by its vocabulary: a format whose
+        markers are single tokens of it (LFM2's are), else Hermes' (plain text to most
+        tokenizers). Those marker tokens are rendered into text even when they are control
+        tokens (LFM2's are), which llama.cpp otherwise leaves out: the call reader needs
+        them, and they mean nothing else."""
+        for fmt in CALL_FORMATS:
+            ids = [self._single_token(marker) for marker in (fmt.opening, fmt.closing)]
+            if all(token is not None for token in ids):
+                return fmt, frozenset(token for token in ids if token is not None)
+        return HERMES, frozenset()
+
+    def _special_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        buffer = ctypes.create_string_buffer(64)
+        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, True)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, True)
+        return buffer.raw[:size].decode("utf-8", errors="replace")
+
+    def _single_token(self, text: str) -> int | None:
+        ids = self.tokenize(text, add_special=False, parse_special=True)
+        return ids[0] if len(ids) == 1 else None
 
     def metadata(self, key: str) -> str | None:
         """A GGUF metadata value as text, None when the file lacks the key."""
@@ -193,11 +231,12 @@ class LlamaModel:
         cached = self._piece_cache.get(token_id)
         if cached is not None:
             return cached
+        special = token_id in self._shown_markers
         buffer = ctypes.create_string_buffer(64)
-        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, False)
+        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, special)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, False)
+            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, special)
         piece = buffer.raw[:size]
         self._piece_cache[token_id] = piece
         return piece
@@ -208,6 +247,7 @@ class LlamaModel:
             # No template in the file: a plain transcript is the least surprising fallback.
             lines = [f"{turn.role}: {turn.content}" for turn in turns]
             return "\n".join([*lines, "assistant:"])
+        calls_in_content = any(turn.tool_calls for turn in turns) and not self.renders_tool_calls
         messages = []
         for turn in turns:
             message: dict[str, Any] = {"role": turn.role, "content": turn.content}
@@ -224,14 +264,28 @@ class LlamaModel:
                     }
                     for call_id, name, arguments in turn.tool_calls
                 ]
+                if calls_in_content:
+                    # The template shows only content (LFM2's): the model sees its earlier
+                    # calls as it wrote them.
+                    message["content"] = with_calls_written(
+                        turn.content,
+                        [(name, arguments) for _, name, arguments in turn.tool_calls],
+                        self.call_format,
+                    )
             messages.append(message)
+        return self._apply_template(messages, tools)
+
+    def _apply_template(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> str:
+        assert self._template is not None
         try:
             return self._template.render(
                 messages=messages,
                 tools=tools or None,
                 add_generation_prompt=True,
-                bos_token=self.token_text(self.bos_id) if self.bos_id >= 0 else "",
-                eos_token=self.token_text(self.eos_id) if self.eos_id >= 0 else "",
+                bos_token=self.bos_text,
+                eos_token=self.eos_text,
             )
         except jinja2.exceptions.TemplateError as exc:
             raise InvalidArgument(
@@ -251,3 +305,21 @@ class LlamaModel:
         except InvalidArgument:
             return False
         return probe in text
+
+    @functools.cached_property
+    def renders_tool_calls(self) -> bool:
+        """Whether the chat template shows an assistant turn's ``tool_calls`` (probed once
+        with a made-up call); LFM2's shows only content."""
+        if self._template is None:
+            return False
+        probe = "lalo_probe_call_5c1e"
+        call = {"id": "call_0", "type": "function", "function": {"name": probe, "arguments": {}}}
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "{}", "tool_call_id": "call_0"},
+        ]
+        try:
+            return probe in self._apply_template(messages, None)
+        except InvalidArgument:
+            return False

@@ -66,7 +66,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         which = request.WhichOneof("input")
         tool_use = None
         if which == "chat":
-            tools, tool_use, config = plan_tools(request.chat, config)
+            tools, tool_use, config = plan_tools(request.chat, config, engine.model.call_format)
             prepared = await asyncio.to_thread(
                 engine.prepare,
                 request.request_id,

@@ -12,7 +12,14 @@ from typing import Any
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo_common.aio import aclose
 from lalo_common.errors import InvalidArgument
-from lalo_common.tool_calls import CallReader, ParsedCall, forced_call_schema, tool_parameters
+from lalo_common.tool_calls import (
+    HERMES,
+    CallFormat,
+    CallReader,
+    ParsedCall,
+    forced_call_schema,
+    tool_parameters,
+)
 
 from lalo_inference_small.engine import Event, Finished, TextDelta
 from lalo_inference_small.sampling import SamplingConfig, grammar_for_json_schema
@@ -37,6 +44,8 @@ class ToolUse:
     names: frozenset[str]
     # "required" or a named function: the whole answer is one call's JSON.
     forced: bool
+    # How the model writes calls when it decides to (the model's: LlamaModel.call_format).
+    call_format: CallFormat = HERMES
 
 
 def shown_tools(
@@ -59,7 +68,7 @@ def shown_tools(
 
 
 def plan_tools(
-    chat: pb.ChatInput, config: SamplingConfig
+    chat: pb.ChatInput, config: SamplingConfig, call_format: CallFormat = HERMES
 ) -> tuple[list[dict[str, Any]] | None, ToolUse | None, SamplingConfig]:
     """The tools to show the model (None: none), how to read its answer (None: as text),
     and the sampling config (a forced call is decoded under its JSON schema)."""
@@ -80,7 +89,7 @@ def plan_tools(
         config = dataclasses.replace(config, grammar=grammar)
     if tools is None:
         return None, None, config
-    return tools, ToolUse(frozenset(parameters), schema is not None), config
+    return tools, ToolUse(frozenset(parameters), schema is not None, call_format), config
 
 
 async def read_tool_calls(
@@ -88,7 +97,7 @@ async def read_tool_calls(
 ) -> AsyncIterator[Event | ToolCalls]:
     """The engine's events with the model's calls taken out of its text (CallReader). An
     answer that ends with calls finishes "tool_calls"."""
-    reader = CallReader(use.names, forced=use.forced)
+    reader = CallReader(use.names, forced=use.forced, call_format=use.call_format)
     try:
         async for event in events:
             if isinstance(event, TextDelta):

@@ -48,7 +48,9 @@ TIME = pb.ToolDefinition(
 
 @pytest.fixture(scope="module")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model(tmp_path_factory.mktemp("models") / "tiny-tools.gguf", "tiny", tools=True)
+    return write_model(
+        tmp_path_factory.mktemp("models") / "tiny-tools.gguf", "tiny", tools="hermes"
+    )
 
 
 def request(

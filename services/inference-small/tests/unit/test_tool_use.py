@@ -8,8 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo_common.errors import InvalidArgument
+from lalo_common.tool_calls import LFM2
 from lalo_inference_small.engine import Event, Finished, TextDelta, TokenOut
-from lalo_inference_small.tool_use import ToolCalls, ToolUse, read_tool_calls, shown_tools
+from lalo_inference_small.sampling import SamplingConfig
+from lalo_inference_small.tool_use import (
+    ToolCalls,
+    ToolUse,
+    plan_tools,
+    read_tool_calls,
+    shown_tools,
+)
 
 AUTO = ToolUse(frozenset({"get_weather"}), forced=False)
 FORCED = ToolUse(frozenset({"get_weather"}), forced=True)
@@ -42,6 +50,32 @@ async def test_auto_streams_text_and_reads_a_call_written_in_pieces() -> None:
     assert isinstance(finished, Finished)
     assert finished.reason == "tool_calls"
     assert finished.completion_tokens == 4
+
+
+async def test_an_lfm2_model_s_calls_are_read_in_its_own_format() -> None:
+    lfm2 = ToolUse(frozenset({"get_weather", "get_time"}), forced=False, call_format=LFM2)
+    events = await read(
+        lfm2,
+        "<|tool_call_start|>",
+        '[get_weather(city="Oslo"), get_time()]',
+        "<|tool_call_end|>",
+        "Checking both.",
+    )
+    calls = [c for e in events if isinstance(e, ToolCalls) for c in e.calls]
+    assert [(c.name, c.arguments_json) for c in calls] == [
+        ("get_weather", '{"city": "Oslo"}'),
+        ("get_time", "{}"),
+    ]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Checking both."
+    assert isinstance(events[-1], Finished)
+    assert events[-1].reason == "tool_calls"
+
+
+def test_the_plan_reads_calls_in_the_model_s_format() -> None:
+    chat = pb.ChatInput(tools=[pb.ToolDefinition(name="get_weather")])
+    _, use, _ = plan_tools(chat, SamplingConfig(), LFM2)
+    assert use is not None
+    assert use.call_format is LFM2
 
 
 async def test_auto_without_a_call_is_plain_text_finishing_as_it_did() -> None:

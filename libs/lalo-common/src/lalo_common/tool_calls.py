@@ -6,13 +6,15 @@ Two ways a model's answer becomes tool calls:
   schema of one call (``call_schema``), so it *is* a call, whatever the model; it is read
   with ``call_from_json``.
 - "auto": the model decides, writing calls in the format it was trained on (a
-  ``CallFormat``): Hermes' — ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``,
-  one block per call — which Qwen 2.5/3, Hermes 2/3 and most tool-tuned GGUF models use, or
-  Liquid's LFM2 — ``<|tool_call_start|>[get_weather(city="Paris"), ...]<|tool_call_end|>``,
-  Python call syntax, several calls per block. ``ToolCallScanner`` splits streamed text into
-  plain text and calls as it arrives; text that only looks like a call (an unknown function,
-  a body that does not parse, a block cut off by max_tokens) is passed on as text: nothing
-  the model wrote is dropped.
+  ``CallFormat``, chosen per model by ``choose_call_format``): Hermes' —
+  ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, one block per call — which
+  Qwen 2.5/3, Hermes 2/3 and most tool-tuned models use; Liquid's LFM2 —
+  ``<|tool_call_start|>[get_weather(city="Paris"), ...]<|tool_call_end|>``, Python call
+  syntax, several calls per block; or DeepSeek's (V3 and V3.1) — one "tool calls" block
+  of "tool call" items between its own marker tokens (written with fullwidth bars).
+  ``ToolCallScanner`` splits streamed text into plain text and calls as it arrives; text
+  that only looks like a call (an unknown function, a body that does not parse, a block cut
+  off by max_tokens) is passed on as text: nothing the model wrote is dropped.
 """
 
 from __future__ import annotations
@@ -301,6 +303,12 @@ class CallFormat:
     write: Callable[[Sequence[tuple[str, str]]], str]
     # Where earlier calls go beside an answer's text: LFM2 writes them first.
     calls_first: bool
+    # Markers inside a block (DeepSeek's), which a tokenizer must also render as text.
+    inner_markers: tuple[str, ...] = ()
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return (self.opening, self.closing, *self.inner_markers)
 
 
 def _read_hermes(body: str, names: Collection[str]) -> list[ParsedCall] | None:
@@ -441,6 +449,54 @@ def _write_pythonic(calls: Sequence[tuple[str, str]]) -> str:
     return "<|tool_call_start|>[" + ", ".join(written) + "]<|tool_call_end|>"
 
 
+_DS_CALLS_BEGIN = "<\uff5ctool\u2581calls\u2581begin\uff5c>"
+_DS_CALLS_END = "<\uff5ctool\u2581calls\u2581end\uff5c>"
+_DS_CALL_BEGIN = "<\uff5ctool\u2581call\u2581begin\uff5c>"
+_DS_CALL_END = "<\uff5ctool\u2581call\u2581end\uff5c>"
+_DS_SEP = "<\uff5ctool\u2581sep\uff5c>"
+_DS_CALL = re.compile(
+    re.escape(_DS_CALL_BEGIN) + "(.*?)" + re.escape(_DS_SEP) + "(.*?)" + re.escape(_DS_CALL_END),
+    re.DOTALL,
+)
+_JSON_FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n?```$", re.DOTALL)
+
+
+def _read_deepseek(body: str, names: Collection[str]) -> list[ParsedCall] | None:
+    """DeepSeek-V3's calls (``function<sep>name`` then the arguments in a json code fence)
+    or V3.1's (``name<sep>`` then the arguments); anything else in the block: not calls."""
+    calls: list[ParsedCall] = []
+    position = 0
+    for match in _DS_CALL.finditer(body):
+        if body[position : match.start()].strip():
+            return None
+        position = match.end()
+        head, tail = match.group(1).strip(), match.group(2).strip()
+        if head == "function":  # V3: the name on the first line, then the fenced JSON
+            name, _, arguments = tail.partition("\n")
+            fenced = _JSON_FENCE.match(arguments.strip())
+            arguments = fenced.group(1) if fenced else arguments
+        else:  # V3.1
+            name, arguments = head, tail
+        call = call_from_json(
+            '{"name": ' + json.dumps(name.strip()) + ', "arguments": ' + (arguments or "{}") + "}",
+            names,
+        )
+        if call is None:
+            return None
+        calls.append(call)
+    if body[position:].strip():
+        return None
+    return calls or None
+
+
+def _write_deepseek(calls: Sequence[tuple[str, str]]) -> str:
+    written = "".join(
+        f"{_DS_CALL_BEGIN}function{_DS_SEP}{name}\n```json\n{arguments}\n```{_DS_CALL_END}"
+        for name, arguments in calls
+    )
+    return _DS_CALLS_BEGIN + written + _DS_CALLS_END
+
+
 HERMES = CallFormat(
     name="hermes",
     opening="<tool_call>",
@@ -457,7 +513,27 @@ LFM2 = CallFormat(
     write=_write_pythonic,
     calls_first=True,
 )
-CALL_FORMATS = (HERMES, LFM2)
+DEEPSEEK = CallFormat(
+    name="deepseek",
+    opening=_DS_CALLS_BEGIN,
+    closing=_DS_CALLS_END,
+    read=_read_deepseek,
+    write=_write_deepseek,
+    calls_first=False,
+    inner_markers=(_DS_CALL_BEGIN, _DS_SEP, _DS_CALL_END),
+)
+# The formats a model is checked for, most distinctive first; Hermes' is the default.
+CALL_FORMATS = (LFM2, DEEPSEEK, HERMES)
+
+
+def choose_call_format(template: str, is_one_token: Callable[[str], bool]) -> CallFormat:
+    """The format a model writes calls in: the first whose block markers are each one token
+    of its vocabulary (tool-tuned models learn their markers as tokens) or whose opening
+    marker its chat template writes (to render earlier calls); Hermes' otherwise."""
+    for fmt in CALL_FORMATS:
+        if fmt.opening in template or (is_one_token(fmt.opening) and is_one_token(fmt.closing)):
+            return fmt
+    return HERMES
 
 
 def with_calls_written(content: str, calls: Sequence[tuple[str, str]], fmt: CallFormat) -> str:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from lalo_common.errors import InvalidArgument
 from lalo_common.tool_calls import (
+    DEEPSEEK,
     HERMES,
     LFM2,
     CallFormat,
@@ -15,6 +16,7 @@ from lalo_common.tool_calls import (
     ToolCallScanner,
     call_from_json,
     call_schema,
+    choose_call_format,
     forced_call_schema,
     tool_parameters,
     with_calls_written,
@@ -244,7 +246,7 @@ ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("call_format", [HERMES, LFM2], ids=lambda f: f.name)
+@pytest.mark.parametrize("call_format", [HERMES, LFM2, DEEPSEEK], ids=lambda f: f.name)
 @pytest.mark.parametrize("arguments", ARGUMENTS)
 def test_written_calls_read_back_as_the_same_calls(
     call_format: CallFormat, arguments: dict[str, object]
@@ -271,3 +273,65 @@ def test_text_after_a_call_keeps_its_spaces_however_it_streams(pieces: list[str]
     # Whitespace alone after a call may be the gap before another call; it is held, not
     # dropped, until the text that follows shows it was part of the answer.
     assert scan(pieces) == [("get_weather", {"city": "Paris"}), "\nDone, it is sunny."]
+
+
+# --- DeepSeek's markers --------------------------------------------------------------------
+
+CALLS_BEGIN, CALLS_END = DEEPSEEK.opening, DEEPSEEK.closing
+CALL_BEGIN, SEP, CALL_END = DEEPSEEK.inner_markers
+V3_CALL = f'{CALL_BEGIN}function{SEP}get_weather\n```json\n{{"city": "Paris"}}\n```{CALL_END}'
+V31_CALL = f'{CALL_BEGIN}get_time{SEP}{{"zone": "UTC"}}{CALL_END}'
+
+
+def test_deepseek_markers_are_its_own_tokens() -> None:
+    assert CALLS_BEGIN == "<\uff5ctool\u2581calls\u2581begin\uff5c>"
+    assert SEP == "<\uff5ctool\u2581sep\uff5c>"
+
+
+@pytest.mark.parametrize("pieces", every_split(f"Let me check.{CALLS_BEGIN}{V3_CALL}{CALLS_END}"))
+def test_a_deepseek_v3_call_is_read_however_the_text_is_split(pieces: list[str]) -> None:
+    assert scan(pieces, DEEPSEEK) == ["Let me check.", ("get_weather", {"city": "Paris"})]
+
+
+def test_deepseek_v3_and_v31_calls_in_one_block() -> None:
+    text = f"{CALLS_BEGIN}{V3_CALL}\n{V31_CALL}{CALLS_END}"
+    assert scan([text], DEEPSEEK) == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"zone": "UTC"}),
+    ]
+    # The model may stop (EOS) before closing the block.
+    assert scan([f"{CALLS_BEGIN}{V31_CALL}"], DEEPSEEK) == [("get_time", {"zone": "UTC"})]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"{CALL_BEGIN}get_stock{SEP}{{}}{CALL_END}",  # unknown tool
+        f"{CALL_BEGIN}get_time{SEP}{{not json}}{CALL_END}",
+        f"{CALL_BEGIN}get_time{SEP}[1]{CALL_END}",
+        f"stray words {V31_CALL}",
+        f"{V31_CALL} and more",
+        f"{CALL_BEGIN}get_time{SEP}{{}}",  # a call cut off
+        "",
+    ],
+)
+def test_what_only_looks_like_a_deepseek_call_is_kept_as_text(body: str) -> None:
+    text = f"{CALLS_BEGIN}{body}{CALLS_END}"
+    assert scan([text], DEEPSEEK) == [text]
+
+
+@pytest.mark.parametrize(
+    ("template", "tokens", "expected"),
+    [
+        ("{{ messages }}", set(), HERMES),  # nothing known: Hermes' format, the commonest
+        ("... <tool_call> ...", {"<tool_call>", "</tool_call>"}, HERMES),  # Qwen's
+        ("List of tools: <|tool_list_start|>", {"<|tool_call_start|>", "<|tool_call_end|>"}, LFM2),
+        (f"{{{{ '{CALLS_BEGIN}' }}}}", set(), DEEPSEEK),  # DeepSeek's template writes its calls
+        ("", {CALLS_BEGIN, CALLS_END}, DEEPSEEK),
+        ("", {"<|tool_call_start|>"}, HERMES),  # one marker is not enough
+    ],
+)
+def test_the_call_format_is_chosen_from_the_template_and_vocabulary(
+    template: str, tokens: set[str], expected: CallFormat
+) -> None:
+    assert choose_call_format(template, tokens.__contains__) is expected

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import grpc
+from lalo_common.tool_calls import CallFormat
 
 FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 ToolChoiceMode = Literal["auto", "none", "required", "function"]
@@ -193,6 +194,9 @@ class Backend(Protocol):
     returned iterator then only yields events. Closing the iterator early (the caller went
     away or its deadline passed) must cancel the request in the engine.
     """
+
+    # How the model writes tool calls in its text when it decides to make them.
+    call_format: CallFormat
 
     async def start(self, request: GenerationRequest) -> AsyncIterator[Event]: ...
 

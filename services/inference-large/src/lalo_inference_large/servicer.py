@@ -36,7 +36,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         backend = self._ready()
         domain_request, tool_use = plan_tools(
-            convert.generation_request(request, request_id_of(context))
+            convert.generation_request(request, request_id_of(context)),
+            backend.call_format,
         )
         # Errors raised here (unknown model, prompt over the context, bad sampling values)
         # become the call's status; after the first event they travel in-band.

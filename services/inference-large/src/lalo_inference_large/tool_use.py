@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from lalo_common.aio import aclose
 from lalo_common.tool_calls import (
+    HERMES,
+    CallFormat,
     CallReader,
     ParsedCall,
     checked_tool_names,
@@ -29,9 +31,12 @@ from lalo_inference_large.domain import (
 class ToolUse:
     names: frozenset[str]
     forced: bool  # "required" or a named function: the whole answer is one call's JSON
+    call_format: CallFormat = HERMES  # how the model writes calls when it decides to
 
 
-def plan_tools(request: GenerationRequest) -> tuple[GenerationRequest, ToolUse | None]:
+def plan_tools(
+    request: GenerationRequest, call_format: CallFormat = HERMES
+) -> tuple[GenerationRequest, ToolUse | None]:
     """The request as the backend should run it (tools hidden for "none"; a forced call
     decoded under its JSON schema), and how to read the answer (None: as text)."""
     if not request.is_chat:
@@ -53,14 +58,14 @@ def plan_tools(request: GenerationRequest) -> tuple[GenerationRequest, ToolUse |
         request = dataclasses.replace(request, sampling=sampling)
     if not request.tools or choice.mode == "none":
         return dataclasses.replace(request, tools=()), None
-    return request, ToolUse(frozenset(names), schema is not None)
+    return request, ToolUse(frozenset(names), schema is not None, call_format)
 
 
 async def read_tool_calls(events: AsyncIterator[Event], use: ToolUse) -> AsyncIterator[Event]:
     """The backend's events with the model's calls taken out of its text. Calls the
     backend already made structured (an upstream's own tool_calls) pass through; an answer
     that ends with calls finishes "tool_calls"."""
-    reader = CallReader(use.names, forced=use.forced)
+    reader = CallReader(use.names, forced=use.forced, call_format=use.call_format)
     made = 0
     try:
         async for event in events:

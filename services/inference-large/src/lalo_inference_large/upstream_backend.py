@@ -25,7 +25,7 @@ from lalo_common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from lalo_common.tool_calls import new_call_id
+from lalo_common.tool_calls import HERMES, new_call_id
 
 from lalo_inference_large.domain import (
     Chunk,
@@ -196,6 +196,10 @@ def _error_for_status(status: int, text: str) -> LaloError:
 
 
 class OpenAIUpstreamBackend:
+    # The upstream server reads its model's calls itself and sends them structured; text
+    # that still holds Hermes blocks (a server without a tool parser) is read here.
+    call_format = HERMES
+
     def __init__(self, settings: InferenceLargeSettings, client: httpx.AsyncClient) -> None:
         self.settings = settings
         self.client = client

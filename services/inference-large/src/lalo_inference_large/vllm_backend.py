@@ -21,7 +21,12 @@ import grpc
 from lalo_common.embedding_inputs import checked_token_lists, fixed_length_refusal
 from lalo_common.errors import InvalidArgument, LaloError, NotFound, Unavailable
 from lalo_common.prompt_inputs import checked_prompt_ids
-from lalo_common.tool_calls import json_arguments
+from lalo_common.tool_calls import (
+    CallFormat,
+    choose_call_format,
+    json_arguments,
+    with_calls_written,
+)
 
 from lalo_inference_large import sampling
 from lalo_inference_large.domain import (
@@ -165,6 +170,11 @@ class VllmBackend:
         self._defaults: dict[str, Any] = dict(model_config.get_diff_sampling_param() or {})
         template = getattr(self.tokenizer, "chat_template", None) or ""
         self._supports_tools = "tools" in str(template)
+        # How the model writes calls in "auto" (its vocabulary's and template's markers).
+        self.call_format: CallFormat = choose_call_format(
+            str(template), self.tokenizer.get_vocab().__contains__
+        )
+        self._renders_tool_calls = self._probe_tool_calls()
         # A pooling model makes sentence embeddings and never generates; its vector size is
         # measured once at start (a projection layer can make it differ from the hidden size).
         self.embeds = model_config.runner_type == "pooling"
@@ -223,6 +233,31 @@ class VllmBackend:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _probe_tool_calls(self) -> bool:
+        """Whether the chat template shows an assistant turn's ``tool_calls`` (LFM2's shows
+        only content: earlier calls are then written into it, in the model's format)."""
+        probe = "lalo_probe_call_5c1e"
+        conversation = [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_0",
+                        "type": "function",
+                        "function": {"name": probe, "arguments": {}},
+                    }
+                ],
+            },
+            {"role": "tool", "content": "{}", "tool_call_id": "call_0"},
+        ]
+        try:
+            text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
+        except Exception:  # a template without tool turns: nothing to write them into
+            return True
+        return probe in str(text)
+
     def _check_model(self, model: str) -> None:
         if model and model not in self._names:
             raise NotFound(f"model {model!r} is not served here; this server serves {self.name!r}")
@@ -256,6 +291,12 @@ class VllmBackend:
                     }
                     for call in message.tool_calls
                 ]
+                if not self._renders_tool_calls:
+                    item["content"] = with_calls_written(
+                        message.content,
+                        [(call.name, call.arguments_json) for call in message.tool_calls],
+                        self.call_format,
+                    )
             conversation.append(item)
         tools = [
             {
@@ -297,6 +338,10 @@ class VllmBackend:
         kwargs = sampling.sampling_kwargs(options, max_tokens=budget, defaults=self._defaults)
         if options.echo and options.logprobs:
             kwargs["prompt_logprobs"] = options.top_logprobs
+        if request.tools and request.tool_choice.mode == "auto":
+            # The model may write a call: its markers are special tokens in some models
+            # (LFM2's, DeepSeek's), which detokenizing would drop (as vLLM's own server).
+            kwargs["skip_special_tokens"] = False
         structured = sampling.structured_output_kwargs(options)
         try:
             if structured is not None:

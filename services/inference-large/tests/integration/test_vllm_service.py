@@ -13,6 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lalo.inference.v1 import inference_pb2 as pb
 from lalo.inference.v1 import inference_pb2_grpc
 from lalo_common.errors import error_param
+from lalo_common.tool_calls import HERMES
+from lalo_inference_large.domain import ChatMessage, GenerationRequest, ToolChoice, ToolDefinition
+from lalo_inference_large.tool_use import plan_tools
 from lalo_inference_large.vllm_backend import VllmBackend, vllm_available
 
 from .conftest import CONTEXT, MAX_SEQS, MODEL_NAME, SKIP_REASON
@@ -479,6 +482,29 @@ async def test_a_required_call_is_decoded_under_its_schema(stub: Stub) -> None:
     )
     assert next(c.name for chunk in chunks for c in chunk.tool_calls) in ("add", "note")
     assert complete.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+
+
+def test_the_call_format_and_special_tokens_in_auto(backend: VllmBackend) -> None:
+    # The tiny model's template is Qwen's (Hermes' <tool_call> blocks) and renders history
+    # calls itself.
+    assert backend.call_format is HERMES
+    assert backend._renders_tool_calls
+
+    def skips_specials(mode: str) -> bool:
+        request = GenerationRequest(
+            "r",
+            MODEL_NAME,
+            messages=(ChatMessage("user", "2+3?"),),
+            tools=(ToolDefinition("add", "", {"type": "object"}),),
+            tool_choice=ToolChoice(mode),  # type: ignore[arg-type]
+        )
+        planned, _ = plan_tools(request, backend.call_format)
+        return bool(backend._sampling_params(planned, 10).skip_special_tokens)
+
+    # "auto": call markers are special tokens in some models and must reach the reader.
+    assert not skips_specials("auto")
+    assert skips_specials("none")
+    assert skips_specials("required")
 
 
 async def test_none_answers_in_text_and_a_history_with_calls_renders(stub: Stub) -> None:

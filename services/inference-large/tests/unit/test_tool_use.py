@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from lalo_common.errors import InvalidArgument
+from lalo_common.tool_calls import DEEPSEEK, HERMES, LFM2
 from lalo_inference_large.domain import (
     ChatMessage,
     Chunk,
@@ -34,6 +35,36 @@ def request(mode: str = "auto", function: str = "", **fields: object) -> Generat
         tool_choice=ToolChoice(mode, function),  # type: ignore[arg-type]
         **fields,  # type: ignore[arg-type]
     )
+
+
+def test_the_plan_reads_calls_in_the_backend_s_format() -> None:
+    assert plan_tools(request())[1] == ToolUse(frozenset({"add"}), False, HERMES)
+    assert plan_tools(request(), DEEPSEEK)[1] == ToolUse(frozenset({"add"}), False, DEEPSEEK)
+
+
+async def test_auto_reads_calls_in_lfm2_s_and_deepseek_s_formats() -> None:
+    begin, end = DEEPSEEK.opening, DEEPSEEK.closing
+    call_begin, sep, call_end = DEEPSEEK.inner_markers
+    written = {
+        LFM2: ["<|tool_call_start|>[add(a=", "2)]<|tool_call_end|>", "Adding."],
+        DEEPSEEK: [
+            f"Adding.{begin}{call_begin}function{sep}add\n```json\n",
+            f'{{"a": 2}}\n```{call_end}{end}',
+        ],
+    }
+    for call_format, pieces in written.items():
+        out = [
+            e
+            async for e in read_tool_calls(
+                events(*(Chunk(piece) for piece in pieces), Complete("stop", 5, 9, "m")),
+                ToolUse(frozenset({"add"}), False, call_format),
+            )
+        ]
+        calls = [c for e in out if isinstance(e, Chunk) for c in e.tool_calls]
+        assert [(c.name, c.arguments_json) for c in calls] == [("add", '{"a": 2}')]
+        assert "".join(e.text for e in out if isinstance(e, Chunk)) == "Adding."
+        assert isinstance(out[-1], Complete)
+        assert out[-1].finish_reason == "tool_calls"
 
 
 def test_the_plan_for_each_tool_choice() -> None:

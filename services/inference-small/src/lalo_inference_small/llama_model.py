@@ -21,9 +21,8 @@ import jinja2.sandbox
 import llama_cpp
 from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from lalo_common.tool_calls import (
-    CALL_FORMATS,
-    HERMES,
     CallFormat,
+    choose_call_format,
     json_arguments,
     with_calls_written,
 )
@@ -136,16 +135,15 @@ class LlamaModel:
         self.eos_text = self._special_text(self.eos_id)
 
     def _find_call_format(self) -> tuple[CallFormat, frozenset[int]]:
-        """The format the model writes tool calls in, told by its vocabulary: a format whose
-        markers are single tokens of it (LFM2's are), else Hermes' (plain text to most
-        tokenizers). Those marker tokens are rendered into text even when they are control
-        tokens (LFM2's are), which llama.cpp otherwise leaves out: the call reader needs
-        them, and they mean nothing else."""
-        for fmt in CALL_FORMATS:
-            ids = [self._single_token(marker) for marker in (fmt.opening, fmt.closing)]
-            if all(token is not None for token in ids):
-                return fmt, frozenset(token for token in ids if token is not None)
-        return HERMES, frozenset()
+        """The format the model writes tool calls in (choose_call_format: told by its
+        vocabulary and template), and its marker tokens, which are rendered into text even
+        when they are control tokens (LFM2's and DeepSeek's are), which llama.cpp otherwise
+        leaves out: the call reader needs them, and they mean nothing else."""
+        fmt = choose_call_format(
+            self.chat_template_source or "", lambda text: self._single_token(text) is not None
+        )
+        ids = (self._single_token(marker) for marker in fmt.markers)
+        return fmt, frozenset(token for token in ids if token is not None)
 
     def _special_text(self, token_id: int) -> str:
         if token_id < 0:

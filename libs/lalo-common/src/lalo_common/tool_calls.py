@@ -223,11 +223,11 @@ class ToolCallScanner:
     def _text(self, text: str, out: list[str | ParsedCall], raw: bool = False) -> None:
         if not text:
             return
-        if self.calls and not raw:
+        if self.calls:
             # Whitespace after a call is held: dropped if another call (or the end) follows
             # (the line breaks between calls), kept if more text does.
             text, self._gap = self._gap + text, ""
-            if not text.strip():
+            if not raw and not text.strip():
                 self._gap = text
                 return
         if out and isinstance(out[-1], str):

@@ -335,3 +335,8 @@ def test_the_call_format_is_chosen_from_the_template_and_vocabulary(
     template: str, tokens: set[str], expected: CallFormat
 ) -> None:
     assert choose_call_format(template, tokens.__contains__) is expected
+
+
+def test_a_false_block_after_a_call_keeps_the_space_before_it() -> None:
+    bogus = "<tool_call>\n{not json}\n</tool_call>"
+    assert scan([CALL, "\n", bogus]) == [("get_weather", {"city": "Paris"}), "\n" + bogus]

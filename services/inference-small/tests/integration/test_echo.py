@@ -44,7 +44,7 @@ def reference(tiny_model_path: Path) -> tuple[list[int], np.ndarray]:
 
 
 async def test_echo_sends_the_prompt_first_then_the_answer(served: Served) -> None:
-    result = await served.generate(served.prompt(PROMPT, max_tokens=4, echo=True))
+    result = await served.generate(served.prompt(PROMPT, max_tokens=4, temperature=0, echo=True))
     first, *rest = result.chunks
     assert (first.echo, first.text, list(first.tokens)) == (True, PROMPT, [])
     assert rest

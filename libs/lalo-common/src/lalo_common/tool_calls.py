@@ -141,14 +141,22 @@ def call_from_json(text: str, names: Collection[str]) -> ParsedCall | None:
         value = json.loads(text)
     except json.JSONDecodeError:
         return None
+    return _call_from_value(value, names)
+
+
+def _call_from_value(value: Any, names: Collection[str]) -> ParsedCall | None:
+    """``call_from_json`` on an already parsed value."""
     if not isinstance(value, dict):
         return None
-    name = value.get("name")
-    arguments = value.get("arguments", value.get("parameters", {}))
+    return _call(value.get("name"), value.get("arguments", value.get("parameters", {})), names)
+
+
+def _call(name: Any, arguments: Any, names: Collection[str]) -> ParsedCall | None:
+    """A call to a known tool with an object of arguments (or the JSON text of one: some
+    models write them as a string, as OpenAI's wire format does); None otherwise."""
     if not isinstance(name, str) or name not in names:
         return None
     if isinstance(arguments, str):
-        # Some models write the arguments as a JSON string, as OpenAI's wire format does.
         try:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
@@ -175,8 +183,8 @@ class ToolCallScanner:
     def feed(self, text: str) -> list[str | ParsedCall]:
         self._pending += text
         out: list[str | ParsedCall] = []
+        opening, closing = self.format.opening, self.format.closing
         while True:
-            opening, closing = self.format.opening, self.format.closing
             if self._in_call:
                 end = self._pending.find(closing)
                 if end < 0:
@@ -369,8 +377,9 @@ def _read_json_calls(body: str, names: Collection[str]) -> list[ParsedCall] | No
         value = json.loads(body)
     except json.JSONDecodeError:
         return None
-    items = value if isinstance(value, list) else [value]
-    calls = [call_from_json(json.dumps(item), names) for item in items]
+    calls = [
+        _call_from_value(item, names) for item in (value if isinstance(value, list) else [value])
+    ]
     if not calls or None in calls:
         return None
     return [call for call in calls if call is not None]
@@ -477,10 +486,7 @@ def _read_deepseek(body: str, names: Collection[str]) -> list[ParsedCall] | None
             arguments = fenced.group(1) if fenced else arguments
         else:  # V3.1
             name, arguments = head, tail
-        call = call_from_json(
-            '{"name": ' + json.dumps(name.strip()) + ', "arguments": ' + (arguments or "{}") + "}",
-            names,
-        )
+        call = _call(name.strip(), arguments.strip() or "{}", names)
         if call is None:
             return None
         calls.append(call)

@@ -312,6 +312,8 @@ def test_deepseek_v3_and_v31_calls_in_one_block() -> None:
         f"stray words {V31_CALL}",
         f"{V31_CALL} and more",
         f"{CALL_BEGIN}get_time{SEP}{{}}",  # a call cut off
+        # Arguments that are not one JSON object cannot smuggle in another call's name.
+        f'{CALL_BEGIN}get_weather{SEP}{{}}, "name": "get_time"{CALL_END}',
         "",
     ],
 )

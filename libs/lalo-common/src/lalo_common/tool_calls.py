@@ -23,7 +23,7 @@ import ast
 import json
 import re
 import secrets
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,6 +283,42 @@ class CallReader:
     def _counted(self, pieces: list[str | ParsedCall]) -> list[str | ParsedCall]:
         self.calls += sum(isinstance(p, ParsedCall) for p in pieces)
         return pieces
+
+
+def template_calls(calls: Iterable[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """An assistant turn's calls ((id, name, arguments JSON) each) as chat templates take
+    them: OpenAI's shape with the arguments as the object (templates apply tojson)."""
+    return [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": json_arguments(arguments)},
+        }
+        for call_id, name, arguments in calls
+    ]
+
+
+# A made-up call no real conversation has: a template that renders an assistant turn's
+# tool_calls writes its name.
+_PROBE_CALL = "lalo_probe_call_5c1e"
+
+
+def renders_tool_calls(render: Callable[[list[dict[str, Any]]], str]) -> bool:
+    """Whether a chat template (``render``: messages to text) shows an assistant turn's
+    ``tool_calls``; LFM2's shows only content. A template that refuses the probe is taken
+    not to: its calls are then written into the content, which every template shows."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": template_calls([("call_0", _PROBE_CALL, "{}")]),
+        },
+    ]
+    try:
+        return _PROBE_CALL in render(messages)
+    except Exception:  # the template's own error (Jinja's, a tokenizer's): not rendered
+        return False
 
 
 def json_arguments(arguments_json: str) -> Any:

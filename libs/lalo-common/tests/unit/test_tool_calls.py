@@ -18,6 +18,8 @@ from lalo_common.tool_calls import (
     call_schema,
     choose_call_format,
     forced_call_schema,
+    renders_tool_calls,
+    template_calls,
     tool_parameters,
     with_calls_written,
 )
@@ -342,3 +344,30 @@ def test_the_call_format_is_chosen_from_the_template_and_vocabulary(
 def test_a_false_block_after_a_call_keeps_the_space_before_it() -> None:
     bogus = "<tool_call>\n{not json}\n</tool_call>"
     assert scan([CALL, "\n", bogus]) == [("get_weather", {"city": "Paris"}), "\n" + bogus]
+
+
+def test_history_calls_in_the_shape_templates_take() -> None:
+    assert template_calls([("call_1", "get_time", '{"zone": "UTC"}'), ("call_2", "f", "oops")]) == [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": {"zone": "UTC"}},
+        },
+        {"id": "call_2", "type": "function", "function": {"name": "f", "arguments": "oops"}},
+    ]
+
+
+def test_whether_a_template_renders_history_calls_is_probed() -> None:
+    def shows_calls(messages: list[dict[str, object]]) -> str:
+        return json.dumps(messages)
+
+    def content_only(messages: list[dict[str, object]]) -> str:
+        return "".join(str(m["content"]) for m in messages)
+
+    def refuses(messages: list[dict[str, object]]) -> str:
+        raise RuntimeError("Conversation roles must alternate")
+
+    assert renders_tool_calls(shows_calls)
+    assert not renders_tool_calls(content_only)
+    # Refused: its calls go into the content, which every template shows.
+    assert not renders_tool_calls(refuses)

@@ -24,7 +24,8 @@ from lalo_common.prompt_inputs import checked_prompt_ids
 from lalo_common.tool_calls import (
     CallFormat,
     choose_call_format,
-    json_arguments,
+    renders_tool_calls,
+    template_calls,
     with_calls_written,
 )
 
@@ -174,7 +175,9 @@ class VllmBackend:
         self.call_format: CallFormat = choose_call_format(
             str(template), self.tokenizer.get_vocab().__contains__
         )
-        self._renders_tool_calls = self._probe_tool_calls()
+        self._renders_tool_calls = renders_tool_calls(
+            lambda messages: str(self.tokenizer.apply_chat_template(messages, tokenize=False))
+        )
         # A pooling model makes sentence embeddings and never generates; its vector size is
         # measured once at start (a projection layer can make it differ from the hidden size).
         self.embeds = model_config.runner_type == "pooling"
@@ -233,31 +236,6 @@ class VllmBackend:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _probe_tool_calls(self) -> bool:
-        """Whether the chat template shows an assistant turn's ``tool_calls`` (LFM2's shows
-        only content: earlier calls are then written into it, in the model's format)."""
-        probe = "lalo_probe_call_5c1e"
-        conversation = [
-            {"role": "user", "content": "hi"},
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {
-                        "id": "call_0",
-                        "type": "function",
-                        "function": {"name": probe, "arguments": {}},
-                    }
-                ],
-            },
-            {"role": "tool", "content": "{}", "tool_call_id": "call_0"},
-        ]
-        try:
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False)
-        except Exception:  # a template without tool turns: nothing to write them into
-            return True
-        return probe in str(text)
-
     def _check_model(self, model: str) -> None:
         if model and model not in self._names:
             raise NotFound(f"model {model!r} is not served here; this server serves {self.name!r}")
@@ -280,17 +258,9 @@ class VllmBackend:
             if message.tool_call_id:
                 item["tool_call_id"] = message.tool_call_id
             if message.tool_calls:
-                item["tool_calls"] = [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": json_arguments(call.arguments_json),
-                        },
-                    }
-                    for call in message.tool_calls
-                ]
+                item["tool_calls"] = template_calls(
+                    (call.id, call.name, call.arguments_json) for call in message.tool_calls
+                )
                 if not self._renders_tool_calls:
                     item["content"] = with_calls_written(
                         message.content,

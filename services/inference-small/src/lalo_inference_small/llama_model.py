@@ -23,7 +23,8 @@ from lalo_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from lalo_common.tool_calls import (
     CallFormat,
     choose_call_format,
-    json_arguments,
+    renders_tool_calls,
+    template_calls,
     with_calls_written,
 )
 
@@ -254,14 +255,7 @@ class LlamaModel:
             if turn.tool_call_id:
                 message["tool_call_id"] = turn.tool_call_id
             if turn.tool_calls:
-                message["tool_calls"] = [
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {"name": name, "arguments": json_arguments(arguments)},
-                    }
-                    for call_id, name, arguments in turn.tool_calls
-                ]
+                message["tool_calls"] = template_calls(turn.tool_calls)
                 if calls_in_content:
                     # The template shows only content (LFM2's): the model sees its earlier
                     # calls as it wrote them.
@@ -306,18 +300,8 @@ class LlamaModel:
 
     @functools.cached_property
     def renders_tool_calls(self) -> bool:
-        """Whether the chat template shows an assistant turn's ``tool_calls`` (probed once
-        with a made-up call); LFM2's shows only content."""
+        """Whether the chat template shows an assistant turn's ``tool_calls`` (probed once;
+        lalo_common.tool_calls.renders_tool_calls)."""
         if self._template is None:
             return False
-        probe = "lalo_probe_call_5c1e"
-        call = {"id": "call_0", "type": "function", "function": {"name": probe, "arguments": {}}}
-        messages: list[dict[str, Any]] = [
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "", "tool_calls": [call]},
-            {"role": "tool", "content": "{}", "tool_call_id": "call_0"},
-        ]
-        try:
-            return probe in self._apply_template(messages, None)
-        except InvalidArgument:
-            return False
+        return renders_tool_calls(lambda messages: self._apply_template(messages, None))

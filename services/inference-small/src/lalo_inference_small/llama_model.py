@@ -149,12 +149,16 @@ class LlamaModel:
     def _special_text(self, token_id: int) -> str:
         if token_id < 0:
             return ""
+        return self._piece(token_id, special=True).decode("utf-8", errors="replace")
+
+    def _piece(self, token_id: int, *, special: bool) -> bytes:
+        """A token's bytes; ``special``: control tokens as their text, not left out."""
         buffer = ctypes.create_string_buffer(64)
-        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, True)
+        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, special)
         if size < 0:
             buffer = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, True)
-        return buffer.raw[:size].decode("utf-8", errors="replace")
+            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, special)
+        return buffer.raw[:size]
 
     def _single_token(self, text: str) -> int | None:
         ids = self.tokenize(text, add_special=False, parse_special=True)
@@ -230,13 +234,7 @@ class LlamaModel:
         cached = self._piece_cache.get(token_id)
         if cached is not None:
             return cached
-        special = token_id in self._shown_markers
-        buffer = ctypes.create_string_buffer(64)
-        size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, 64, 0, special)
-        if size < 0:
-            buffer = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(self.vocab, token_id, buffer, -size, 0, special)
-        piece = buffer.raw[:size]
+        piece = self._piece(token_id, special=token_id in self._shown_markers)
         self._piece_cache[token_id] = piece
         return piece
 

@@ -183,25 +183,23 @@ class ServingResponses(Serving):
                 async for event in _prepend(pending, events):
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
-                        choice = out.choice(0)
+                        # The writer keeps the output items; `out` only the finish and usage.
                         for piece in writer.chunk(event.chunk):
                             yield piece
-                        choice.text.append(event.chunk.text)
-                        choice.tool_calls.extend(event.chunk.tool_calls)
                     elif kind == "complete":
                         out.usage = usage.add(0, event.complete.usage)
                         out.choice(0).finish_reason = FINISH_REASONS[event.complete.finish_reason]
                     elif kind == "error":
                         raise _in_band(event.error)
             except APIError as exc:  # after the 200: the response failed, in-band
-                for piece in writer.close_items("incomplete"):
+                for piece in writer.close_text("incomplete"):
                     yield piece
                 failed = envelope.snapshot(model, status="failed", output=writer.items)
                 failed["error"] = {"code": exc.code or "server_error", "message": exc.message}
                 yield writer.event("response.failed", response=failed)
                 return
             cut = out.choice(0).finish_reason == "length"
-            for piece in writer.close_items("incomplete" if cut else "completed"):
+            for piece in writer.close_text("incomplete" if cut else "completed"):
                 yield piece
             final = envelope.finished(out, model, output=writer.items)
             kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
@@ -340,14 +338,12 @@ class _EventWriter:
                 )
             )
         for call in chunk.tool_calls:
-            out.extend(self._close_text())
+            out.extend(self.close_text())
             out.extend(self._call(call))
         return out
 
-    def close_items(self, status: str = "completed") -> list[str]:
-        return self._close_text(status)
-
-    def _close_text(self, status: str = "completed") -> list[str]:
+    def close_text(self, status: str = "completed") -> list[str]:
+        """The open message item's closing events (none when no text item is open)."""
         if self._text_id is None:
             return []
         item_id, text = self._text_id, "".join(self._text)

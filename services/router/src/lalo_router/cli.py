@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_DATA = Path("../shared/data/router")
+SERVICE_DIR = Path(__file__).resolve().parents[2]
+DEFAULT_SUPPLEMENT = SERVICE_DIR / "data" / "everyday-supplement.jsonl"
+EVERYDAY_SETS = SERVICE_DIR / "eval"
 
 
 class InputError(ValueError):
@@ -257,6 +260,38 @@ def cmd_eval_outcomes(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def evaluate_everyday_sets(artifact: Path) -> dict[str, dict[str, Any]]:
+    """Accuracy and macro-F1 of the trained classifier on each hand-written everyday test set
+    (``eval/everyday-prompts*.jsonl``, never trained on), with and without the everyday heads
+    (``benchmark_*``: the benchmark heads alone), for the model card."""
+    import copy
+
+    from lalo_router.classify import load_classifier
+    from lalo_router.classify.metrics import classification_report
+
+    classifier = load_classifier(artifact)
+    benchmark = copy.copy(classifier)
+    benchmark.everyday = None
+    results: dict[str, dict[str, Any]] = {}
+    for path in sorted(EVERYDAY_SETS.glob("everyday-prompts*.jsonl")):
+        rows = [obj for _, obj in _read_jsonl(path)]
+        truth = [str(obj["label"]) for obj in rows]
+        texts = [_text(path, number, obj) for number, obj in enumerate(rows, 1)]
+        shipped = [classifier.classify(t).label for t in texts]
+        alone = [benchmark.classify(t).label for t in texts]
+        labels = list(classifier.labels)
+        with_heads = classification_report(truth, shipped, labels)
+        without = classification_report(truth, alone, labels)
+        results[path.name] = {
+            "n": len(truth),
+            "accuracy": with_heads.accuracy,
+            "macro_f1": with_heads.macro_f1,
+            "benchmark_accuracy": without.accuracy,
+            "benchmark_macro_f1": without.macro_f1,
+        }
+    return results
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from lalo_router.classify.model import DEFAULT_ARTIFACT
     from lalo_router.classify.model_card import write_model_card
@@ -265,9 +300,13 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     for name in ("categories-train.jsonl", "outcomes-train.jsonl"):
         if not (args.data / name).is_file():
             raise InputError(f"training data not found: {args.data / name}")
+    supplement = None if args.no_supplement else args.supplement
+    if supplement is not None and not supplement.is_file():
+        raise InputError(f"supplement not found: {supplement} (--no-supplement trains without)")
     target = args.out or DEFAULT_ARTIFACT
-    meta = train(args.data, target, args.cache_dir)
-    card = write_model_card(meta, target.parent / "MODEL_CARD.md", target)
+    meta = train(args.data, target, args.cache_dir, supplement)
+    everyday = evaluate_everyday_sets(target)
+    card = write_model_card(meta, target.parent / "MODEL_CARD.md", target, everyday)
     cats = meta["metrics"]["categories"]
     esc = meta["metrics"]["escalation"]["per_dataset"]
     out.write(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB) and {card}\n")
@@ -339,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--out", type=Path, default=None, help="artifact path (default: committed one)"
+    )
+    train.add_argument(
+        "--supplement",
+        type=Path,
+        default=DEFAULT_SUPPLEMENT,
+        help="hand-written everyday requests (JSONL like categories-train.jsonl)",
+    )
+    train.add_argument(
+        "--no-supplement", action="store_true", help="train on --data alone (no everyday heads)"
     )
     train.add_argument("--cache-dir", type=Path, default=Path(".lalo/cache/router"))
     train.add_argument("-o", "--output", type=Path, default=None, help=argparse.SUPPRESS)

@@ -196,7 +196,7 @@ def test_run_time_cascade_is_the_trained_formula() -> None:
     from lalo_router.classify.model import load_arrays
     from lalo_router.classify.train import (
         cascade_probabilities,
-        category_probabilities,
+        fast_probabilities,
         featurize,
         slow_embeddings,
         slow_probabilities,
@@ -204,6 +204,7 @@ def test_run_time_cascade_is_the_trained_formula() -> None:
 
     classifier = load_classifier()
     assert classifier.slow is not None
+    assert classifier.everyday is not None  # the everyday heads are part of the formula
     arrays, meta = load_arrays(DEFAULT_ARTIFACT)
     texts = [
         "hello!",
@@ -216,9 +217,11 @@ def test_run_time_cascade_is_the_trained_formula() -> None:
         "From the passage provided, extract the names of the rivers.",
         "why is the sky blue",
         "I need help",
+        "Summarize this in one sentence: the quarterly review moved to Thursday at 3pm.",
+        "Regex that matches UK postcodes like 'SW1A 1AA'.",
     ]
     dense, matrix = featurize(classifier.featurizer, texts)
-    fast = category_probabilities(arrays, dense, matrix)
+    fast = fast_probabilities(arrays, dense, matrix)
     slow = slow_probabilities(arrays, slow_embeddings(texts, classifier.featurizer), dense, matrix)
     expected, taken = cascade_probabilities(fast, slow, meta["slow_path"]["margin"])
     results = [classifier.classify(t) for t in texts]

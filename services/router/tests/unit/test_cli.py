@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -60,15 +61,62 @@ def test_eval_categories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "predicted outside" not in text
 
 
-def test_the_everyday_prompts_evaluate(capsys: pytest.CaptureFixture[str]) -> None:
-    """eval/everyday-prompts.jsonl (the model card's everyday figures) stays a valid eval
-    file: every category of the classifier, each with a few prompts."""
-    path = Path(__file__).resolve().parents[2] / "eval" / "everyday-prompts.jsonl"
+@pytest.mark.parametrize(
+    ("name", "n"),
+    [
+        ("everyday-prompts.jsonl", 40),
+        ("everyday-prompts-b.jsonl", 104),
+        ("everyday-prompts-c.jsonl", 86),
+    ],
+)
+def test_the_everyday_prompts_evaluate(
+    name: str, n: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The everyday test sets (the model card's everyday figures) stay valid eval files:
+    every category of the classifier, each with a prompt or more."""
+    path = Path(__file__).resolve().parents[2] / "eval" / name
     assert main(["eval", "categories", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 52
-    assert all(row["support"] >= 4 for row in report["per_class"].values())
+    assert report["n"] == n
+    assert all(row["support"] >= 2 for row in report["per_class"].values())
     assert len(report["per_class"]) == 9
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def test_the_everyday_supplement_is_training_data_and_not_a_test_set() -> None:
+    """The supplement has the training file's shape and labels, and no prompt of the
+    everyday test sets (never trained on) is a near copy of one of its prompts: writers
+    converge on the same classic prompts (the farmer, the wolf and the cabbage; "Who wrote
+    Pride and Prejudice?"), so test prompts sharing half their words with a supplement
+    prompt were taken out of the test sets."""
+    service = Path(__file__).resolve().parents[2]
+    from lalo_router.classify.model import DEFAULT_ARTIFACT, load_arrays
+
+    labels = set(load_arrays(DEFAULT_ARTIFACT)[1]["labels"])
+    rows = [json.loads(line) for line in (service / "data" / "everyday-supplement.jsonl").open()]
+    assert {row["label"] for row in rows} == labels
+    assert all(set(row) == {"text", "label", "source"} and row["text"].strip() for row in rows)
+    trained = [_words(row["text"]) for row in rows]
+    for path in (service / "eval").glob("everyday-prompts*.jsonl"):
+        for line in path.open():
+            words = _words(json.loads(line)["text"])
+            overlap = max(len(words & other) / len(words | other) for other in trained)
+            assert overlap < 0.5, (path.name, line)
+
+
+def test_train_with_a_missing_supplement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("categories-train.jsonl", "outcomes-train.jsonl"):
+        (tmp_path / name).write_text("")
+    missing = tmp_path / "nope.jsonl"
+    assert main(["train", "--data", str(tmp_path), "--supplement", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "supplement not found" in err
+    assert "--no-supplement" in err
 
 
 def test_eval_categories_shows_other_both_ways(

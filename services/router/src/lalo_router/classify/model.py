@@ -95,6 +95,22 @@ class SlowPath:
     bias: NDArray[np.float32]  # (K,)
 
 
+@dataclass(frozen=True)
+class EverydayHeads:
+    """Category heads fitted on the shared data plus hand-written everyday requests, mixed
+    into the benchmark heads' probabilities by the domain head's probability ``w`` that the
+    prompt is an everyday request: probs = (1 - w) * benchmark + w * everyday, on the fast
+    path and (with ``slow``) on the slow one. ``train.fast_probabilities`` and
+    ``train.slow_probabilities`` are the same computation at training time."""
+
+    dense_w: NDArray[np.float32]  # (dense_dim, K)
+    bias: NDArray[np.float32]  # (K,)
+    domain_dense_w: NDArray[np.float32]  # (dense_dim,)
+    domain_bias: float
+    # the slow path's everyday head: embedding (384, K), dense (dense_dim, K), bias (K,)
+    slow: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]] | None
+
+
 class Classifier:
     """Category + escalation heads over shared features (see ``features.Featurizer``).
 
@@ -105,7 +121,8 @@ class Classifier:
     sigmoid(c2)) (the large and the small model's chance of answering right), maths = c3.
     See ``train.EscalationHeads``, which computes the same at training time. The gate is the
     fast head's (escalation was fitted and validated with it), whether or not the slow path
-    runs; the category label and scores are the cascade's.
+    runs; the category label and scores are the cascade's, with the everyday heads mixed in
+    when the artifact has them (``EverydayHeads``; ``everyday = None`` leaves them out).
     """
 
     def __init__(
@@ -139,14 +156,23 @@ class Classifier:
             arrays["cat_sparse_w"].astype(np.float32),
             arrays["esc_sparse_w"].astype(np.float32),
         ]
+        self.everyday: EverydayHeads | None = None
+        has_everyday = "everyday_b" in arrays
+        if has_everyday:
+            blocks.append(arrays["everyday_sparse_w"].astype(np.float32))
+            blocks.append(arrays["domain_sparse_w"].astype(np.float32).reshape(-1, 1))
+        self._slow_at = sum(block.shape[1] for block in blocks)
         self.slow: SlowPath | None = None
         slow_meta = meta.get("slow_path")
+        slow_everyday = None
         if slow_meta is not None and encoder is not None:
             # The second head's sparse weights are stored for its columns only (terms seen in
             # enough training prompts); the others are zero.
-            slow_sparse = np.zeros((featurizer.sparse_dim, num_labels), dtype=np.float32)
-            slow_sparse[arrays["slow_sparse_cols"].astype(np.int64)] = arrays["slow_sparse_w"]
-            blocks.append(slow_sparse)
+            cols = arrays["slow_sparse_cols"].astype(np.int64)
+            for name in ("slow_sparse_w", "everyday_slow_sparse_w")[: 1 + has_everyday]:
+                slow_sparse = np.zeros((featurizer.sparse_dim, num_labels), dtype=np.float32)
+                slow_sparse[cols] = arrays[name]
+                blocks.append(slow_sparse)
             self.slow = SlowPath(
                 encoder=encoder,
                 tokens=int(slow_meta["tokens"]),
@@ -159,7 +185,28 @@ class Classifier:
                 num_labels,
             ):
                 raise ValueError("slow head shapes do not match the labels and features")
-        # One gather serves every head: category, escalation, then slow-category columns.
+            if has_everyday:
+                slow_everyday = (
+                    arrays["everyday_slow_emb_w"].astype(np.float32),
+                    arrays["everyday_slow_dense_w"].astype(np.float32),
+                    arrays["everyday_slow_b"].astype(np.float32),
+                )
+        if has_everyday:
+            self.everyday = EverydayHeads(
+                dense_w=arrays["everyday_dense_w"].astype(np.float32),
+                bias=arrays["everyday_b"].astype(np.float32),
+                domain_dense_w=arrays["domain_dense_w"].astype(np.float32),
+                domain_bias=float(arrays["domain_b"].reshape(-1)[0]),
+                slow=slow_everyday,
+            )
+            if (
+                self.everyday.dense_w.shape != (dense_dim, num_labels)
+                or self.everyday.domain_dense_w.shape != (dense_dim,)
+                or (slow_everyday is not None and slow_everyday[1].shape != (dense_dim, num_labels))
+            ):
+                raise ValueError("everyday head shapes do not match the labels and features")
+        # One gather serves every head: category, escalation, everyday category and domain,
+        # then the slow heads' columns (benchmark, everyday).
         self._sparse = np.ascontiguousarray(np.hstack(blocks))
         expected = (
             (dense_dim, num_labels),
@@ -225,12 +272,29 @@ class Classifier:
         general = float(c[0]) + self._gain_weight * (_sigmoid(float(c[1])) - _sigmoid(float(c[2])))
         gate = float(probs[self._gate])
         p_escalate = _sigmoid((1.0 - gate) * general + gate * float(c[3]))
+        everyday, weight = self.everyday, np.float32(0.0)
+        if everyday is not None:
+            at = esc_end + num_labels
+            mine = _softmax(dense @ everyday.dense_w + sparse[esc_end:at] + everyday.bias)
+            weight = np.float32(
+                _sigmoid(float(dense @ everyday.domain_dense_w + sparse[at] + everyday.domain_bias))
+            )
+            probs = (np.float32(1.0) - weight) * probs + weight * mine
         slow = self.slow
         if slow is None or unreadable or float(top2_margin(probs)) >= slow.margin:
             return probs.astype(np.float32), p_escalate, False, unreadable
         embedding = slow.encoder.embed(ids[: slow.tokens])
-        logits = embedding @ slow.emb_w + dense @ slow.dense_w + sparse[esc_end:] + slow.bias
-        probs = (probs + _softmax(logits.astype(np.float32))) * np.float32(0.5)
+        at = self._slow_at
+        logits = embedding @ slow.emb_w + dense @ slow.dense_w + sparse[at : at + num_labels]
+        second = _softmax((logits + slow.bias).astype(np.float32))
+        if everyday is not None and everyday.slow is not None:
+            emb_w, dense_w, bias = everyday.slow
+            at += num_labels
+            logits = embedding @ emb_w + dense @ dense_w + sparse[at : at + num_labels] + bias
+            second = (np.float32(1.0) - weight) * second + weight * _softmax(
+                logits.astype(np.float32)
+            )
+        probs = (probs + second) * np.float32(0.5)
         return probs.astype(np.float32), p_escalate, True, unreadable
 
     def _decide(self, text: str) -> Classification:

@@ -35,7 +35,7 @@ from lalo_router.classify.model import OTHER, top2_margin
 
 log = logging.getLogger(__name__)
 
-VERSION = "1.4.0"
+VERSION = "1.5.0"
 TABLE_DIMS = 128
 SPARSE_WEIGHT = 1.0
 CATEGORY_C = 2.0
@@ -74,6 +74,14 @@ ESCALATION_GATE = "math"
 THRESHOLD_DATASETS = ("mmlu", "gsm8k")
 MIN_CATEGORY_ROWS = 200
 SHARED_OPENING = 20  # more prompts than this with one opening: a few-shot template
+# Everyday requests (see MODEL_CARD.md): a second pair of category heads fitted on the shared
+# data plus the project's hand-written supplement, weighted EVERYDAY_WEIGHT (0.3-3 tried:
+# 3 best on two independent everyday test sets, at the same grouped-CV cost through the
+# mixture), mixed with the benchmark heads by a domain head's probability that a prompt is
+# an everyday request rather than a benchmark one (C 0.3-3: the same within 0.002).
+DEFAULT_SUPPLEMENT = Path(__file__).resolve().parents[3] / "data" / "everyday-supplement.jsonl"
+EVERYDAY_WEIGHT = 3.0
+DOMAIN_C = 1.0
 
 
 @dataclass
@@ -81,6 +89,14 @@ class Dataset:
     texts: list[str]
     labels: list[str]
     sources: list[str]
+
+
+def read_category_rows(rows: list[dict[str, Any]]) -> Dataset:
+    return Dataset(
+        texts=[clean_text(r["text"]) for r in rows],
+        labels=[str(r["label"]) for r in rows],
+        sources=[str(r.get("source", "")) for r in rows],
+    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -199,21 +215,45 @@ def cascade_probabilities(
     return out, taken
 
 
+def _slow_logits(
+    arrays: dict[str, NDArray[Any]],
+    prefix: str,
+    embeddings: NDArray[np.float32],
+    dense: NDArray[np.float32],
+    matrix: Any,
+) -> NDArray[np.float64]:
+    cols = arrays["slow_sparse_cols"].astype(np.int64)
+    logits: NDArray[np.float64] = (
+        embeddings @ arrays[f"{prefix}_emb_w"].astype(np.float64)
+        + dense @ arrays[f"{prefix}_dense_w"].astype(np.float64)
+        + matrix[:, cols] @ arrays[f"{prefix}_sparse_w"].astype(np.float64)
+        + arrays[f"{prefix}_b"]
+    )
+    return logits
+
+
 def slow_probabilities(
     arrays: dict[str, NDArray[Any]],
     embeddings: NDArray[np.float32],
     dense: NDArray[np.float32],
     matrix: Any,
 ) -> NDArray[np.float64]:
-    """The second head's probabilities, from the weights as the artifact stores them."""
-    cols = arrays["slow_sparse_cols"].astype(np.int64)
-    logits = (
-        embeddings @ arrays["slow_emb_w"].astype(np.float64)
-        + dense @ arrays["slow_dense_w"].astype(np.float64)
-        + matrix[:, cols] @ arrays["slow_sparse_w"].astype(np.float64)
-        + arrays["slow_b"]
-    )
-    return softmax_rows(logits)
+    """The second head's probabilities (the benchmark and everyday slow heads mixed by the
+    domain head, when the artifact has them), from the weights as the artifact stores them."""
+    probs = softmax_rows(_slow_logits(arrays, "slow", embeddings, dense, matrix))
+    if "everyday_slow_b" not in arrays:
+        return probs
+    everyday = softmax_rows(_slow_logits(arrays, "everyday_slow", embeddings, dense, matrix))
+    return mix(probs, everyday, everyday_weight(arrays, dense, matrix))
+
+
+def mix(
+    benchmark: NDArray[np.float64], everyday: NDArray[np.float64], weight: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Each row's mixture of the benchmark and everyday heads' probabilities, ``weight`` the
+    domain head's probability that the prompt is an everyday request."""
+    out: NDArray[np.float64] = (1.0 - weight[:, None]) * benchmark + weight[:, None] * everyday
+    return out
 
 
 def choose_margin(
@@ -240,25 +280,51 @@ def choose_margin(
     return chosen, curve
 
 
+def _fit_everyday(x: Any, y: NDArray[np.int64], weights: NDArray[np.float64], c: float) -> Any:
+    """A category head whose rows weigh ``weights`` on top of balanced class weights."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    model = LogisticRegression(C=c, max_iter=2000)
+    return model.fit(x, y, sample_weight=compute_sample_weight("balanced", y) * weights)
+
+
+def _fit_domain(x: Any, is_everyday: NDArray[np.int64]) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=DOMAIN_C, max_iter=2000, class_weight="balanced")
+    return model.fit(x, is_everyday)
+
+
 def train_categories(
-    featurizer: Featurizer, data: Dataset, labels: list[str]
+    featurizer: Featurizer, data: Dataset, labels: list[str], supplement: Dataset | None = None
 ) -> tuple[dict[str, NDArray[np.float32]], dict[str, Any], float, dict[str, Any]]:
-    """Both category heads and the slow-path margin, validated by grouped cross-validation.
-    Returns arrays, metrics, the ``other`` threshold and the ``slow_path`` meta."""
+    """Both category heads and the slow-path margin, validated by grouped cross-validation,
+    plus, with a ``supplement`` of everyday requests, the everyday heads and the domain head
+    that mixes them in. Supplement rows are only ever trained on: every figure is measured on
+    ``data``'s prompts. Returns arrays, metrics, the ``other`` threshold and the
+    ``slow_path`` meta."""
     from scipy import sparse
     from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-    y = np.array([labels.index(label) for label in data.labels])
-    dense, matrix = featurize(featurizer, data.texts)
+    n = len(data.texts)
+    extra_rows = supplement or Dataset([], [], [])
+    texts = data.texts + extra_rows.texts
+    y_all = np.array([labels.index(label) for label in data.labels + extra_rows.labels])
+    y = y_all[:n]
+    extra = np.arange(n, len(texts))
+    is_everyday = (np.arange(len(texts)) >= n).astype(np.int64)
+    row_weights = np.where(is_everyday == 1, EVERYDAY_WEIGHT, 1.0)
+    dense, matrix = featurize(featurizer, texts)
     # Signals meant for escalation only get no category weight (with them the maths and
     # reasoning F1 fall by 0.015-0.02: number counts separate GSM8K from BBH by template).
     for name in ESCALATION_ONLY_LEXICAL:
         dense[:, featurizer.table.shape[1] + LEXICAL_NAMES.index(name)] = 0.0
     x = _stack(dense, matrix * CATEGORY_SPARSE_SCALE)
     started = time.perf_counter()
-    embeddings = slow_embeddings(data.texts, featurizer)
+    embeddings = slow_embeddings(texts, featurizer)
     log.info("slow-path MiniLM embeddings in %.1fs", time.perf_counter() - started)
-    doc_freq = np.asarray((matrix != 0).sum(0)).ravel()
+    doc_freq = np.asarray((matrix[:n] != 0).sum(0)).ravel()
     slow_cols = np.flatnonzero(doc_freq >= SLOW_MIN_DF)
     x_slow = sparse.hstack(
         [
@@ -269,18 +335,34 @@ def train_categories(
     groups = [category_group(s, t) for s, t in zip(data.sources, data.texts, strict=True)]
     truth = [labels[i] for i in y]
 
-    def out_of_fold(splits: Any) -> tuple[NDArray[np.float64], NDArray[np.float64], Any]:
-        fast = np.zeros((len(y), len(labels)), dtype=np.float64)
-        slow = np.zeros_like(fast)
-        fold_of = np.zeros(len(y), dtype=np.int64)
+    def out_of_fold(
+        splits: Any,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], Any, dict[str, NDArray[np.float64]]]:
+        """Mixed fast and slow probabilities, fold of each row, and the heads' own."""
+        heads: dict[str, NDArray[np.float64]] = {
+            name: np.zeros((n, len(labels)), dtype=np.float64)
+            for name in ("fast", "slow", "everyday_fast", "everyday_slow")
+        }
+        weight = np.zeros(n, dtype=np.float64)
+        fold_of = np.zeros(n, dtype=np.int64)
         for fold, (tr, te) in enumerate(splits):
-            fast[te] = _fit_categories(x[tr], y[tr], CATEGORY_C).predict_proba(x[te])
-            slow[te] = _fit_categories(x_slow[tr], y[tr], SLOW_C).predict_proba(x_slow[te])
+            heads["fast"][te] = _fit_categories(x[tr], y[tr], CATEGORY_C).predict_proba(x[te])
+            heads["slow"][te] = _fit_categories(x_slow[tr], y[tr], SLOW_C).predict_proba(x_slow[te])
+            if extra.size:
+                both = np.concatenate([tr, extra])
+                fitted = _fit_everyday(x[both], y_all[both], row_weights[both], CATEGORY_C)
+                heads["everyday_fast"][te] = fitted.predict_proba(x[te])
+                fitted = _fit_everyday(x_slow[both], y_all[both], row_weights[both], SLOW_C)
+                heads["everyday_slow"][te] = fitted.predict_proba(x_slow[te])
+                weight[te] = _fit_domain(x[both], is_everyday[both]).predict_proba(x[te])[:, 1]
             fold_of[te] = fold
             log.info("category fold %d/%d done", fold + 1, FOLDS)
-        return fast, slow, fold_of
+        heads["weight"] = weight
+        fast = mix(heads["fast"], heads["everyday_fast"], weight)
+        slow = mix(heads["slow"], heads["everyday_slow"], weight)
+        return fast, slow, fold_of, heads
 
-    fast, slow, fold_of = out_of_fold(GroupKFold(n_splits=FOLDS).split(x, y, groups))
+    fast, slow, fold_of, own = out_of_fold(GroupKFold(n_splits=FOLDS).split(np.zeros(n), y, groups))
     margin, curve = choose_margin(fast, slow, y, labels)
     # Nested estimate of the whole procedure: each fold's margin chosen on the other folds.
     nested = np.zeros_like(fast)
@@ -293,8 +375,8 @@ def train_categories(
     oof, taken = cascade_probabilities(fast, slow, margin)
     # For comparison only: a random stratified split (templates shared across folds) shows
     # how much of the score is template memorisation.
-    random_fast, random_slow, _ = out_of_fold(
-        StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED).split(x, y)
+    random_fast, random_slow, _, _ = out_of_fold(
+        StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED).split(np.zeros(n), y)
     )
     random_probs = cascade_probabilities(random_fast, random_slow, margin)[0]
     random_report = classification_report(
@@ -343,14 +425,28 @@ def train_categories(
             "nested_margins": nested_margins,
             "fast_only_macro_f1": f1_of(fast),
             "fast_only_accuracy": float((fast.argmax(1) == y).mean()),
+            "benchmark_heads_macro_f1": f1_of(
+                cascade_probabilities(own["fast"], own["slow"], margin)[0]
+            ),
             "slow_only_macro_f1": f1_of(slow),
             "slow_tokens": SLOW_TOKENS,
             "slow_columns": int(slow_cols.size),
         },
     }
-    final = _fit_categories(x, y, CATEGORY_C)
+    if extra.size:
+        weight = own["weight"]
+        metrics["everyday"] = {
+            "supplement_rows": int(extra.size),
+            "supplement_labels": dict(Counter(extra_rows.labels)),
+            "weight": EVERYDAY_WEIGHT,
+            "domain_c": DOMAIN_C,
+            "validation_weight_median": float(np.median(weight)),
+            "validation_weight_p90": float(np.quantile(weight, 0.9)),
+            "validation_share_over_half": float((weight > 0.5).mean()),
+        }
+    final = _fit_categories(x[:n], y, CATEGORY_C)
     coef = final.coef_.astype(np.float32)  # (K, dense + sparse)
-    slow_final = _fit_categories(x_slow, y, SLOW_C)
+    slow_final = _fit_categories(x_slow[:n], y, SLOW_C)
     slow_coef = slow_final.coef_.astype(np.float32)  # (K, 384 + dense + kept columns)
     dims = embeddings.shape[1]
     arrays = {
@@ -367,6 +463,31 @@ def train_categories(
         ).astype(np.float16),
         "slow_b": slow_final.intercept_.astype(np.float32),
     }
+    if extra.size:
+        fitted = _fit_everyday(x, y_all, row_weights, CATEGORY_C)
+        ecoef = fitted.coef_.astype(np.float32)
+        slow_fitted = _fit_everyday(x_slow, y_all, row_weights, SLOW_C)
+        scoef = slow_fitted.coef_.astype(np.float32)
+        domain = _fit_domain(x, is_everyday)
+        dcoef = domain.coef_[0].astype(np.float32)
+        arrays |= {
+            "everyday_dense_w": ecoef[:, : featurizer.dense_dim].T.copy(),
+            "everyday_sparse_w": (
+                ecoef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
+            ).astype(np.float16),
+            "everyday_b": fitted.intercept_.astype(np.float32),
+            "everyday_slow_emb_w": scoef[:, :dims].T.copy(),
+            "everyday_slow_dense_w": scoef[:, dims : dims + featurizer.dense_dim].T.copy(),
+            "everyday_slow_sparse_w": (
+                scoef[:, dims + featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
+            ).astype(np.float16),
+            "everyday_slow_b": slow_fitted.intercept_.astype(np.float32),
+            "domain_dense_w": dcoef[: featurizer.dense_dim].copy(),
+            "domain_sparse_w": (dcoef[featurizer.dense_dim :] * CATEGORY_SPARSE_SCALE).astype(
+                np.float16
+            ),
+            "domain_b": domain.intercept_.astype(np.float32),
+        }
     slow_meta = {"tokens": SLOW_TOKENS, "margin": margin}
     return arrays, metrics, other_threshold, slow_meta
 
@@ -631,15 +752,40 @@ def _operating_points(
 
 
 def category_probabilities(
-    arrays: dict[str, NDArray[Any]], dense: NDArray[np.float32], matrix: Any
+    arrays: dict[str, NDArray[Any]], dense: NDArray[np.float32], matrix: Any, prefix: str = "cat"
 ) -> NDArray[np.float64]:
-    """The category head's probabilities, from the weights as the artifact stores them."""
+    """The benchmark fast head's probabilities (``prefix="everyday"``: the everyday one's),
+    from the weights as the artifact stores them. Escalation's maths gate reads this head."""
     logits = (
-        dense @ arrays["cat_dense_w"].astype(np.float64)
-        + matrix @ arrays["cat_sparse_w"].astype(np.float64)
-        + arrays["cat_b"]
+        dense @ arrays[f"{prefix}_dense_w"].astype(np.float64)
+        + matrix @ arrays[f"{prefix}_sparse_w"].astype(np.float64)
+        + arrays[f"{prefix}_b"]
     )
     return softmax_rows(logits)
+
+
+def everyday_weight(
+    arrays: dict[str, NDArray[Any]], dense: NDArray[np.float32], matrix: Any
+) -> NDArray[np.float64]:
+    """The domain head's probability that each prompt is an everyday request."""
+    logits = (
+        dense @ arrays["domain_dense_w"].astype(np.float64)
+        + matrix @ arrays["domain_sparse_w"].astype(np.float64)
+        + float(arrays["domain_b"].reshape(-1)[0])
+    )
+    return _sigmoid(np.asarray(logits, dtype=np.float64).ravel())
+
+
+def fast_probabilities(
+    arrays: dict[str, NDArray[Any]], dense: NDArray[np.float32], matrix: Any
+) -> NDArray[np.float64]:
+    """The fast category probabilities the classifier reports (and the cascade's margin
+    reads): the benchmark head, mixed with the everyday head when the artifact has one."""
+    probs = category_probabilities(arrays, dense, matrix)
+    if "everyday_b" not in arrays:
+        return probs
+    everyday = category_probabilities(arrays, dense, matrix, prefix="everyday")
+    return mix(probs, everyday, everyday_weight(arrays, dense, matrix))
 
 
 def softmax_rows(logits: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -751,8 +897,11 @@ def train_escalation(
     return arrays, metrics, threshold_meta
 
 
-def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Train both heads from ``data_dir`` and write the artifact to ``out``."""
+def train(
+    data_dir: Path, out: Path, cache_dir: Path | None = None, supplement: Path | None = None
+) -> dict[str, Any]:
+    """Train every head from ``data_dir`` (and the everyday ``supplement``, a JSONL file of
+    the same format as categories-train.jsonl) and write the artifact to ``out``."""
     tokenizer_path = model_dir() / "tokenizer.json"
     tokenizer = load_tokenizer(tokenizer_path)
     quantized, scale = reduce_and_quantize(static_table(cache_dir), TABLE_DIMS)
@@ -760,12 +909,14 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
 
     cat_rows = read_jsonl(data_dir / "categories-train.jsonl")
     out_rows = read_jsonl(data_dir / "outcomes-train.jsonl")
-    data = Dataset(
-        texts=[clean_text(r["text"]) for r in cat_rows],
-        labels=[str(r["label"]) for r in cat_rows],
-        sources=[str(r.get("source", "")) for r in cat_rows],
-    )
+    data = read_category_rows(cat_rows)
     labels = sorted(set(data.labels))
+    extra = read_category_rows(read_jsonl(supplement)) if supplement else None
+    if extra is not None and set(extra.labels) - set(labels):
+        raise ValueError(
+            f"{supplement}: labels {sorted(set(extra.labels) - set(labels))} are "
+            "not in the training data's"
+        )
 
     probe = Featurizer(
         tokenizer, table, np.ones(table.shape[0] + BIGRAM_BUCKETS, np.float32), SPARSE_WEIGHT
@@ -775,7 +926,11 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
     idf = idf.astype(np.float16).astype(np.float32)  # exactly what the artifact stores
     featurizer = Featurizer(tokenizer, table, idf, SPARSE_WEIGHT)
 
-    cat_arrays, cat_metrics, other_threshold, slow_meta = train_categories(featurizer, data, labels)
+    # IDF is the shared data's alone, so the benchmark heads are what they were without the
+    # supplement (the everyday heads only add to them).
+    cat_arrays, cat_metrics, other_threshold, slow_meta = train_categories(
+        featurizer, data, labels, extra
+    )
     esc_arrays, esc_metrics, threshold_meta = train_escalation(
         featurizer, out_rows, partial(category_probabilities, cat_arrays), labels
     )
@@ -793,6 +948,11 @@ def train(data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict[str,
         "training_data": {
             "categories": {"rows": len(cat_rows), "labels": dict(Counter(data.labels))},
             "outcomes": {"rows": len(out_rows)},
+            **(
+                {"supplement": {"path": supplement.name, "rows": len(extra.texts)}}
+                if supplement and extra is not None
+                else {}
+            ),
         },
         "metrics": {"categories": cat_metrics, "escalation": esc_metrics},
     }

@@ -120,9 +120,7 @@ def test_escalation_heads_must_match_the_gate(tmp_path: Path) -> None:
 
 # Everyday requests unlike the training sources (written for these tests: in neither the
 # supplement nor the everyday test sets). The benchmark heads alone call most of them
-# agentic; the classifier gets the first five right (the model card's Limits say which
-# everyday requests it still misses: short texts to summarise or extract from, like the last
-# ones here).
+# agentic (the model card's Limits say which everyday requests the classifier still misses).
 EVERYDAY = [
     ("What's the difference between a list and a tuple in Python?", "code"),
     ("Write a limerick about a cat who hates Mondays.", "creative_writing"),
@@ -147,7 +145,7 @@ EVERYDAY = [
 ]
 
 
-@pytest.mark.parametrize(("text", "label"), EVERYDAY[:5])
+@pytest.mark.parametrize(("text", "label"), EVERYDAY)
 def test_everyday_requests_get_their_label(classifier: Classifier, text: str, label: str) -> None:
     assert classifier.classify(text).label == label
 

@@ -301,8 +301,19 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         if not (args.data / name).is_file():
             raise InputError(f"training data not found: {args.data / name}")
     supplement = None if args.no_supplement else args.supplement
-    if supplement is not None and not supplement.is_file():
-        raise InputError(f"supplement not found: {supplement} (--no-supplement trains without)")
+    if supplement is not None:
+        if not supplement.is_file():
+            raise InputError(f"supplement not found: {supplement} (--no-supplement trains without)")
+        known = {
+            str(obj.get("label")) for _, obj in _read_jsonl(args.data / "categories-train.jsonl")
+        }
+        for number, obj in _read_jsonl(supplement):
+            _text(supplement, number, obj)
+            if str(obj.get("label")) not in known:
+                raise InputError(
+                    f"{supplement}:{number}: label {obj.get('label')!r} is not one of the "
+                    f"training data's ({', '.join(sorted(known))})"
+                )
     target = args.out or DEFAULT_ARTIFACT
     meta = train(args.data, target, args.cache_dir, supplement)
     everyday = evaluate_everyday_sets(target)

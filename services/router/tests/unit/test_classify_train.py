@@ -158,7 +158,7 @@ def test_fit_escalation_learns_gain_and_length() -> None:
 def test_run_time_escalation_is_the_trained_formula() -> None:
     """``model.Classifier`` and ``train.EscalationHeads`` compute p_escalate the same way."""
     from lalo_router.classify import DEFAULT_ARTIFACT, load_classifier
-    from lalo_router.classify.model import load_arrays
+    from lalo_router.classify.model import load_arrays, sparse_weights
     from lalo_router.classify.train import (
         EscalationHeads,
         category_probabilities,
@@ -179,7 +179,7 @@ def test_run_time_escalation_is_the_trained_formula() -> None:
     gate = category_probabilities(arrays, dense, matrix)[:, classifier.labels.index("math")]
     heads = EscalationHeads(
         dense_w=arrays["esc_dense_w"].astype(np.float64),
-        sparse_w=arrays["esc_sparse_w"].astype(np.float64),
+        sparse_w=sparse_weights(arrays, "esc_sparse_w").astype(np.float64),
         bias=arrays["esc_b"].astype(np.float64),
         gain_weight=float(arrays["esc_gain_weight"]),
     )

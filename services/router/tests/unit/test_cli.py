@@ -107,6 +107,20 @@ def test_the_everyday_supplement_is_training_data_and_not_a_test_set() -> None:
             assert overlap < 0.5, (path.name, line)
 
 
+def test_train_with_a_supplement_label_the_data_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(tmp_path / "categories-train.jsonl", [{"text": "hi", "label": "chat"}])
+    (tmp_path / "outcomes-train.jsonl").write_text("")
+    supplement = write_jsonl(
+        tmp_path / "extra.jsonl",
+        [{"text": "hello", "label": "chat"}, {"text": "book it", "label": "booking"}],
+    )
+    assert main(["train", "--data", str(tmp_path), "--supplement", str(supplement)]) == 2
+    err = capsys.readouterr().err
+    assert "extra.jsonl:2: label 'booking' is not one of the training data's (chat)" in err
+
+
 def test_train_with_a_missing_supplement(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,7 +31,7 @@ from lalo_router.classify.features import (
     load_tokenizer,
 )
 from lalo_router.classify.metrics import classification_report, dataset_family, routing_curve
-from lalo_router.classify.model import OTHER, top2_margin
+from lalo_router.classify.model import OTHER, quantize_columns, sparse_weights, top2_margin
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _slow_logits(
     logits: NDArray[np.float64] = (
         embeddings @ arrays[f"{prefix}_emb_w"].astype(np.float64)
         + dense @ arrays[f"{prefix}_dense_w"].astype(np.float64)
-        + matrix[:, cols] @ arrays[f"{prefix}_sparse_w"].astype(np.float64)
+        + matrix[:, cols] @ sparse_weights(arrays, f"{prefix}_sparse_w").astype(np.float64)
         + arrays[f"{prefix}_b"]
     )
     return logits
@@ -451,16 +451,12 @@ def train_categories(
     dims = embeddings.shape[1]
     arrays = {
         "cat_dense_w": coef[:, : featurizer.dense_dim].T.copy(),
-        "cat_sparse_w": (coef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE).astype(
-            np.float16
-        ),
+        "cat_sparse_w": (coef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE),
         "cat_b": final.intercept_.astype(np.float32),
         "slow_emb_w": slow_coef[:, :dims].T.copy(),
         "slow_dense_w": slow_coef[:, dims : dims + featurizer.dense_dim].T.copy(),
         "slow_sparse_cols": slow_cols.astype(np.int32),
-        "slow_sparse_w": (
-            slow_coef[:, dims + featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
-        ).astype(np.float16),
+        "slow_sparse_w": (slow_coef[:, dims + featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE),
         "slow_b": slow_final.intercept_.astype(np.float32),
     }
     if extra.size:
@@ -472,20 +468,16 @@ def train_categories(
         dcoef = domain.coef_[0].astype(np.float32)
         arrays |= {
             "everyday_dense_w": ecoef[:, : featurizer.dense_dim].T.copy(),
-            "everyday_sparse_w": (
-                ecoef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
-            ).astype(np.float16),
+            "everyday_sparse_w": (ecoef[:, featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE),
             "everyday_b": fitted.intercept_.astype(np.float32),
             "everyday_slow_emb_w": scoef[:, :dims].T.copy(),
             "everyday_slow_dense_w": scoef[:, dims : dims + featurizer.dense_dim].T.copy(),
             "everyday_slow_sparse_w": (
                 scoef[:, dims + featurizer.dense_dim :].T * CATEGORY_SPARSE_SCALE
-            ).astype(np.float16),
+            ),
             "everyday_slow_b": slow_fitted.intercept_.astype(np.float32),
             "domain_dense_w": dcoef[: featurizer.dense_dim].copy(),
-            "domain_sparse_w": (dcoef[featurizer.dense_dim :] * CATEGORY_SPARSE_SCALE).astype(
-                np.float16
-            ),
+            "domain_sparse_w": (dcoef[featurizer.dense_dim :] * CATEGORY_SPARSE_SCALE),
             "domain_b": domain.intercept_.astype(np.float32),
         }
     slow_meta = {"tokens": SLOW_TOKENS, "margin": margin}
@@ -758,7 +750,7 @@ def category_probabilities(
     from the weights as the artifact stores them. Escalation's maths gate reads this head."""
     logits = (
         dense @ arrays[f"{prefix}_dense_w"].astype(np.float64)
-        + matrix @ arrays[f"{prefix}_sparse_w"].astype(np.float64)
+        + matrix @ sparse_weights(arrays, f"{prefix}_sparse_w").astype(np.float64)
         + arrays[f"{prefix}_b"]
     )
     return softmax_rows(logits)
@@ -770,7 +762,7 @@ def everyday_weight(
     """The domain head's probability that each prompt is an everyday request."""
     logits = (
         dense @ arrays["domain_dense_w"].astype(np.float64)
-        + matrix @ arrays["domain_sparse_w"].astype(np.float64)
+        + matrix @ sparse_weights(arrays, "domain_sparse_w").astype(np.float64)
         + float(arrays["domain_b"].reshape(-1)[0])
     )
     return _sigmoid(np.asarray(logits, dtype=np.float64).ravel())
@@ -885,7 +877,7 @@ def train_escalation(
     final = final.scaled(slope, intercept)
     arrays: dict[str, NDArray[Any]] = {
         "esc_dense_w": final.dense_w.astype(np.float32),
-        "esc_sparse_w": final.sparse_w.astype(np.float16),
+        "esc_sparse_w": final.sparse_w,
         "esc_b": final.bias.astype(np.float32),
         "esc_gain_weight": np.array(final.gain_weight, dtype=np.float32),
     }
@@ -956,12 +948,15 @@ def train(
         },
         "metrics": {"categories": cat_metrics, "escalation": esc_metrics},
     }
+    # Every head's sparse weights as int8 with a scale per column (``model.sparse_weights``).
+    heads: dict[str, NDArray[Any]] = {**cat_arrays, **esc_arrays}
+    for name in [k for k in heads if k.endswith("sparse_w")]:
+        heads[name], heads[f"{name}_scale"] = quantize_columns(heads[name])
     arrays: dict[str, Any] = {
         "table_q": quantized,
         "table_scale": scale,
         "idf": idf.astype(np.float16),
-        **cat_arrays,
-        **esc_arrays,
+        **heads,
         "meta_json": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

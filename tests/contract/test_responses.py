@@ -1,7 +1,7 @@
 """The Responses API (POST /v1/responses) with the official SDK: the same model and router as
-chat completions, answered as Response objects and OpenAI's streaming events. Stateless:
-nothing is stored, so previous_response_id is refused by name (function calls: in
-test_tool_calls.py, on a model whose template offers tools)."""
+chat completions, answered as Response objects and OpenAI's streaming events; stored
+responses retrieved, listed, continued with previous_response_id and deleted (function
+calls: in test_tool_calls.py, on a model whose template offers tools)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_a_text_input_gets_a_completed_response(client: openai.OpenAI, stack: St
     assert response.object == "response"
     assert response.id.startswith("resp_")
     assert response.model == stack.model_id
-    assert response.store is False  # nothing is kept server-side
+    assert response.store is True  # kept, as OpenAI keeps it, unless store=False
     assert response.metadata == {"ticket": "42"}
     assert response.instructions == "Be brief."
     message = response.output[0]
@@ -144,7 +144,8 @@ def test_the_route_headers_come_with_it(http: httpx.Client, stack: Stack) -> Non
 @pytest.mark.parametrize(
     ("fields", "param", "words"),
     [
-        ({"previous_response_id": "resp_123"}, "previous_response_id", "does not store"),
+        ({"previous_response_id": ""}, "previous_response_id", ""),
+        ({"conversation": "conv_1"}, "conversation", "previous_response_id"),
         ({"input": ""}, "input", "empty"),
         ({"input": [{"type": "image_generation_call", "id": "x"}]}, "input", ""),
         ({"tool_choice": "required"}, "tool_choice", "only allowed when tools"),
@@ -187,3 +188,122 @@ def test_an_unknown_model_is_404_before_any_event(http: httpx.Client, stream: bo
     )
     assert reply.status_code == 404, reply.text
     assert reply.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_stored_response_is_read_listed_continued_and_deleted(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    first = client.responses.create(
+        model=stack.model_id, input="Name a colour.", max_output_tokens=6, temperature=0
+    )
+    assert client.responses.retrieve(first.id) == first
+    items = list(client.responses.input_items.list(first.id))
+    assert [(i.type, i.role) for i in items] == [("message", "user")]  # type: ignore[union-attr]
+    assert items[0].content[0].text == "Name a colour."  # type: ignore[union-attr]
+
+    # Continuing it is the same model call as sending the whole conversation (greedy).
+    follow_up = client.responses.create(
+        model=stack.model_id,
+        previous_response_id=first.id,
+        input="And another?",
+        max_output_tokens=6,
+        temperature=0,
+    )
+    whole = client.responses.create(
+        model=stack.model_id,
+        input=[
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": first.output_text},
+            {"role": "user", "content": "And another?"},
+        ],
+        max_output_tokens=6,
+        temperature=0,
+        store=False,
+    )
+    assert follow_up.previous_response_id == first.id
+    assert follow_up.output_text == whole.output_text
+    assert follow_up.usage is not None
+    assert whole.usage is not None
+    assert follow_up.usage.input_tokens == whole.usage.input_tokens
+
+    deleted = client.responses.delete(first.id)
+    assert deleted is None  # the SDK returns nothing; the wire said deleted (next test)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.BadRequestError) as caught:  # its continuation lost its start
+        client.responses.create(
+            model=stack.model_id, previous_response_id=follow_up.id, input="More?"
+        )
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert first.id in caught.value.message
+
+
+def test_delete_and_unknown_ids_over_the_wire(http: httpx.Client, stack: Stack) -> None:
+    created = http.post("/v1/responses", json={"model": stack.model_id, "input": "hi"}).json()
+    reply = http.delete(f"/v1/responses/{created['id']}")
+    assert reply.json() == {"id": created["id"], "object": "response", "deleted": True}
+    for method, path in (
+        ("DELETE", f"/v1/responses/{created['id']}"),
+        ("GET", "/v1/responses/resp_nope"),
+        ("GET", "/v1/responses/resp_nope/input_items"),
+    ):
+        reply = http.request(method, path)
+        assert reply.status_code == 404, (method, path, reply.text)
+        assert reply.json()["error"]["code"] == "response_not_found"
+    reply = http.get(f"/v1/responses/{created['id']}/input_items", params={"limit": 0})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["param"] == "limit"
+
+
+def test_store_false_is_not_kept(client: openai.OpenAI, stack: Stack) -> None:
+    response = client.responses.create(
+        model=stack.model_id, input="hi", max_output_tokens=2, store=False
+    )
+    assert response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model=stack.model_id, previous_response_id=response.id, input="x")
+    assert caught.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+
+
+def test_a_streamed_response_can_be_continued_as_soon_as_it_ends(
+    client: openai.OpenAI, stack: Stack
+) -> None:
+    events = list(
+        client.responses.create(
+            model=stack.model_id, input="Hello!", max_output_tokens=4, temperature=0, stream=True
+        )
+    )
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.store is True
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+    again = client.responses.create(
+        model=stack.model_id, previous_response_id=final.id, input="Go on.", max_output_tokens=2
+    )
+    assert again.previous_response_id == final.id
+
+
+def test_another_tenants_responses_are_invisible(
+    client: openai.OpenAI, stack: Stack, stack_role_keys: dict[str, str]
+) -> None:
+    mine = client.responses.create(model=stack.model_id, input="secret plans", max_output_tokens=2)
+    created = httpx.post(
+        f"{stack.base_url}/admin/keys",
+        json={"owner": "another-team", "role": "developer"},
+        headers={"authorization": f"Bearer {stack_role_keys['admin']}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    with openai.OpenAI(
+        base_url=stack.base_url, api_key=created.json()["key"], max_retries=0
+    ) as other:
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.input_items.list(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model=stack.model_id, previous_response_id=mine.id, input="x")
+    assert client.responses.retrieve(mine.id).id == mine.id  # untouched

@@ -8,6 +8,7 @@ made.
     lalo-gateway keys get|revoke|rotate KEY_ID
     lalo-gateway migrate
     lalo-gateway secrets generate-key | put NAME (value on stdin) | rotate
+    lalo-gateway responses purge --older-than-days N
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lalo_gateway.security.runtime import Database
 from lalo_gateway.security.secretbox import SecretBox, generate_secret_key, parse_keys, rotate_all
 from lalo_gateway.security.settings import SecuritySettings
 
-COMMANDS = ("keys", "migrate", "secrets")
+COMMANDS = ("keys", "migrate", "secrets", "responses")
 
 
 def _settings() -> SecuritySettings:
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         "rotate",
         help="re-encrypt every stored secret under the first key in LALO_GATEWAY_SECRET_KEYS",
     )
+
+    responses = sub.add_parser("responses", help="stored Responses API answers").add_subparsers(
+        dest="action", required=True
+    )
+    purge = responses.add_parser("purge", help="delete stored responses older than N days")
+    purge.add_argument("--older-than-days", type=float, required=True)
     return parser
 
 
@@ -192,6 +199,22 @@ def _secrets(args: argparse.Namespace, settings: SecuritySettings) -> int:
     return 0
 
 
+def _responses(args: argparse.Namespace, settings: SecuritySettings) -> int:
+    from lalo_gateway.db.repositories import SqlResponseStore
+
+    if args.older_than_days < 0:
+        print("error: --older-than-days must be 0 or more", file=sys.stderr)
+        return 2
+    db = Database.connect(settings, migrate=settings.migrate_on_start)
+    try:
+        before = datetime.now(UTC) - timedelta(days=args.older_than_days)
+        count = SqlResponseStore(db.sessions).purge(before)
+        print(f"deleted {count} stored response(s) created before {before.isoformat()}")
+    finally:
+        db.engine.dispose()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, settings: SecuritySettings | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -204,6 +227,8 @@ def main(argv: Sequence[str] | None = None, settings: SecuritySettings | None = 
             return 0
         if args.command == "keys":
             return _keys(args, settings)
+        if args.command == "responses":
+            return _responses(args, settings)
         return _secrets(args, settings)
     except LaloError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -278,8 +278,9 @@ class EmbeddingRequest(OpenAIModel):
         return value
 
 
-# --- Responses API (POST /v1/responses), stateless: a response is not stored, so the whole
-# conversation comes in `input` every time (previous_response_id is refused by name).
+# --- Responses API (POST /v1/responses). A response is stored unless `store` is false (or the
+# operator turned storage off), so `previous_response_id` can continue it; or the whole
+# conversation comes in `input` (stored_responses.py).
 
 
 class InputText(BaseModel):
@@ -396,9 +397,8 @@ class ResponsesRequest(OpenAIModel):
     text: ResponsesText | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
-    # Accepted: nothing is stored, which every response says ("store": false).
     store: bool | None = None
-    previous_response_id: str | None = None
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=64)
     conversation: Any = None
     background: bool | None = None
 
@@ -420,13 +420,13 @@ class ResponsesRequest(OpenAIModel):
         check_tool_choice(value, named, [t.name for t in tools], auto_needs_tools=False)
         return value
 
-    @field_validator("previous_response_id", "conversation")
+    @field_validator("conversation")
     @classmethod
-    def _not_stored(cls, value: Any, info: ValidationInfo) -> Any:
+    def _no_conversations(cls, value: Any) -> Any:
         if value is not None:
             raise ValueError(
-                f"{info.field_name} is not supported: LALO does not store responses; send the "
-                "whole conversation in input (earlier outputs' items included)"
+                "conversation objects are not supported; continue a stored response with "
+                "previous_response_id, or send the whole conversation in input"
             )
         return value
 

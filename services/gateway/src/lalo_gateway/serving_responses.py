@@ -1,32 +1,36 @@
 """The Responses API (POST /v1/responses) over the same router call as chat completions.
 
-Stateless: a response is not stored ("store": false in every response), so a conversation
-comes whole in ``input`` — messages, the function calls of earlier responses and their
-outputs — and previous_response_id is refused by name (protocol.ResponsesRequest). Input
-items become chat messages (consecutive function calls one assistant turn, each output a
-tool turn); the answer becomes output items: a message with its text, then a function_call
-item per call. Streamed, the events are OpenAI's: response.created / in_progress, an
-output_item.added, content deltas and .done events per item, then response.completed (or
-response.incomplete when max_output_tokens cut it, response.failed on an error after the
-stream began).
+A response is stored unless the request says ``store: false`` (stored_responses.py), and
+``previous_response_id`` continues a stored one: its conversation is replayed before the new
+input. Or a conversation comes whole in ``input`` — messages, the function calls of earlier
+responses and their outputs. Input items become chat messages (consecutive function calls
+one assistant turn, each output a tool turn); the answer becomes output items: a message
+with its text, then a function_call item per call. Streamed, the events are OpenAI's:
+response.created / in_progress, an output_item.added, content deltas and .done events per
+item, then response.completed (or response.incomplete when max_output_tokens cut it,
+response.failed on an error after the stream began).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from lalo.inference.v1 import inference_pb2 as ipb
 from lalo.router.v1 import router_pb2 as rpb
+from pydantic import TypeAdapter, ValidationError
 
 from lalo_gateway.errors import APIError
 from lalo_gateway.protocol import (
     FunctionCallItem,
     FunctionCallOutputItem,
+    InputItem,
     JsonSchemaFormat,
     ResponseFormat,
     ResponsesNamedTool,
@@ -48,18 +52,32 @@ from lalo_gateway.serving import (
     sampling_from_request,
     template_role,
 )
+from lalo_gateway.stored_responses import (
+    ResponseStore,
+    StoredResponse,
+    conversation_items,
+    input_items_of,
+)
+
+log = logging.getLogger(__name__)
+_ITEMS = TypeAdapter(list[InputItem])
 
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
-def router_request(body: ResponsesRequest, request_id: str) -> rpb.ChatRequest:
+def router_request(
+    body: ResponsesRequest, request_id: str, history: Sequence[dict[str, Any]] = ()
+) -> rpb.ChatRequest:
+    """The router's chat request: ``instructions``, then the ``history`` items of the
+    responses it continues (stored_responses.conversation_items), then the input."""
     out = rpb.ChatRequest(request_id=request_id, model=body.model, stream=bool(body.stream))
     chat = out.chat
     if body.instructions:
         chat.messages.add(role="system", content=body.instructions)
-    items = [body.input] if isinstance(body.input, str) else body.input
+    own = [body.input] if isinstance(body.input, str) else body.input
+    items = [*_history_items(history), *own]
     for item in items:
         if isinstance(item, str):
             chat.messages.add(role="user", content=item)
@@ -95,6 +113,22 @@ def router_request(body: ResponsesRequest, request_id: str) -> rpb.ChatRequest:
         )
     )
     return out
+
+
+def _history_items(history: Sequence[dict[str, Any]]) -> list[Any]:
+    if not history:
+        return []
+    try:
+        return _ITEMS.validate_python(list(history))
+    except ValidationError:
+        # Only what this gateway wrote is read back; failing to read it is its own bug.
+        log.exception("a stored conversation does not read back as input items")
+        raise APIError(
+            500,
+            "The stored conversation could not be read.",
+            type_="server_error",
+            code="internal_error",
+        ) from None
 
 
 def _response_format(body: ResponsesRequest) -> ResponseFormat | None:
@@ -152,22 +186,65 @@ class ServingResponses(Serving):
     input_param = "input"
 
     async def create(
-        self, body: ResponsesRequest, request_id: str, principal: Principal | None = None
+        self,
+        body: ResponsesRequest,
+        request_id: str,
+        principal: Principal | None = None,
+        store: ResponseStore | None = None,
+        max_items: int = 512,
     ) -> JSONResponse | StreamingResponse:
-        request = router_request(body, request_id)
+        """``store``: where responses are kept (None: the operator turned storage off);
+        ``max_items``: the most input items, history included, one request may carry."""
+        if store is None and (body.store or body.previous_response_id):
+            field = "store" if body.store else "previous_response_id"
+            raise APIError(
+                400,
+                "This gateway does not store responses (LALO_GATEWAY_STORE_RESPONSES=false): "
+                "send the whole conversation in input.",
+                param=field,
+                code="storage_disabled",
+            )
+        tenant = principal.tenant if principal else ""
+        history = await self._history(body, tenant, store, max_items)
+        request = router_request(body, request_id, history)
         stamp_caller(request, principal)
-        envelope = _Envelope(body)
+        keep = _Keeper(store, body, tenant, principal.key_id if principal else "")
+        envelope = _Envelope(body, stored=keep.active)
         if body.stream:
-            return await self._stream_response(request, request_id, envelope)
+            return await self._stream_response(request, request_id, envelope, keep)
         out = await self._collect(request)
         model = out.route.model if out.route else body.model
         self._report_usage(out.usage, model)
-        return JSONResponse(
-            envelope.finished(out, model), headers=route_headers(out.route, request_id)
-        )
+        response = await keep.save(envelope.finished(out, model))
+        return JSONResponse(response, headers=route_headers(out.route, request_id))
+
+    @staticmethod
+    async def _history(
+        body: ResponsesRequest, tenant: str, store: ResponseStore | None, max_items: int
+    ) -> list[dict[str, Any]]:
+        previous = body.previous_response_id
+        if previous is None or store is None:
+            return []
+        chain = await asyncio.to_thread(store.conversation, tenant, previous, max_items)
+        history = conversation_items(chain, previous, max_items)
+        own = 1 if isinstance(body.input, str) else len(body.input)
+        if len(history) + own > max_items:
+            raise APIError(
+                400,
+                f"With the conversation of '{previous}' this request has "
+                f"{len(history) + own} input items; this gateway accepts at most {max_items}. "
+                "Start a new conversation, sending the part of the history that matters.",
+                param="previous_response_id",
+                code="conversation_too_long",
+            )
+        return history
 
     async def _stream_response(
-        self, request: rpb.ChatRequest, request_id: str, envelope: _Envelope
+        self,
+        request: rpb.ChatRequest,
+        request_id: str,
+        envelope: _Envelope,
+        keep: _Keeper,
     ) -> StreamingResponse:
         events = self.router.chat(request)
         route, pending = await self._open(events)
@@ -196,6 +273,7 @@ class ServingResponses(Serving):
                     yield piece
                 failed = envelope.snapshot(model, status="failed", output=writer.items)
                 failed["error"] = {"code": exc.code or "server_error", "message": exc.message}
+                failed = await keep.save(failed)
                 yield writer.event("response.failed", response=failed)
                 return
             cut = out.choice(0).finish_reason == "length"
@@ -204,6 +282,9 @@ class ServingResponses(Serving):
             final = envelope.finished(out, model, output=writer.items)
             kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
             self._report_usage(out.usage, model)
+            # Stored before the last event, so a client that continues the response as soon
+            # as it reads it finds it.
+            final = await keep.save(final)
             yield writer.event(kind, response=final)
 
         return StreamingResponse(
@@ -213,11 +294,47 @@ class ServingResponses(Serving):
         )
 
 
+class _Keeper:
+    """Stores one request's response when it is to be kept."""
+
+    def __init__(
+        self, store: ResponseStore | None, body: ResponsesRequest, tenant: str, key_id: str
+    ) -> None:
+        self.store = store if body.store is not False else None
+        self.body = body
+        self.tenant = tenant
+        self.key_id = key_id
+
+    @property
+    def active(self) -> bool:
+        return self.store is not None
+
+    async def save(self, response: dict[str, Any]) -> dict[str, Any]:
+        """``response``, stored; if the database fails, returned with ``store`` false: the
+        answer was generated and paid for, and the field says it was not kept."""
+        if self.store is None:
+            return response
+        stored = StoredResponse(
+            id=response["id"],
+            tenant=self.tenant,
+            previous_response_id=self.body.previous_response_id,
+            input_items=input_items_of(self.body),
+            response=response,
+        )
+        try:
+            await asyncio.to_thread(self.store.save, stored, key_id=self.key_id)
+        except Exception:
+            log.exception("could not store response %s", response["id"])
+            return {**response, "store": False}
+        return response
+
+
 class _Envelope:
     """The fields every response object of one request repeats."""
 
-    def __init__(self, body: ResponsesRequest) -> None:
+    def __init__(self, body: ResponsesRequest, stored: bool = False) -> None:
         self.body = body
+        self.stored = stored
         self.id = _id("resp")
         self.created_at = int(time.time())
 
@@ -238,8 +355,8 @@ class _Envelope:
             "model": model,
             "output": output or [],
             "parallel_tool_calls": body.parallel_tool_calls is not False,
-            "previous_response_id": None,
-            "store": False,
+            "previous_response_id": body.previous_response_id,
+            "store": self.stored,
             "temperature": body.temperature,
             "top_p": body.top_p,
             "text": {"format": _format_echo(body)},

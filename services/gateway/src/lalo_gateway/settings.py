@@ -23,6 +23,10 @@ class GatewaySettings(SecuritySettings):
         default=SecretStr(""), validation_alias=AliasChoices("LALO_API_KEYS")
     )
     request_timeout_s: float = Field(default=600.0, gt=0)
+    # Responses API answers are kept in the database (OpenAI's default, "store": true) so
+    # previous_response_id can continue them; false keeps none, and requests asking for it
+    # get a 400. `lalo-gateway responses purge --older-than-days N` deletes old ones.
+    store_responses: bool = True
     readiness_timeout_s: float = Field(default=2.0, gt=0)
     service_token: SecretStr = Field(
         default=SecretStr(""), validation_alias=AliasChoices("LALO_SERVICE_TOKEN")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -229,3 +230,25 @@ def test_cli_secrets(
     no_keys = settings.model_copy(update={"secret_keys": SecretStr("")})
     assert cli.main(["secrets", "rotate"], settings=no_keys) == 1
     assert "SECRET_KEYS" in capsys.readouterr().err
+
+
+def test_cli_purges_old_stored_responses(
+    settings: SecuritySettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lalo_gateway.db.repositories import SqlResponseStore
+    from lalo_gateway.security.runtime import Database
+    from lalo_gateway.stored_responses import StoredResponse
+
+    db = Database.connect(settings, migrate=True)
+    store = SqlResponseStore(db.sessions)
+    old = {"id": "resp_cli_old", "created_at": 1_600_000_000, "status": "completed", "output": []}
+    new = {**old, "id": "resp_cli_new", "created_at": int(time.time())}
+    for response in (old, new):
+        store.save(StoredResponse(response["id"], "cli", None, [], response))
+    assert cli.main(["responses", "purge", "--older-than-days", "30"], settings=settings) == 0
+    assert "deleted 1 stored response" in capsys.readouterr().out
+    assert store.get("cli", "resp_cli_old") is None
+    assert store.get("cli", "resp_cli_new") is not None
+    assert cli.main(["responses", "purge", "--older-than-days", "-1"], settings=settings) == 2
+    assert "0 or more" in capsys.readouterr().err
+    db.engine.dispose()

@@ -13,7 +13,13 @@ from sqlalchemy.exc import DBAPIError
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"gateway_api_keys", "gateway_audit_events", "gateway_secrets", "gateway_alembic_version"}
+TABLES = {
+    "gateway_api_keys",
+    "gateway_audit_events",
+    "gateway_secrets",
+    "gateway_responses",
+    "gateway_alembic_version",
+}
 
 
 def test_upgrade_an_empty_postgres_database_and_again(fresh_postgres_url: str) -> None:

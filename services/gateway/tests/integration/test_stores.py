@@ -1,4 +1,5 @@
-"""The SQL stores on Postgres: keys, audit events (filters, pagination), secrets."""
+"""The SQL stores on Postgres: keys, audit events (filters, pagination), secrets, stored
+responses."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lalo_gateway.db.repositories import (
     AuditQuery,
     SqlAuditStore,
     SqlKeyStore,
+    SqlResponseStore,
     SqlSecretStore,
 )
 from lalo_gateway.security.apikeys import ApiKeyService
@@ -22,6 +24,7 @@ from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.security.errors import AuthenticationFailed
 from lalo_gateway.security.rbac import Role
 from lalo_gateway.security.secretbox import SecretBox, generate_secret_key, rotate_all
+from lalo_gateway.stored_responses import StoredResponse
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -130,6 +133,41 @@ def test_audit_filters_and_pagination(sessions: sessionmaker[Session]) -> None:
     assert len(since.records) == 5
     with pytest.raises(InvalidArgument, match="cursor"):
         store.query(AuditQuery(cursor="garbage!"))
+
+
+def test_stored_responses_by_tenant_and_conversation(sessions: sessionmaker[Session]) -> None:
+    """The recursive conversation query on Postgres: a fork shares its ancestors, the walk
+    stops at the tenant's boundary and at max_links."""
+    store = SqlResponseStore(sessions)
+
+    def save(rid: str, previous: str | None, tenant: str = "acme") -> None:
+        item = {"type": "message", "id": f"msg_{rid}", "role": "user", "content": []}
+        response = {"id": rid, "created_at": 1_700_000_000, "status": "completed", "output": []}
+        store.save(StoredResponse(rid, tenant, previous, [item], response), key_id="k1")
+
+    save("resp_a", None)
+    save("resp_b", "resp_a")
+    save("resp_c", "resp_b")
+    save("resp_fork", "resp_a")
+    save("resp_other", "resp_a", tenant="initech")  # names acme's response as previous
+    assert [r.id for r in store.conversation("acme", "resp_c", 100)] == [
+        "resp_a",
+        "resp_b",
+        "resp_c",
+    ]
+    assert [r.id for r in store.conversation("acme", "resp_fork", 100)] == ["resp_a", "resp_fork"]
+    assert [r.id for r in store.conversation("acme", "resp_c", 1)] == ["resp_b", "resp_c"]
+    assert [r.id for r in store.conversation("initech", "resp_other", 100)] == ["resp_other"]
+    assert store.conversation("initech", "resp_c", 100) == []
+    stored = store.get("acme", "resp_b")
+    assert stored is not None
+    assert stored.input_items[0]["id"] == "msg_resp_b"
+    assert store.get("initech", "resp_b") is None
+    assert store.delete("acme", "resp_b")
+    assert not store.delete("acme", "resp_b")
+    assert [r.id for r in store.conversation("acme", "resp_c", 100)] == ["resp_c"]
+    assert store.purge(datetime(2023, 11, 15, tzinfo=UTC)) == 4  # saved as 2023-11-14
+    assert store.get("acme", "resp_a") is None
 
 
 def test_secrets_rotation(sessions: sessionmaker[Session]) -> None:

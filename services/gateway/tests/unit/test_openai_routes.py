@@ -1281,3 +1281,39 @@ def test_echo_with_no_tokens_scores_the_prompt(
     router.script = [route(), echo_chunk("Say"), complete(ipb.FINISH_REASON_LENGTH, completion=0)]
     events = sse_events(post("/v1/completions", {**body, "logprobs": None, "stream": True}))
     assert [e["choices"][0]["text"] for e in events] == ["Say", ""]
+
+
+# --- stored responses -------------------------------------------------------------------
+
+
+def test_stored_responses_routes_and_storage_turned_off(
+    app_client: TestClient, router: FakeRouter, post: Callable[..., Any]
+) -> None:
+    app_client.app.state.serving_responses.router = router  # type: ignore[attr-defined]
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    created = post("/v1/responses", {"model": MODEL, "input": "Hi"}).json()
+    assert created["store"] is True
+    assert app_client.get(f"/v1/responses/{created['id']}", headers=auth).json() == created
+    items = app_client.get(f"/v1/responses/{created['id']}/input_items", headers=auth).json()
+    assert [i["content"][0]["text"] for i in items["data"]] == ["Hi"]
+    bad = app_client.get(
+        f"/v1/responses/{created['id']}/input_items", params={"order": "up"}, headers=auth
+    )
+    assert_openai_error(bad, 400, param="order")
+    assert app_client.get(f"/v1/responses/{created['id']}").status_code == 401
+
+    settings = app_client.app.state.settings  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "store_responses", False)
+        plain = post("/v1/responses", {"model": MODEL, "input": "Hi"})
+        assert plain.status_code == 200
+        assert plain.json()["store"] is False
+        refused = post("/v1/responses", {"model": MODEL, "input": "Hi", "store": True})
+        assert_openai_error(refused, 400, param="store")
+        refused = post(
+            "/v1/responses",
+            {"model": MODEL, "input": "Hi", "previous_response_id": created["id"]},
+        )
+        assert_openai_error(refused, 400, param="previous_response_id")
+        gone = app_client.get(f"/v1/responses/{created['id']}", headers=auth)
+        assert_openai_error(gone, 404, param="response_id")

@@ -179,7 +179,7 @@ async def test_an_error_after_the_stream_began_fails_the_response() -> None:
 @pytest.mark.parametrize(
     ("fields", "where"),
     [
-        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"previous_response_id": ""}, "previous_response_id"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"input": []}, "input"),
         ({"input": [{"type": "web_search_call"}]}, "input"),

@@ -10,14 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lalo_common.errors import InvalidArgument
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lalo_gateway.db.models import ApiKeyRow, AuditEventRow, StoredSecretRow
+from lalo_gateway.db.models import ApiKeyRow, AuditEventRow, StoredResponseRow, StoredSecretRow
 from lalo_gateway.security.apikeys import ApiKeyRecord
 from lalo_gateway.security.audit import AuditRecord
 from lalo_gateway.security.rbac import Role
+from lalo_gateway.stored_responses import StoredResponse
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -310,3 +311,87 @@ class SqlSecretStore:
                 .where(StoredSecretRow.name == name)
                 .values(ciphertext=ciphertext, updated_at=datetime.now(UTC))
             )
+
+
+def _stored(row: StoredResponseRow) -> StoredResponse:
+    return StoredResponse(
+        id=row.id,
+        tenant=row.tenant,
+        previous_response_id=row.previous_response_id,
+        input_items=list(row.input_items),
+        response=dict(row.response),
+    )
+
+
+class SqlResponseStore:
+    """Stored Responses API answers, each readable only by the tenant that created it."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def save(self, stored: StoredResponse, *, key_id: str = "") -> None:
+        created = stored.response.get("created_at")
+        with self._sessions.begin() as session:
+            session.add(
+                StoredResponseRow(
+                    id=stored.id,
+                    tenant=stored.tenant[:255],
+                    key_id=key_id[:36],
+                    created_at=datetime.fromtimestamp(created, UTC)
+                    if isinstance(created, int)
+                    else datetime.now(UTC),
+                    previous_response_id=stored.previous_response_id,
+                    status=str(stored.response.get("status", ""))[:16],
+                    model=str(stored.response.get("model", ""))[:255],
+                    input_items=stored.input_items,
+                    response=stored.response,
+                )
+            )
+
+    def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        with self._sessions() as session:
+            row = session.scalars(
+                select(StoredResponseRow).where(
+                    StoredResponseRow.id == response_id, StoredResponseRow.tenant == tenant
+                )
+            ).first()
+            return None if row is None else _stored(row)
+
+    def delete(self, tenant: str, response_id: str) -> bool:
+        with self._sessions.begin() as session:
+            result = session.execute(
+                delete(StoredResponseRow).where(
+                    StoredResponseRow.id == response_id, StoredResponseRow.tenant == tenant
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def conversation(self, tenant: str, response_id: str, max_links: int) -> list[StoredResponse]:
+        """``response_id`` and the responses it continues, oldest first, at most
+        ``max_links + 1`` of them: one recursive query, whatever the conversation's length.
+        The caller checks that the oldest one starts the conversation (a link may have been
+        deleted, or the chain may be longer than ``max_links``)."""
+        table = StoredResponseRow
+        chain = (
+            select(table.id, table.previous_response_id, literal(0).label("depth"))
+            .where(table.id == response_id, table.tenant == tenant)
+            .cte("response_chain", recursive=True)
+        )
+        chain = chain.union_all(
+            select(table.id, table.previous_response_id, chain.c.depth + 1).where(
+                table.id == chain.c.previous_response_id,
+                table.tenant == tenant,
+                chain.c.depth < max_links,
+            )
+        )
+        query = select(table).join(chain, table.id == chain.c.id).order_by(chain.c.depth.desc())
+        with self._sessions() as session:
+            return [_stored(row) for row in session.scalars(query).all()]
+
+    def purge(self, before: datetime) -> int:
+        """Delete every response created before ``before``; returns how many."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                delete(StoredResponseRow).where(StoredResponseRow.created_at < before)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)

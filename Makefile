@@ -81,7 +81,7 @@ test: install ## Install what is needed and run the whole suite (unit, integrati
 .PHONY: bench
 bench: install ## Benchmarks, each beside a reference measured in the same run
 	$(UV) run --frozen --no-sync python bench/inference.py
-	@for extra in bench-scoring bench-embeddings bench-router bench-orchestrator bench-large bench-embeddings-large; do \
+	@for extra in bench-scoring bench-embeddings bench-router bench-responses bench-orchestrator bench-large bench-embeddings-large; do \
 	  if grep -q "^$$extra:" $(firstword $(MAKEFILE_LIST)); then $(MAKE) --no-print-directory $$extra || exit 1; fi; \
 	done
 
@@ -142,6 +142,10 @@ bench-embeddings: install ## /v1/embeddings and inference-small Embed beside raw
 .PHONY: bench-router
 bench-router: install ## Router classification latency p50/p99 on one thread beside a naive-Bayes baseline
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(UV) run --frozen --no-sync python bench/router_latency.py --data $(ROUTER_DATA)
+
+.PHONY: bench-responses
+bench-responses: install tiny-model ## Stored responses: store and previous_response_id beside the whole conversation sent in input
+	$(UV) run --frozen --no-sync python bench/responses.py
 
 .PHONY: bench-orchestrator
 bench-orchestrator: install ## Orchestrator overhead per step (Redis broker, Postgres) and throughput with two workers

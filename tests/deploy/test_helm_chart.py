@@ -44,6 +44,8 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] in ("Deployment", "Job"):
             yield name, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            yield name, doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif doc["kind"] == "LeaderWorkerSet":
             template = doc["spec"]["leaderWorkerTemplate"]
             yield f"{name}/leader", template["leaderTemplate"]["spec"]
@@ -92,6 +94,7 @@ def test_every_optional_object_renders_and_validates(check_chart: ModuleType, he
         "LeaderWorkerSet",
         "ScaledObject",
         "ServiceMonitor",
+        "CronJob",
     } <= kinds
     assert check_chart.validate(docs) == []
 
@@ -253,6 +256,28 @@ def test_migrations_run_before_install_and_upgrade(check_chart: ModuleType, helm
     assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
         job["metadata"]["annotations"]["helm.sh/hook-weight"]
     )
+
+
+def test_stored_responses_are_purged_only_when_a_retention_is_set(
+    check_chart: ModuleType, helm: Path
+) -> None:
+    docs = render(check_chart, helm, EVERYTHING)
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    assert component(cron) == "responses-purge"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (purge,) = containers(spec)
+    assert purge["args"] == ["responses", "purge", "--older-than-days", "30"]
+    env = {e["name"] for e in purge["env"]}
+    assert {"LALO_GATEWAY_DATABASE_URL", "LALO_GATEWAY_KEY_PEPPER"} <= env
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and component(d) == "gateway")
+    gateway_env = {
+        e["name"]: e.get("value") for e in containers(gateway["spec"]["template"]["spec"])[0]["env"]
+    }
+    assert gateway_env["LALO_GATEWAY_STORE_RESPONSES"] == "true"
+    for sets in (["gateway.responsesRetentionDays=0"], ["gateway.storeResponses=false"]):
+        plain = check_chart.render(helm, [EVERYTHING], sets=sets)
+        assert not [d for d in plain if d["kind"] == "CronJob"], sets
 
 
 def test_existing_secret_is_used_instead_of_a_chart_secret(

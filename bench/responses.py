@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 from lalo_testing.stack import start_stack
 from lalo_testing.tiny_model import write_model
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / ".lalo" / "models" / "tiny-chat.gguf"
@@ -87,8 +88,8 @@ def fresh_postgres(url: str) -> tuple[str, str, str]:
     admin = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    return f"{base}/{name}", admin, name
+    # The same server and credentials, the new database (query options kept).
+    return make_url(admin).set(database=name).render_as_string(hide_password=False), admin, name
 
 
 def main() -> int:

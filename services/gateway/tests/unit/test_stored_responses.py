@@ -251,6 +251,20 @@ async def test_a_database_failure_returns_the_answer_marked_not_stored(
     assert response["output"][0]["content"][0]["text"] == "Hi!"
 
 
+async def test_a_stored_conversation_that_does_not_read_back_is_a_clear_500(
+    store: SqlResponseStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only what the gateway wrote is replayed; a row it cannot read (edited by hand, or
+    written by a future version) is the operator's problem, said as such, not a traceback."""
+    response = {"id": "resp_bad", "created_at": 1, "status": "completed", "output": []}
+    store.save(StoredResponse("resp_bad", "alice", None, [{"type": "mystery"}], response))
+    with pytest.raises(APIError) as caught:
+        await create(ServingResponses(RecordingRouter()), store, previous_response_id="resp_bad")
+    assert (caught.value.status, caught.value.code) == (500, "internal_error")
+    assert "stored conversation could not be read" in caught.value.message
+    assert "does not read back as input items" in caplog.text
+
+
 def test_input_items_are_stored_in_openais_shapes_and_read_back_as_input() -> None:
     request = body(
         input=[

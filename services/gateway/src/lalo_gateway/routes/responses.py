@@ -22,7 +22,7 @@ router = APIRouter(tags=["responses"])
 
 def response_store(request: Request) -> SqlResponseStore | None:
     """Where responses are kept; None when the operator turned storage off."""
-    if not getattr(request.app.state.settings, "store_responses", True):
+    if not request.app.state.settings.store_responses:
         return None
     return SqlResponseStore(security_runtime(request).db.sessions)
 
